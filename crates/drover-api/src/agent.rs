@@ -1,0 +1,98 @@
+//! The agent protocol: what the server and an agent say to each other on the agent's control
+//! port (8101, mutual TLS). The agent answers errors with the same [`crate::ErrorBody`] as the API.
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `POST /v1/enroll` (before enrollment only, no client certificate) | [`EnrollBegin`] | [`EnrollCsr`] |
+//! | `POST /v1/enroll/complete` (before enrollment only) | [`EnrollComplete`] | 204 |
+//! | `GET /v1/host` | | [`AgentHostInfo`] |
+//! | `GET /v1/events` | | NDJSON stream of [`AgentEvent`], a [`AgentEvent::Snapshot`] first |
+//! | `GET /v1/vms` | | `Vec<VmRuntime>` |
+//! | `POST /v1/vms/validate` | [`AgentVmSpec`] | 204, or 4xx naming the missing file |
+//! | `PUT /v1/vms/{id}` | [`AgentVmSpec`] | [`VmRuntime`] (defines the VM, makes its disk; idempotent) |
+//! | `POST /v1/vms/{id}/actions` | [`crate::VmActionRequest`] | [`VmRuntime`] once the action is done |
+//! | `DELETE /v1/vms/{id}` | | 204 (ends QEMU, removes the VM's files; idempotent) |
+//! | `GET /v1/vms/{id}/console` | | WebSocket: binary frames both ways, the guest's serial port |
+
+use crate::host::Accelerator;
+use crate::id::VmId;
+use crate::vm::{VmDisk, VmState};
+use serde::{Deserialize, Serialize};
+
+/// What an agent says of its machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHostInfo {
+    pub hostname: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub memory_free_mib: u64,
+    /// Free space where the agent keeps VM disks.
+    pub disk_free_bytes: u64,
+    pub accelerator: Accelerator,
+    pub agent_version: String,
+    /// `host`, `library`.
+    pub roles: Vec<String>,
+}
+
+/// Everything the agent needs to run a VM. The server's database is the source of truth; the
+/// agent keeps a copy next to the VM's disk so it can re-adopt the VM after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentVmSpec {
+    pub id: VmId,
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk: VmDisk,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+/// A VM's state as its host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRuntime {
+    pub vm_id: VmId,
+    pub state: VmState,
+    /// Why, when the state is Failed (for example "QEMU exited without a shutdown request").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One line of the agent's event stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum AgentEvent {
+    /// First line on every connection: the whole truth, so that a reconnecting server resyncs.
+    Snapshot { host: AgentHostInfo, vms: Vec<VmRuntime> },
+    /// A VM changed state; sent the moment the agent sees it.
+    Vm(VmRuntime),
+    /// Fresh host figures; also the heartbeat, sent every [`HEARTBEAT_SECONDS`].
+    Host(AgentHostInfo),
+}
+
+/// How often an agent sends [`AgentEvent::Host`] on its event stream.
+pub const HEARTBEAT_SECONDS: u64 = 2;
+
+/// First enrollment call: the server proves it knows the agent's one-time code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollBegin {
+    pub code: String,
+}
+
+/// The agent's answer: a certificate signing request for a key that never leaves the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollCsr {
+    pub csr_pem: String,
+    pub hostname: String,
+}
+
+/// Second enrollment call: the signed certificate and the CA the agent trusts from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollComplete {
+    pub code: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+}

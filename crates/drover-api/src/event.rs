@@ -1,0 +1,17 @@
+//! Events streamed to clients over `GET /api/v1/events` (WebSocket, one JSON object per message).
+
+use crate::host::Host;
+use crate::id::{HostId, VmId};
+use crate::job::Job;
+use crate::vm::Vm;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case", tag = "type", content = "object")]
+pub enum Event {
+    VmChanged(Vm),
+    VmDeleted(VmId),
+    HostChanged(Host),
+    HostRemoved(HostId),
+    JobChanged(Job),
+}

@@ -1,0 +1,29 @@
+//! Drover's wire types: the REST resources, jobs, events, the error body, the agent protocol,
+//! the port table and the configuration file. This crate has no async runtime, no HTTP stack and
+//! no database; every type that crosses a process boundary lives here, and nothing else does.
+
+pub mod agent;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod host;
+pub mod id;
+pub mod job;
+pub mod page;
+pub mod ports;
+pub mod size;
+pub mod vm;
+
+pub use error::{ErrorBody, ErrorDetail};
+pub use event::Event;
+pub use host::{Accelerator, Host, HostAdd, HostState};
+pub use id::{HostId, JobId, VmId};
+pub use job::{Job, JobStatus, JobStep, JobTarget};
+pub use page::Page;
+pub use vm::{Vm, VmAction, VmActionRequest, VmCreate, VmDisk, VmState};
+
+/// The version every Drover component reports; server and agents of one release speak one protocol.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Path prefix of the public REST API.
+pub const API_PREFIX: &str = "/api/v1";

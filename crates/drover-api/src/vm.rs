@@ -1,0 +1,238 @@
+//! Virtual machines as the API shows them, and the requests that create and change them.
+
+use crate::id::{HostId, VmId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The states of DESIGN.md section 3. `Unknown` means the host cannot be reached: a VM is never
+/// guessed to be stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Creating,
+    Stopped,
+    Starting,
+    Running,
+    Paused,
+    Saved,
+    Stopping,
+    Migrating,
+    Stored,
+    Failed,
+    Unknown,
+}
+
+impl VmState {
+    pub const ALL: [VmState; 11] = [
+        VmState::Creating,
+        VmState::Stopped,
+        VmState::Starting,
+        VmState::Running,
+        VmState::Paused,
+        VmState::Saved,
+        VmState::Stopping,
+        VmState::Migrating,
+        VmState::Stored,
+        VmState::Failed,
+        VmState::Unknown,
+    ];
+
+    /// The snake_case name used in JSON, query strings and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Creating => "creating",
+            VmState::Stopped => "stopped",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Saved => "saved",
+            VmState::Stopping => "stopping",
+            VmState::Migrating => "migrating",
+            VmState::Stored => "stored",
+            VmState::Failed => "failed",
+            VmState::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<VmState> {
+        VmState::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+
+    /// Whether a QEMU process exists for a VM in this state.
+    pub fn has_process(self) -> bool {
+        matches!(
+            self,
+            VmState::Starting | VmState::Running | VmState::Paused | VmState::Stopping | VmState::Migrating
+        )
+    }
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.as_str();
+        let mut chars = text.chars();
+        match chars.next() {
+            Some(first) => write!(f, "{}{}", first.to_ascii_uppercase(), chars.as_str()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where a new VM's disk comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum VmDisk {
+    /// No disk at all (a guest that runs from its initramfs).
+    None,
+    /// An empty qcow2 disk of this size.
+    Blank { size_bytes: u64 },
+    /// A qcow2 overlay (linked clone) on an image file that exists on the host.
+    Image { path: String },
+}
+
+/// Body of `POST /api/v1/vms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VmCreate {
+    pub name: String,
+    /// Host id or name.
+    pub host: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk: VmDisk,
+    /// Direct kernel boot: a kernel file on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// Start the VM once it is created; if it cannot start, the whole create is undone.
+    #[serde(default)]
+    pub start: bool,
+}
+
+/// A virtual machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Vm {
+    pub id: VmId,
+    pub name: String,
+    pub host_id: HostId,
+    pub host_name: String,
+    pub state: VmState,
+    /// Why the VM is in its state, when that is worth saying (a failure, an unreachable host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk: VmDisk,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A change of a VM's power state, `POST /api/v1/vms/{vm}/actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmAction {
+    Start,
+    /// Hard stop: the QEMU process is ended at once.
+    Stop,
+    /// ACPI power button; the guest powers itself off.
+    Shutdown,
+    /// Stops the vCPUs; memory stays.
+    Pause,
+    Resume,
+    /// Hard reset of the running guest.
+    Restart,
+}
+
+impl VmAction {
+    pub const ALL: [VmAction; 6] = [
+        VmAction::Start,
+        VmAction::Stop,
+        VmAction::Shutdown,
+        VmAction::Pause,
+        VmAction::Resume,
+        VmAction::Restart,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmAction::Start => "start",
+            VmAction::Stop => "stop",
+            VmAction::Shutdown => "shutdown",
+            VmAction::Pause => "pause",
+            VmAction::Resume => "resume",
+            VmAction::Restart => "restart",
+        }
+    }
+
+    /// The state a VM reaches when the action completes.
+    pub fn target_state(self) -> VmState {
+        match self {
+            VmAction::Start | VmAction::Resume | VmAction::Restart => VmState::Running,
+            VmAction::Stop | VmAction::Shutdown => VmState::Stopped,
+            VmAction::Pause => VmState::Paused,
+        }
+    }
+}
+
+impl fmt::Display for VmAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VmActionRequest {
+    pub action: VmAction,
+}
+
+/// Rules for object names (VMs, hosts): what people type, what shows in tables and file names.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.is_empty() || name.len() > 63 || !valid_chars || !starts_well {
+        return Err(format!(
+            "'{name}' is not a valid name: use 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ));
+    }
+    if name.parse::<uuid::Uuid>().is_ok() {
+        return Err(format!("'{name}' looks like an id; choose a name that is not a UUID"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["web1", "a", "db-01.prod", "x_y"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        let too_long = "a".repeat(64);
+        for bad in ["", "-x", "has space", "a/b", "ümlaut", too_long.as_str(), "6f1c2a4e-0d7b-4c55-9a3e-2b1f0c9d8e7a"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for state in VmState::ALL {
+            assert_eq!(VmState::parse(state.as_str()), Some(state));
+            let json = serde_json::to_string(&state).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
+        assert_eq!(VmState::Running.to_string(), "Running");
+    }
+}

@@ -1,0 +1,110 @@
+//! The hypervisor seam: [`VmDriver`] defines, starts, re-adopts and destroys VMs on one host, and
+//! [`RunningVm`] drives one VM's process. The agent's per-VM actor owns a `Box<dyn RunningVm>`;
+//! nothing else talks to the process. The QEMU driver is in [`qemu`]. This crate knows nothing of
+//! the server, jobs or HTTP.
+
+pub mod qemu;
+
+use async_trait::async_trait;
+use drover_api::Accelerator;
+use drover_api::agent::AgentVmSpec;
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+
+/// What the process of a running VM says happened, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEvent {
+    /// The vCPUs stopped (pause, or the start of a shutdown).
+    Paused,
+    /// The vCPUs run again.
+    Resumed,
+    /// The guest or the host asked the VM to shut down; the process ends next.
+    ShutdownRequested { by_guest: bool },
+    /// The process is gone. `clean` is true when a shutdown (by guest, ACPI or hard stop) came
+    /// first; false when it died on its own (crash, kill from outside).
+    Exited { clean: bool, reason: String },
+}
+
+/// The vCPU state of a live process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Paused,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A file the spec names (image, kernel, initrd) does not exist or cannot be read.
+    #[error("{what} {path} does not exist or cannot be read")]
+    MissingFile { what: &'static str, path: PathBuf },
+    /// The spec cannot run on this host (for example more vCPUs than the host has).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A helper program (qemu-img, qemu-system) failed; `output` is its stderr.
+    #[error("{program} failed: {output}")]
+    Command { program: String, output: String },
+    #[error("the VM process did not start: {0}")]
+    StartFailed(String),
+    #[error("the VM process is not running")]
+    NotRunning,
+    #[error("monitor command {command} failed")]
+    Monitor {
+        command: String,
+        #[source]
+        source: drover_qmp::QmpError,
+    },
+    #[error("i/o error on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Drives VMs of one kind of hypervisor on this host. Each VM has its own directory (`vm_dir`),
+/// made by the agent; the driver keeps everything of the VM in it: disks, sockets, pid file,
+/// logs. Every method is safe to call again after a failure or a restart of the agent.
+#[async_trait]
+pub trait VmDriver: Send + Sync + 'static {
+    /// How guests run on this host, found by probing.
+    fn accelerator(&self) -> Accelerator;
+
+    /// Checks that `spec` can be defined here (files exist, sizes sane) without changing anything.
+    async fn validate(&self, spec: &AgentVmSpec) -> Result<(), DriverError>;
+
+    /// Creates the VM's disk and files in `vm_dir`. On error, leaves `vm_dir` as it found it.
+    async fn create(&self, spec: &AgentVmSpec, vm_dir: &Path) -> Result<(), DriverError>;
+
+    /// Starts the VM's process, outside the agent's process tree so that it outlives the agent.
+    /// Returns once the guest runs. On error, no process is left behind.
+    async fn start(&self, spec: &AgentVmSpec, vm_dir: &Path)
+    -> Result<Box<dyn RunningVm>, DriverError>;
+
+    /// Re-attaches to the VM's process after an agent restart; `None` when no process runs.
+    async fn recover(
+        &self,
+        spec: &AgentVmSpec,
+        vm_dir: &Path,
+    ) -> Result<Option<Box<dyn RunningVm>>, DriverError>;
+
+    /// Ends the VM's process if any and removes everything in `vm_dir`.
+    async fn destroy(&self, vm_dir: &Path) -> Result<(), DriverError>;
+}
+
+/// One live VM process. Owned by exactly one task, the agent's actor for the VM.
+#[async_trait]
+pub trait RunningVm: Send + 'static {
+    async fn status(&mut self) -> Result<RunStatus, DriverError>;
+    async fn pause(&mut self) -> Result<(), DriverError>;
+    async fn resume(&mut self) -> Result<(), DriverError>;
+    /// Hard reset of the guest; the process stays.
+    async fn reset(&mut self) -> Result<(), DriverError>;
+    /// ACPI power button; the guest decides whether to power off.
+    async fn power_down(&mut self) -> Result<(), DriverError>;
+    /// Hard stop: ends the process now and waits until it is gone.
+    async fn kill(&mut self) -> Result<(), DriverError>;
+    /// The process's events; the channel closes after [`VmEvent::Exited`].
+    fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>>;
+    /// Unix socket of the guest's serial console (one client at a time).
+    fn serial_socket(&self) -> PathBuf;
+}
