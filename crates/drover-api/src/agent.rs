@@ -66,7 +66,10 @@ pub struct VmRuntime {
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum AgentEvent {
     /// First line on every connection: the whole truth, so that a reconnecting server resyncs.
-    Snapshot { host: AgentHostInfo, vms: Vec<VmRuntime> },
+    Snapshot {
+        host: AgentHostInfo,
+        vms: Vec<VmRuntime>,
+    },
     /// A VM changed state; sent the moment the agent sees it.
     Vm(VmRuntime),
     /// Fresh host figures; also the heartbeat, sent every [`HEARTBEAT_SECONDS`].

@@ -18,17 +18,61 @@ pub struct Setting {
 }
 
 pub const SETTINGS: &[Setting] = &[
-    Setting { key: "server.api_port", default: "8100", help: "HTTPS port of the REST API, web console and WebSocket streams" },
-    Setting { key: "server.bind_address", default: "0.0.0.0", help: "address the server listens on" },
-    Setting { key: "portal.port", default: "8443", help: "HTTPS port of a separate self-service portal front end" },
-    Setting { key: "portal.server_url", default: "https://localhost:8100", help: "where a separate portal front end finds the server" },
-    Setting { key: "agent.control_port", default: "8101", help: "agent control and event stream (mutual TLS)" },
-    Setting { key: "agent.transfer_port", default: "8102", help: "agent file transfers (mutual TLS, HTTP ranges)" },
-    Setting { key: "agent.migration_ports", default: "49152-49215", help: "ports an agent may open for incoming live migrations" },
-    Setting { key: "agent.bind_address", default: "0.0.0.0", help: "address the agent listens on" },
-    Setting { key: "network.vxlan_port", default: "4789", help: "UDP port of overlay networks between hosts" },
-    Setting { key: "database.url", default: "", help: "PostgreSQL URL; empty means SQLite in the data directory" },
-    Setting { key: "p2v.library_url", default: "", help: "library transfer endpoint a p2v source sends to" },
+    Setting {
+        key: "server.api_port",
+        default: "8100",
+        help: "HTTPS port of the REST API, web console and WebSocket streams",
+    },
+    Setting {
+        key: "server.bind_address",
+        default: "0.0.0.0",
+        help: "address the server listens on",
+    },
+    Setting {
+        key: "portal.port",
+        default: "8443",
+        help: "HTTPS port of a separate self-service portal front end",
+    },
+    Setting {
+        key: "portal.server_url",
+        default: "https://localhost:8100",
+        help: "where a separate portal front end finds the server",
+    },
+    Setting {
+        key: "agent.control_port",
+        default: "8101",
+        help: "agent control and event stream (mutual TLS)",
+    },
+    Setting {
+        key: "agent.transfer_port",
+        default: "8102",
+        help: "agent file transfers (mutual TLS, HTTP ranges)",
+    },
+    Setting {
+        key: "agent.migration_ports",
+        default: "49152-49215",
+        help: "ports an agent may open for incoming live migrations",
+    },
+    Setting {
+        key: "agent.bind_address",
+        default: "0.0.0.0",
+        help: "address the agent listens on",
+    },
+    Setting {
+        key: "network.vxlan_port",
+        default: "4789",
+        help: "UDP port of overlay networks between hosts",
+    },
+    Setting {
+        key: "database.url",
+        default: "",
+        help: "PostgreSQL URL; empty means SQLite in the data directory",
+    },
+    Setting {
+        key: "p2v.library_url",
+        default: "",
+        help: "library transfer endpoint a p2v source sends to",
+    },
 ];
 
 /// Where a setting's value came from.
@@ -156,7 +200,11 @@ impl Config {
         ConfigError::Unknown {
             key: key.to_owned(),
             source_of_value: source,
-            known: SETTINGS.iter().map(|s| s.key).collect::<Vec<_>>().join(", "),
+            known: SETTINGS
+                .iter()
+                .map(|s| s.key)
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 
@@ -268,8 +316,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("drover-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("drover.toml");
-        std::fs::write(&file, "[server]\napi_port = 9100\n[agent]\ncontrol_port = 9101\ntransfer_port = 9102\n")
-            .expect("write config");
+        std::fs::write(
+            &file,
+            "[server]\napi_port = 9100\n[agent]\ncontrol_port = 9101\ntransfer_port = 9102\n",
+        )
+        .expect("write config");
         let environment = [
             ("DROVER_AGENT_CONTROL_PORT".to_owned(), "7101".to_owned()),
             ("DROVER_AGENT_TRANSFER_PORT".to_owned(), "7102".to_owned()),
@@ -277,7 +328,10 @@ mod tests {
         let flags = [("agent.transfer_port", "6102".to_owned())];
         let config = Config::load_from(Some(&file), environment, &flags).expect("loads");
         assert_eq!(config.api_port(), 9100);
-        assert_eq!(config.entry("server.api_port").map(|e| e.1.clone()), Some(Source::File(file.clone())));
+        assert_eq!(
+            config.entry("server.api_port").map(|e| e.1.clone()),
+            Some(Source::File(file.clone()))
+        );
         assert_eq!(config.agent_control_port(), 7101);
         assert_eq!(
             config.entry("agent.control_port").map(|e| e.1.clone()),
@@ -285,7 +339,10 @@ mod tests {
         );
         assert_eq!(config.agent_transfer_port(), 6102);
         assert_eq!(config.migration_ports(), 49152..=49215);
-        assert_eq!(config.entry("network.vxlan_port").map(|e| e.1.clone()), Some(Source::Default));
+        assert_eq!(
+            config.entry("network.vxlan_port").map(|e| e.1.clone()),
+            Some(Source::Default)
+        );
         std::fs::remove_dir_all(dir).expect("clean up");
     }
 
@@ -299,7 +356,10 @@ mod tests {
         ];
         for (key, value) in cases {
             let flags = [(key, value.to_owned())];
-            assert!(Config::load_from(None, [], &flags).is_err(), "{key}={value}");
+            assert!(
+                Config::load_from(None, [], &flags).is_err(),
+                "{key}={value}"
+            );
         }
     }
 

@@ -32,7 +32,9 @@ impl HostState {
     }
 
     pub fn parse(text: &str) -> Option<HostState> {
-        HostState::ALL.into_iter().find(|state| state.as_str() == text)
+        HostState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 }
 

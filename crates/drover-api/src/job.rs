@@ -36,11 +36,16 @@ impl JobStatus {
     }
 
     pub fn parse(text: &str) -> Option<JobStatus> {
-        JobStatus::ALL.into_iter().find(|status| status.as_str() == text)
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled)
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled
+        )
     }
 }
 

@@ -56,14 +56,20 @@ impl VmState {
     }
 
     pub fn parse(text: &str) -> Option<VmState> {
-        VmState::ALL.into_iter().find(|state| state.as_str() == text)
+        VmState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 
     /// Whether a QEMU process exists for a VM in this state.
     pub fn has_process(self) -> bool {
         matches!(
             self,
-            VmState::Starting | VmState::Running | VmState::Paused | VmState::Stopping | VmState::Migrating
+            VmState::Starting
+                | VmState::Running
+                | VmState::Paused
+                | VmState::Stopping
+                | VmState::Migrating
         )
     }
 }
@@ -199,14 +205,19 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > 63 || !valid_chars || !starts_well {
         return Err(format!(
             "'{name}' is not a valid name: use 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit"
         ));
     }
     if name.parse::<uuid::Uuid>().is_ok() {
-        return Err(format!("'{name}' looks like an id; choose a name that is not a UUID"));
+        return Err(format!(
+            "'{name}' looks like an id; choose a name that is not a UUID"
+        ));
     }
     Ok(())
 }
@@ -221,7 +232,15 @@ mod tests {
             assert!(validate_name(good).is_ok(), "{good}");
         }
         let too_long = "a".repeat(64);
-        for bad in ["", "-x", "has space", "a/b", "ümlaut", too_long.as_str(), "6f1c2a4e-0d7b-4c55-9a3e-2b1f0c9d8e7a"] {
+        for bad in [
+            "",
+            "-x",
+            "has space",
+            "a/b",
+            "ümlaut",
+            too_long.as_str(),
+            "6f1c2a4e-0d7b-4c55-9a3e-2b1f0c9d8e7a",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }

@@ -70,10 +70,14 @@ pub async fn wait_until<T>(
 
 /// Waits until `file` contains `marker` (a serial log, a process's output).
 pub async fn wait_for_text(file: &Path, marker: &str, timeout: Duration) -> anyhow::Result<String> {
-    wait_until(&format!("'{marker}' in {}", file.display()), timeout, async || {
-        let text = tokio::fs::read_to_string(file).await.ok()?;
-        text.contains(marker).then_some(text)
-    })
+    wait_until(
+        &format!("'{marker}' in {}", file.display()),
+        timeout,
+        async || {
+            let text = tokio::fs::read_to_string(file).await.ok()?;
+            text.contains(marker).then_some(text)
+        },
+    )
     .await
 }
 
