@@ -93,3 +93,70 @@ pub const PORT_TABLE: &[PortUse] = &[
         seed: "OpsMgr",
     },
 ];
+
+/// The port table as Markdown with each row's default value: the text of `docs/ports.md`.
+pub fn markdown() -> String {
+    let mut text = String::from(
+        "# Drover ports\n\n\
+         Generated from `crates/drover-api/src/ports.rs` (`PORT_TABLE`) and the settings in\n\
+         `crates/drover-api/src/config.rs`; a test fails when this file is stale. Regenerate with\n\
+         `DROVER_BLESS=1 cargo test -p drover-api ports`. `drover ports` prints the same table with\n\
+         the values in force on a machine and where each was set.\n\n\
+         Every setting can be changed in `drover.toml` (`[section] key = value`), by the environment\n\
+         variable shown, or by a command-line flag.\n\n\
+         | Connection | Protocol | Default | Config key | Environment | SCVMM 2008 |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for row in PORT_TABLE {
+        let (default, key, env) = match row.config_key {
+            Some(key) => {
+                let default = crate::config::SETTINGS
+                    .iter()
+                    .find(|setting| setting.key == key)
+                    .map(|setting| setting.default)
+                    .unwrap_or_default();
+                let default = if default.is_empty() { "(unset)" } else { default };
+                (default, format!("`{key}`"), format!("`{}`", crate::config::env_name(key)))
+            }
+            None => (row.fixed, "-".to_owned(), "-".to_owned()),
+        };
+        text.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            row.connection, row.protocol, default, key, env, row.seed
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_names_a_known_setting() {
+        for row in PORT_TABLE {
+            if let Some(key) = row.config_key {
+                assert!(
+                    crate::config::SETTINGS.iter().any(|setting| setting.key == key),
+                    "{key} is not a setting"
+                );
+            } else {
+                assert!(!row.fixed.is_empty(), "{} has neither key nor fixed value", row.connection);
+            }
+        }
+    }
+
+    #[test]
+    fn ports_doc_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/ports.md");
+        let expected = markdown();
+        if std::env::var_os("DROVER_BLESS").is_some() {
+            std::fs::write(&path, &expected).expect("write docs/ports.md");
+        }
+        let actual = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "docs/ports.md is stale: run DROVER_BLESS=1 cargo test -p drover-api ports"
+        );
+    }
+}
