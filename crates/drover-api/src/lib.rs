@@ -3,6 +3,7 @@
 //! no database; every type that crosses a process boundary lives here, and nothing else does.
 
 pub mod agent;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event;

@@ -1,1 +1,0 @@
-//! QEMU driver (to be written).
