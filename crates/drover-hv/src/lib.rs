@@ -77,8 +77,11 @@ pub trait VmDriver: Send + Sync + 'static {
 
     /// Starts the VM's process, outside the agent's process tree so that it outlives the agent.
     /// Returns once the guest runs. On error, no process is left behind.
-    async fn start(&self, spec: &AgentVmSpec, vm_dir: &Path)
-    -> Result<Box<dyn RunningVm>, DriverError>;
+    async fn start(
+        &self,
+        spec: &AgentVmSpec,
+        vm_dir: &Path,
+    ) -> Result<Box<dyn RunningVm>, DriverError>;
 
     /// Re-attaches to the VM's process after an agent restart; `None` when no process runs.
     async fn recover(

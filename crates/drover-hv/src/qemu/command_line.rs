@@ -1,0 +1,202 @@
+//! QEMU's command line for a VM, as a pure function of the spec.
+//!
+//! Choices worth knowing:
+//! - `-machine pc`: its ACPI power button is what `system_powerdown` presses.
+//! - `-S`, then `cont` once the agent listens to QMP, so no event of the guest is missed.
+//! - `-daemonize -pidfile`: QEMU leaves the agent's process tree (setsid) and outlives it, and
+//!   the launching process exits only once QEMU initialized, with a non-zero status and a message
+//!   on stderr when it could not.
+//! - No `-no-reboot`: a reboot inside the guest should reset it in place, as on real hardware.
+//!   With `-no-reboot` QEMU turns every reset, even QMP `system_reset`, into an exit.
+//! - No `-no-shutdown`: QEMU exits after the guest powers off, so the VM becomes stopped.
+
+use drover_api::Accelerator;
+use drover_api::agent::AgentVmSpec;
+use drover_api::vm::VmDisk;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+use super::VmFiles;
+
+/// The arguments (without the program) that start `spec`'s VM with its files in `files`.
+/// Kernel and initrd paths are used as given; pass absolute ones (QEMU runs in `/`).
+pub fn command_line(
+    spec: &AgentVmSpec,
+    files: &VmFiles,
+    accelerator: Accelerator,
+) -> Vec<OsString> {
+    let mut args = Arguments::default();
+    args.push("-name")
+        .push(join(&[OsStr::new("guest="), &escape(&spec.name)]));
+    args.push("-accel").push(accelerator.as_str());
+    args.push("-machine").push("pc");
+    args.push("-cpu").push(match accelerator {
+        Accelerator::Kvm => "host",
+        Accelerator::Tcg => "max",
+    });
+    args.push("-smp").push(spec.cpus.to_string());
+    args.push("-m").push(format!("{}M", spec.memory_mib));
+    args.push("-nodefaults").push("-no-user-config");
+    args.push("-display").push("none");
+    args.push("-S");
+    args.push("-daemonize");
+    args.push("-pidfile").push(files.pidfile());
+    args.push("-qmp").push(join(&[
+        OsStr::new("unix:"),
+        &escape(files.qmp_socket()),
+        OsStr::new(",server=on,wait=off"),
+    ]));
+    args.push("-chardev").push(join(&[
+        OsStr::new("socket,id=serial0,path="),
+        &escape(files.serial_socket()),
+        OsStr::new(",server=on,wait=off,logfile="),
+        &escape(files.serial_log()),
+        OsStr::new(",logappend=on"),
+    ]));
+    args.push("-serial").push("chardev:serial0");
+    if spec.disk != VmDisk::None {
+        args.push("-blockdev").push(join(&[
+            OsStr::new("driver=file,node-name=disk0-file,filename="),
+            &escape(files.disk()),
+        ]));
+        args.push("-blockdev")
+            .push("driver=qcow2,node-name=disk0,file=disk0-file");
+        args.push("-device")
+            .push("virtio-blk-pci,drive=disk0,id=vd0");
+    }
+    // -kernel, -initrd and -append take their value verbatim: no option syntax to escape.
+    if let Some(kernel) = &spec.kernel {
+        args.push("-kernel").push(kernel);
+    }
+    if let Some(initrd) = &spec.initrd {
+        args.push("-initrd").push(initrd);
+    }
+    if let Some(cmdline) = &spec.cmdline {
+        args.push("-append").push(cmdline);
+    }
+    args.push("-netdev").push("user,id=net0");
+    args.push("-device")
+        .push("virtio-net-pci,netdev=net0,id=nic0");
+    args.0
+}
+
+/// A value inside QEMU's `key=value,...` option syntax: a comma is written twice.
+fn escape(value: impl AsRef<OsStr>) -> OsString {
+    let mut bytes = Vec::new();
+    for &byte in value.as_ref().as_bytes() {
+        bytes.push(byte);
+        if byte == b',' {
+            bytes.push(b',');
+        }
+    }
+    OsString::from_vec(bytes)
+}
+
+fn join(parts: &[&OsStr]) -> OsString {
+    let mut joined = OsString::new();
+    for part in parts {
+        joined.push(part);
+    }
+    joined
+}
+
+#[derive(Default)]
+struct Arguments(Vec<OsString>);
+
+impl Arguments {
+    fn push(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.0.push(arg.as_ref().to_os_string());
+        self
+    }
+}
+
+/// The command as one line, for logs (not quoted: not for a shell).
+pub fn display(program: &Path, args: &[OsString]) -> String {
+    let mut text = program.display().to_string();
+    for arg in args {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_api::id::VmId;
+
+    fn spec(disk: VmDisk) -> AgentVmSpec {
+        AgentVmSpec {
+            id: VmId::new(),
+            name: "web,1".into(),
+            cpus: 2,
+            memory_mib: 256,
+            disk,
+            kernel: Some("/guest/vmlinux".into()),
+            initrd: Some("/guest/initramfs.cpio.gz".into()),
+            cmdline: Some("console=ttyS0 quiet".into()),
+        }
+    }
+
+    fn text(args: &[OsString]) -> String {
+        args.iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn full_command_line_under_tcg() {
+        let files = VmFiles::new("/vms/a");
+        let args = command_line(
+            &spec(VmDisk::Blank { size_bytes: 1 }),
+            &files,
+            Accelerator::Tcg,
+        );
+        assert_eq!(
+            text(&args),
+            "-name guest=web,,1 -accel tcg -machine pc -cpu max -smp 2 -m 256M \
+             -nodefaults -no-user-config -display none -S -daemonize -pidfile /vms/a/qemu.pid \
+             -qmp unix:/vms/a/qmp.sock,server=on,wait=off \
+             -chardev socket,id=serial0,path=/vms/a/serial.sock,server=on,wait=off,logfile=/vms/a/serial.log,logappend=on \
+             -serial chardev:serial0 \
+             -blockdev driver=file,node-name=disk0-file,filename=/vms/a/disk.qcow2 \
+             -blockdev driver=qcow2,node-name=disk0,file=disk0-file \
+             -device virtio-blk-pci,drive=disk0,id=vd0 \
+             -kernel /guest/vmlinux -initrd /guest/initramfs.cpio.gz -append console=ttyS0 quiet \
+             -netdev user,id=net0 -device virtio-net-pci,netdev=net0,id=nic0"
+        );
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu() {
+        let args = command_line(&spec(VmDisk::None), &VmFiles::new("/v"), Accelerator::Kvm);
+        let line = text(&args);
+        assert!(line.contains("-accel kvm -machine pc -cpu host"), "{line}");
+    }
+
+    #[test]
+    fn without_disk_or_kernel() {
+        let mut spec = spec(VmDisk::None);
+        spec.kernel = None;
+        spec.initrd = None;
+        spec.cmdline = None;
+        let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
+        for absent in ["-blockdev", "virtio-blk", "-kernel", "-initrd", "-append"] {
+            assert!(!line.contains(absent), "{absent} in {line}");
+        }
+    }
+
+    #[test]
+    fn commas_in_paths_are_doubled() {
+        let args = command_line(&spec(VmDisk::None), &VmFiles::new("/v,x"), Accelerator::Tcg);
+        let line = text(&args);
+        assert!(
+            line.contains("-qmp unix:/v,,x/qmp.sock,server=on"),
+            "{line}"
+        );
+        // The pid file is a plain argument, not option syntax.
+        assert!(line.contains("-pidfile /v,x/qemu.pid "), "{line}");
+    }
+}

@@ -1,0 +1,261 @@
+//! A live QEMU process: [`QemuVm`] drives it over QMP, and a watcher task turns QMP events and the
+//! end of the QMP connection into [`VmEvent`]s.
+
+use async_trait::async_trait;
+use drover_qmp::{Qmp, QmpError, QmpEvent};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{VmFiles, process};
+use crate::{DriverError, RunStatus, RunningVm, VmEvent};
+
+/// How long QEMU gets to exit after `quit`, or after its monitor connection ended.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+
+/// One running QEMU, owned by the agent's actor for the VM. Dropping it detaches: QEMU keeps
+/// running, the QMP connection closes and the event channel closes without [`VmEvent::Exited`],
+/// so a later [`crate::VmDriver::recover`] can attach again.
+pub struct QemuVm {
+    // First field: dropped first, so the watcher stops before it could mistake our own
+    // disconnect for QEMU's exit.
+    _detach: oneshot::Sender<()>,
+    qmp: Qmp,
+    pid: Pid,
+    files: VmFiles,
+    /// Set before we end the process ourselves, so its exit counts as clean.
+    stopping: Arc<AtomicBool>,
+    events: Option<mpsc::Receiver<VmEvent>>,
+}
+
+impl std::fmt::Debug for QemuVm {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("QemuVm")
+            .field("pid", &self.pid)
+            .field("dir", &self.files.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QemuVm {
+    /// Starts watching `qmp`'s events. `skip_first_resume` drops the RESUME of the `cont` that
+    /// starts a VM launched with `-S`: the VM was never seen paused, so it is no news.
+    pub(crate) fn attach(qmp: Qmp, pid: Pid, files: VmFiles, skip_first_resume: bool) -> Self {
+        let (event_sender, event_receiver) = mpsc::channel(64);
+        let (detach, detached) = oneshot::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let watcher = Watcher {
+            pid,
+            stopping: stopping.clone(),
+            sender: event_sender,
+            skip_resume: skip_first_resume,
+            shutdown_reason: None,
+        };
+        let run = watcher.run(qmp.events(), qmp.closed());
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = detached => {}
+                () = run => {}
+            }
+        });
+        Self {
+            _detach: detach,
+            qmp,
+            pid,
+            files,
+            stopping,
+            events: Some(event_receiver),
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    pub fn qmp(&self) -> &Qmp {
+        &self.qmp
+    }
+
+    fn monitor_error(command: &str, error: QmpError) -> DriverError {
+        match error {
+            QmpError::Closed => DriverError::NotRunning,
+            source => DriverError::Monitor {
+                command: command.to_string(),
+                source,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl RunningVm for QemuVm {
+    async fn status(&mut self) -> Result<RunStatus, DriverError> {
+        let status = self
+            .qmp
+            .query_status()
+            .await
+            .map_err(|error| Self::monitor_error("query-status", error))?;
+        Ok(if status.running {
+            RunStatus::Running
+        } else {
+            RunStatus::Paused
+        })
+    }
+
+    async fn pause(&mut self) -> Result<(), DriverError> {
+        self.qmp
+            .stop()
+            .await
+            .map_err(|error| Self::monitor_error("stop", error))
+    }
+
+    async fn resume(&mut self) -> Result<(), DriverError> {
+        self.qmp
+            .cont()
+            .await
+            .map_err(|error| Self::monitor_error("cont", error))
+    }
+
+    async fn reset(&mut self) -> Result<(), DriverError> {
+        self.qmp
+            .system_reset()
+            .await
+            .map_err(|error| Self::monitor_error("system_reset", error))
+    }
+
+    async fn power_down(&mut self) -> Result<(), DriverError> {
+        self.qmp
+            .system_powerdown()
+            .await
+            .map_err(|error| Self::monitor_error("system_powerdown", error))
+    }
+
+    async fn kill(&mut self) -> Result<(), DriverError> {
+        self.stopping.store(true, Ordering::SeqCst);
+        if !process::is_alive(self.pid) {
+            return Ok(());
+        }
+        if let Err(error) = self.qmp.quit().await {
+            // SIGKILL below still ends it.
+            tracing::warn!(pid = %self.pid, %error, "qmp quit failed");
+        }
+        if process::wait_gone(self.pid, EXIT_GRACE).await
+            || process::end(self.pid, Signal::SIGKILL, EXIT_GRACE).await
+        {
+            Ok(())
+        } else {
+            Err(DriverError::Command {
+                program: "kill".into(),
+                output: format!("QEMU (pid {}) survived SIGKILL", self.pid),
+            })
+        }
+    }
+
+    fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>> {
+        self.events.take()
+    }
+
+    fn serial_socket(&self) -> PathBuf {
+        self.files.serial_socket()
+    }
+}
+
+/// Turns QMP events into [`VmEvent`]s and reports the exit.
+struct Watcher {
+    pid: Pid,
+    stopping: Arc<AtomicBool>,
+    sender: mpsc::Sender<VmEvent>,
+    skip_resume: bool,
+    /// QEMU's reason from the SHUTDOWN event, once one came.
+    shutdown_reason: Option<String>,
+}
+
+impl Watcher {
+    async fn run(
+        mut self,
+        mut events: broadcast::Receiver<QmpEvent>,
+        closed: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(closed);
+        loop {
+            tokio::select! {
+                // Events first: those that came before the end must be reported before Exited.
+                biased;
+                received = events.recv() => match received {
+                    Ok(event) => self.on_event(event).await,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(pid = %self.pid, missed, "qmp events lost");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                () = &mut closed => {
+                    loop {
+                        match events.try_recv() {
+                            Ok(event) => self.on_event(event).await,
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let exited = self.exit().await;
+        let _ = self.sender.send(exited).await;
+    }
+
+    async fn on_event(&mut self, event: QmpEvent) {
+        let vm_event = match event.event.as_str() {
+            "STOP" => VmEvent::Paused,
+            "RESUME" if std::mem::take(&mut self.skip_resume) => return,
+            "RESUME" => VmEvent::Resumed,
+            "SHUTDOWN" => {
+                let reason = event.data["reason"].as_str().unwrap_or("shutdown");
+                self.shutdown_reason = Some(reason.to_string());
+                VmEvent::ShutdownRequested {
+                    by_guest: event.data["guest"].as_bool().unwrap_or(false),
+                }
+            }
+            _ => return,
+        };
+        let _ = self.sender.send(vm_event).await;
+    }
+
+    /// The QMP connection ended: QEMU exits (or died). Confirms the process is gone.
+    async fn exit(&mut self) -> VmEvent {
+        let gone = process::wait_gone(self.pid, EXIT_GRACE).await;
+        if !gone {
+            // A QEMU without its monitor cannot be driven any more; end it rather than leave
+            // an unmanaged VM behind.
+            tracing::warn!(pid = %self.pid, "qmp connection ended but qemu still runs; killing it");
+            process::end(self.pid, Signal::SIGKILL, EXIT_GRACE).await;
+            return VmEvent::Exited {
+                clean: false,
+                reason: "the monitor connection was lost; QEMU was killed".into(),
+            };
+        }
+        if let Some(reason) = self.shutdown_reason.take() {
+            return VmEvent::Exited {
+                clean: true,
+                reason,
+            };
+        }
+        if self.stopping.load(Ordering::SeqCst) {
+            return VmEvent::Exited {
+                clean: true,
+                reason: "stopped by the agent".into(),
+            };
+        }
+        VmEvent::Exited {
+            clean: false,
+            reason: "QEMU exited without a shutdown request".into(),
+        }
+    }
+}

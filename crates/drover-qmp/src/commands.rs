@@ -1,0 +1,54 @@
+//! Typed helpers for the commands Drover uses. Anything else goes through [`Qmp::execute`].
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{Qmp, QmpError};
+
+/// Reply of `query-status`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StatusInfo {
+    /// QEMU's run state: `running`, `paused`, `prelaunch`, `shutdown`, `inmigrate`, ...
+    pub status: String,
+    /// Whether the vCPUs run.
+    pub running: bool,
+}
+
+impl Qmp {
+    pub async fn query_status(&self) -> Result<StatusInfo, QmpError> {
+        let value = self.execute("query-status", Value::Null).await?;
+        serde_json::from_value(value)
+            .map_err(|error| QmpError::Protocol(format!("query-status reply: {error}")))
+    }
+
+    /// Pauses the vCPUs.
+    pub async fn stop(&self) -> Result<(), QmpError> {
+        self.execute("stop", Value::Null).await.map(drop)
+    }
+
+    /// Resumes the vCPUs (also starts a VM launched with `-S`).
+    pub async fn cont(&self) -> Result<(), QmpError> {
+        self.execute("cont", Value::Null).await.map(drop)
+    }
+
+    /// Hard reset, like the reset button.
+    pub async fn system_reset(&self) -> Result<(), QmpError> {
+        self.execute("system_reset", Value::Null).await.map(drop)
+    }
+
+    /// Presses the ACPI power button; the guest decides what to do.
+    pub async fn system_powerdown(&self) -> Result<(), QmpError> {
+        self.execute("system_powerdown", Value::Null)
+            .await
+            .map(drop)
+    }
+
+    /// Ends QEMU. QEMU may close the socket before its reply arrives, so a closed connection
+    /// counts as success here.
+    pub async fn quit(&self) -> Result<(), QmpError> {
+        match self.execute("quit", Value::Null).await {
+            Ok(_) | Err(QmpError::Closed) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
