@@ -1,1 +1,504 @@
-//! drover-client
+//! Typed async client of Drover's REST API (`/api/v1`), its event stream and the VM consoles,
+//! over HTTPS that trusts only the server's own CA. Used by the CLI, `drover up` and the tests.
+//! It holds no state beyond the connection settings: where credentials are stored is the CLI's
+//! business.
+
+mod error;
+
+pub use error::ClientError;
+pub use tokio_tungstenite::tungstenite::Message;
+
+use drover_api::auth::{LoginRequest, LoginResponse};
+use drover_api::page::{MAX_PAGE_SIZE, PageRequest};
+use drover_api::{
+    ErrorBody, Event, Host, HostAdd, Job, JobId, JobStatus, Page, Vm, VmAction, VmActionRequest,
+    VmCreate, VmState,
+};
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::{Method, RequestBuilder, Url};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, header::AUTHORIZATION};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+/// A VM's serial console: binary frames both ways, the guest's serial bytes.
+pub type ConsoleStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How often [`Client::wait_for_job`] asks for the job.
+pub const JOB_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Server-side filters of `GET /api/v1/vms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmFilter {
+    /// Host id or name.
+    pub host: Option<String>,
+    pub state: Option<VmState>,
+}
+
+/// The CA certificate a server presented, for the user to confirm (trust on first use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedCa {
+    pub ca_pem: String,
+    /// SHA-256 of the CA certificate, colon-separated upper-case hex.
+    pub fingerprint: String,
+}
+
+/// A connection to one Drover server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    tls: Arc<rustls::ClientConfig>,
+    base: Url,
+    token: Option<String>,
+}
+
+/// `https://host:port` from what a user typed (`host:port` is accepted too).
+pub fn parse_server_url(url: &str) -> Result<Url, ClientError> {
+    let invalid = |reason: &str| ClientError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let text = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("https://{url}")
+    };
+    let mut parsed = Url::parse(&text).map_err(|error| invalid(&error.to_string()))?;
+    if parsed.scheme() != "https" {
+        return Err(invalid("Drover serves its API over https only"));
+    }
+    if parsed.host_str().is_none() {
+        return Err(invalid("no host name"));
+    }
+    parsed.set_path("");
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    Ok(parsed)
+}
+
+fn http_client(tls: rustls::ClientConfig) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(ClientError::Build)
+}
+
+/// Connects to `url` trusting any certificate, only to learn which CA the server presents (the
+/// last certificate of its chain). Nothing secret is sent on this connection.
+pub async fn fetch_server_ca(url: &str) -> Result<PresentedCa, ClientError> {
+    let base = parse_server_url(url)?;
+    let (tls, presented) = drover_tls::first_use_client_config()?;
+    let http = http_client(tls)?;
+    let probe = api_url(&base, &[]);
+    // Whatever the server answers, the handshake has recorded its chain.
+    http.get(probe.clone())
+        .send()
+        .await
+        .map_err(|source| ClientError::Unreachable {
+            url: probe.to_string(),
+            source,
+        })?;
+    let ca_pem = presented
+        .chain_pem()
+        .pop()
+        .ok_or_else(|| ClientError::NoCertificate {
+            url: base.to_string(),
+        })?
+        // The PEM encoder writes CRLF; files and comparisons are simpler with LF.
+        .replace("\r\n", "\n");
+    let fingerprint = drover_tls::pem_fingerprint(&ca_pem)?;
+    Ok(PresentedCa {
+        ca_pem,
+        fingerprint,
+    })
+}
+
+fn api_url(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("an https URL always has a path")
+        .clear()
+        .extend(drover_api::API_PREFIX.trim_start_matches('/').split('/'))
+        .extend(segments);
+    url
+}
+
+/// Turns an error answer into [`ClientError::Api`] when it has the documented body.
+fn error_from_body(url: &Url, status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(body) => ClientError::Api {
+            status,
+            detail: body.error,
+        },
+        Err(_) => ClientError::Unexpected {
+            url: url.to_string(),
+            status,
+            body: String::from_utf8_lossy(body).into_owned(),
+        },
+    }
+}
+
+impl Client {
+    /// A client of the server at `url` that trusts only `ca_pem` and sends `token` if given.
+    pub fn new(url: &str, token: Option<String>, ca_pem: &str) -> Result<Self, ClientError> {
+        let base = parse_server_url(url)?;
+        let tls = drover_tls::client_config(ca_pem, None)?;
+        Ok(Self {
+            http: http_client(tls.clone())?,
+            tls: Arc::new(tls),
+            base,
+            token,
+        })
+    }
+
+    /// The same server with another token (after [`Client::login`]).
+    pub fn with_token(&self, token: String) -> Self {
+        Self {
+            token: Some(token),
+            ..self.clone()
+        }
+    }
+
+    /// The server's base URL, `https://host:port/`.
+    pub fn url(&self) -> &Url {
+        &self.base
+    }
+
+    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        let request = self.http.request(method, api_url(&self.base, segments));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let request = request.build().map_err(ClientError::Build)?;
+        let url = request.url().clone();
+        let response =
+            self.http
+                .execute(request)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: url.to_string(),
+                    source,
+                })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Decode {
+                url: url.to_string(),
+                source,
+            })?;
+        if !status.is_success() {
+            return Err(error_from_body(&url, status.as_u16(), &body));
+        }
+        serde_json::from_slice(&body).map_err(|_| ClientError::Unexpected {
+            url: url.to_string(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// Follows `next_cursor` until the last page.
+    async fn all_pages<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Vec<T>, ClientError> {
+        let mut items = Vec::new();
+        let mut page_request = PageRequest {
+            limit: Some(MAX_PAGE_SIZE),
+            cursor: None,
+        };
+        loop {
+            let request = self
+                .request(Method::GET, segments)
+                .query(query)
+                .query(&page_request);
+            let page: Page<T> = self.send(request).await?;
+            items.extend(page.items);
+            // A cursor that does not move would loop forever; the list ends there.
+            if page.next_cursor.is_none() || page.next_cursor == page_request.cursor {
+                return Ok(items);
+            }
+            page_request.cursor = page.next_cursor;
+        }
+    }
+
+    /// `POST /auth/login`: a new bearer token. Use [`Client::with_token`] to send it.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        ttl_seconds: Option<u64>,
+    ) -> Result<LoginResponse, ClientError> {
+        let body = LoginRequest {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            ttl_seconds,
+        };
+        self.send(self.request(Method::POST, &["auth", "login"]).json(&body))
+            .await
+    }
+
+    /// One page of `GET /hosts`.
+    pub async fn list_hosts(&self, page: &PageRequest) -> Result<Page<Host>, ClientError> {
+        self.send(self.request(Method::GET, &["hosts"]).query(page))
+            .await
+    }
+
+    /// Every host, all pages.
+    pub async fn all_hosts(&self) -> Result<Vec<Host>, ClientError> {
+        self.all_pages(&["hosts"], &[]).await
+    }
+
+    /// A host by id or name.
+    pub async fn host(&self, host: &str) -> Result<Host, ClientError> {
+        self.send(self.request(Method::GET, &["hosts", host])).await
+    }
+
+    /// Starts enrolling the agent at `add.address`; the job `host.add` does the work.
+    pub async fn add_host(&self, add: &HostAdd) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &["hosts"]).json(add))
+            .await
+    }
+
+    pub async fn remove_host(&self, host: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["hosts", host]))
+            .await
+    }
+
+    fn vm_query(filter: &VmFilter) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(host) = &filter.host {
+            query.push(("host", host.clone()));
+        }
+        if let Some(state) = filter.state {
+            query.push(("state", state.as_str().to_owned()));
+        }
+        query
+    }
+
+    /// One page of `GET /vms`, filtered on the server.
+    pub async fn list_vms(
+        &self,
+        filter: &VmFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Vm>, ClientError> {
+        let request = self
+            .request(Method::GET, &["vms"])
+            .query(&Self::vm_query(filter))
+            .query(page);
+        self.send(request).await
+    }
+
+    /// Every VM that matches `filter`, all pages.
+    pub async fn all_vms(&self, filter: &VmFilter) -> Result<Vec<Vm>, ClientError> {
+        self.all_pages(&["vms"], &Self::vm_query(filter)).await
+    }
+
+    /// A VM by id or name.
+    pub async fn vm(&self, vm: &str) -> Result<Vm, ClientError> {
+        self.send(self.request(Method::GET, &["vms", vm])).await
+    }
+
+    /// Validates `create` at once (nothing is created when it fails), then answers the job
+    /// `vm.create`.
+    pub async fn create_vm(&self, create: &VmCreate) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &["vms"]).json(create))
+            .await
+    }
+
+    pub async fn vm_action(&self, vm: &str, action: VmAction) -> Result<Job, ClientError> {
+        let body = VmActionRequest { action };
+        self.send(
+            self.request(Method::POST, &["vms", vm, "actions"])
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn delete_vm(&self, vm: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["vms", vm])).await
+    }
+
+    /// One page of `GET /jobs`, newest first.
+    pub async fn list_jobs(
+        &self,
+        status: Option<JobStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<Job>, ClientError> {
+        let mut request = self.request(Method::GET, &["jobs"]).query(page);
+        if let Some(status) = status {
+            request = request.query(&[("status", status.as_str())]);
+        }
+        self.send(request).await
+    }
+
+    pub async fn job(&self, job: JobId) -> Result<Job, ClientError> {
+        self.send(self.request(Method::GET, &["jobs", &job.to_string()]))
+            .await
+    }
+
+    /// Cancels a queued job; the server refuses to cancel a running one.
+    pub async fn cancel_job(&self, job: JobId) -> Result<Job, ClientError> {
+        let request = self.request(Method::POST, &["jobs", &job.to_string(), "cancel"]);
+        self.send(request).await
+    }
+
+    /// Runs a failed or canceled job again; answers the new job.
+    pub async fn restart_job(&self, job: JobId) -> Result<Job, ClientError> {
+        let request = self.request(Method::POST, &["jobs", &job.to_string(), "restart"]);
+        self.send(request).await
+    }
+
+    /// Follows a job until it is finished, calling `on_change` with each version that differs
+    /// from the last one seen; answers the finished job, whatever its status.
+    pub async fn wait_for_job(
+        &self,
+        job: JobId,
+        mut on_change: impl FnMut(&Job),
+    ) -> Result<Job, ClientError> {
+        let mut last_seen: Option<Job> = None;
+        loop {
+            let current = self.job(job).await?;
+            if last_seen.as_ref() != Some(&current) {
+                on_change(&current);
+            }
+            if current.status.is_finished() {
+                return Ok(current);
+            }
+            last_seen = Some(current);
+            tokio::time::sleep(JOB_POLL_INTERVAL).await;
+        }
+    }
+
+    async fn websocket(&self, segments: &[&str]) -> Result<ConsoleStream, ClientError> {
+        let mut url = api_url(&self.base, segments);
+        url.set_scheme("wss")
+            .expect("https and wss are both special schemes");
+        let websocket_error = |source| ClientError::WebSocket {
+            url: url.to_string(),
+            source: Box::new(source),
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(websocket_error)?;
+        if let Some(token) = &self.token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                ClientError::Api {
+                    status: 401,
+                    detail: drover_api::ErrorDetail::new(
+                        "unauthenticated",
+                        "the stored token is not valid text",
+                        "log in again with `drover login`",
+                    ),
+                }
+            })?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        let connector = Connector::Rustls(self.tls.clone());
+        match tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            None,
+            false,
+            Some(connector),
+        )
+        .await
+        {
+            Ok((stream, _response)) => Ok(stream),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response.body().clone().unwrap_or_default();
+                Err(error_from_body(&url, response.status().as_u16(), &body))
+            }
+            Err(source) => Err(websocket_error(source)),
+        }
+    }
+
+    /// `GET /events`: every change of a VM, host or job, as it happens.
+    pub async fn events(
+        &self,
+    ) -> Result<BoxStream<'static, Result<Event, ClientError>>, ClientError> {
+        let url = api_url(&self.base, &["events"]).to_string();
+        let stream = self.websocket(&["events"]).await?;
+        let events = stream
+            .map_err(move |source| ClientError::WebSocket {
+                url: url.clone(),
+                source: Box::new(source),
+            })
+            .try_filter_map(|message| async move {
+                match message {
+                    Message::Text(text) => serde_json::from_str(text.as_str())
+                        .map(Some)
+                        .map_err(ClientError::Event),
+                    _ => Ok(None),
+                }
+            });
+        Ok(events.boxed())
+    }
+
+    /// `GET /vms/{vm}/console`: the VM's serial console.
+    pub async fn console(&self, vm: &str) -> Result<ConsoleStream, ClientError> {
+        self.websocket(&["vms", vm, "console"]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        let cases = [
+            ("https://localhost:8100", Some("https://localhost:8100/")),
+            ("localhost:8100", Some("https://localhost:8100/")),
+            (
+                "https://10.0.0.1:9100/some/path?x=1",
+                Some("https://10.0.0.1:9100/"),
+            ),
+            ("http://localhost:8100", None),
+            ("https://", None),
+        ];
+        for (input, expected) in cases {
+            let parsed = parse_server_url(input).ok().map(|url| url.to_string());
+            assert_eq!(parsed.as_deref(), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn api_urls_escape_segments() {
+        let base = parse_server_url("https://localhost:8100").expect("valid");
+        assert_eq!(
+            api_url(&base, &["vms", "a/b", "actions"]).as_str(),
+            "https://localhost:8100/api/v1/vms/a%2Fb/actions"
+        );
+    }
+
+    #[test]
+    fn error_bodies() {
+        let url = parse_server_url("https://localhost:8100").expect("valid");
+        let body = br#"{"error":{"code":"vm_not_found","message":"no VM x","action":"list VMs"}}"#;
+        match error_from_body(&url, 404, body) {
+            ClientError::Api { status, detail } => {
+                assert_eq!(status, 404);
+                assert_eq!(detail.code, "vm_not_found");
+                assert_eq!(detail.action, "list VMs");
+            }
+            other => panic!("expected an API error, got {other:?}"),
+        }
+        let unexpected = error_from_body(&url, 502, b"<html>bad gateway</html>");
+        assert_eq!(unexpected.code(), "unexpected_response");
+    }
+}
