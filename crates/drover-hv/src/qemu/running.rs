@@ -52,6 +52,7 @@ impl QemuVm {
         let stopping = Arc::new(AtomicBool::new(false));
         let watcher = Watcher {
             pid,
+            files: files.clone(),
             stopping: stopping.clone(),
             sender: event_sender,
             skip_resume: skip_first_resume,
@@ -149,6 +150,7 @@ impl RunningVm for QemuVm {
         if process::wait_gone(self.pid, EXIT_GRACE).await
             || process::end(self.pid, Signal::SIGKILL, EXIT_GRACE).await
         {
+            super::remove_runtime_files(&self.files);
             Ok(())
         } else {
             Err(DriverError::Command {
@@ -170,6 +172,7 @@ impl RunningVm for QemuVm {
 /// Turns QMP events into [`VmEvent`]s and reports the exit.
 struct Watcher {
     pid: Pid,
+    files: VmFiles,
     stopping: Arc<AtomicBool>,
     sender: mpsc::Sender<VmEvent>,
     skip_resume: bool,
@@ -208,6 +211,9 @@ impl Watcher {
             }
         }
         let exited = self.exit().await;
+        // QEMU removes its sockets and pid file only when it exits normally; a killed one leaves
+        // them. Gone before Exited is sent, so a start right after sees a clean directory.
+        super::remove_runtime_files(&self.files);
         let _ = self.sender.send(exited).await;
     }
 

@@ -1,0 +1,376 @@
+//! The QEMU driver against real QEMU (TCG) and the tiny guest: boot, power-down, pause, kill,
+//! crash, recovery after an agent restart, start failures, disks.
+
+use drover_api::Accelerator;
+use drover_api::agent::AgentVmSpec;
+use drover_api::id::VmId;
+use drover_api::vm::VmDisk;
+use drover_hv::qemu::{QemuConfig, QemuDriver, VmFiles, disk, process};
+use drover_hv::{DriverError, RunStatus, VmDriver, VmEvent};
+use nix::sys::signal::{Signal, kill};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+const BOOT: Duration = Duration::from_secs(60);
+const EVENT: Duration = Duration::from_secs(20);
+
+fn driver() -> QemuDriver {
+    QemuDriver::new(QemuConfig {
+        accelerator: Some(Accelerator::Tcg),
+        ..QemuConfig::default()
+    })
+}
+
+fn tiny_spec(name: &str) -> AgentVmSpec {
+    let guest = drover_testkit::guest();
+    AgentVmSpec {
+        id: VmId::new(),
+        name: name.into(),
+        cpus: 1,
+        memory_mib: 128,
+        disk: VmDisk::None,
+        kernel: Some(guest.kernel.display().to_string()),
+        initrd: Some(guest.initrd.display().to_string()),
+        cmdline: Some("console=ttyS0 quiet".into()),
+    }
+}
+
+/// A test's VM directory. On drop it kills a QEMU left running, and after a failure it keeps the
+/// logs under `target/test-artifacts/<test>/`.
+struct TestDir {
+    test: &'static str,
+    dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    fn new(test: &'static str) -> Self {
+        Self {
+            test,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn vm_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        process::read_pidfile(&self.file("qemu.pid")).expect("qemu.pid names a pid")
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let files = VmFiles::resolve(self.dir.path()).expect("resolve");
+        if let Some(pid) = process::read_pidfile(&files.pidfile())
+            && process::is_qemu_for(pid, &files.pidfile())
+        {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        if std::thread::panicking() {
+            let artifacts = drover_testkit::artifacts_dir(self.test);
+            for name in ["serial.log", "qmp.log", "qemu.stderr"] {
+                let _ = std::fs::copy(self.file(name), artifacts.join(name));
+            }
+        }
+    }
+}
+
+async fn next_event(events: &mut mpsc::Receiver<VmEvent>) -> VmEvent {
+    tokio::time::timeout(EVENT, events.recv())
+        .await
+        .expect("an event in time")
+        .expect("the channel is open")
+}
+
+/// Every event up to and including Exited; checks that the channel closes after it.
+async fn until_exited(events: &mut mpsc::Receiver<VmEvent>) -> Vec<VmEvent> {
+    let mut seen = Vec::new();
+    loop {
+        let event = next_event(events).await;
+        let exited = matches!(event, VmEvent::Exited { .. });
+        seen.push(event);
+        if exited {
+            break;
+        }
+    }
+    let after = tokio::time::timeout(EVENT, events.recv())
+        .await
+        .expect("the channel closes after Exited");
+    assert_eq!(after, None, "nothing after Exited: {seen:?}");
+    seen
+}
+
+fn assert_no_runtime_files(test_dir: &TestDir) {
+    for name in ["qemu.pid", "qmp.sock", "serial.sock"] {
+        assert!(!test_dir.file(name).exists(), "{name} left behind");
+    }
+}
+
+/// Any process whose command line mentions `dir` (a QEMU of this test).
+fn processes_mentioning(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(&needle))
+        .collect()
+}
+
+#[tokio::test]
+async fn power_down_after_ready_exits_cleanly() {
+    let test_dir = TestDir::new("power_down_after_ready_exits_cleanly");
+    let driver = driver();
+    let mut spec = tiny_spec("powerdown");
+    spec.cmdline = Some("console=ttyS0 quiet tiny.shell=1".into());
+    driver
+        .create(&spec, test_dir.vm_dir())
+        .await
+        .expect("create");
+    let mut vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    let mut events = vm.take_events().expect("events");
+    assert!(vm.take_events().is_none(), "events are taken once");
+    assert_eq!(
+        vm.serial_socket(),
+        test_dir
+            .vm_dir()
+            .canonicalize()
+            .expect("dir")
+            .join("serial.sock")
+    );
+    let pid = test_dir.pid();
+
+    drover_testkit::wait_for_text(&test_dir.file("serial.log"), "TINYVM-READY", BOOT)
+        .await
+        .expect("the guest boots");
+    // The console takes input: the guest's shell runs what we type (output lands in serial.log).
+    let mut console = tokio::net::UnixStream::connect(vm.serial_socket())
+        .await
+        .expect("connect to the serial console");
+    console
+        .write_all(b"echo CONSOLE-$((40+2))\n")
+        .await
+        .expect("type");
+    drover_testkit::wait_for_text(&test_dir.file("serial.log"), "CONSOLE-42", EVENT)
+        .await
+        .expect("the shell answers");
+    drop(console);
+    vm.power_down().await.expect("power_down");
+
+    let seen = until_exited(&mut events).await;
+    assert!(
+        seen.contains(&VmEvent::ShutdownRequested { by_guest: true }),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(seen.last(), Some(VmEvent::Exited { clean: true, reason }) if reason == "guest-shutdown"),
+        "{seen:?}"
+    );
+    assert!(!process::is_alive(pid), "qemu is gone");
+    let serial = std::fs::read_to_string(test_dir.file("serial.log")).expect("serial.log");
+    assert!(serial.contains("TINYVM-POWEROFF"), "{serial}");
+    assert_no_runtime_files(&test_dir);
+    assert!(matches!(vm.status().await, Err(DriverError::NotRunning)));
+    let transcript = std::fs::read_to_string(test_dir.file("qmp.log")).expect("qmp.log");
+    assert!(transcript.contains("system_powerdown"), "{transcript}");
+}
+
+#[tokio::test]
+async fn pause_resume_and_kill_from_an_overlay_disk() {
+    let test_dir = TestDir::new("pause_resume_and_kill_from_an_overlay_disk");
+    let driver = driver();
+    let mut spec = tiny_spec("pause");
+    spec.disk = VmDisk::Image {
+        path: drover_testkit::guest().rootfs_qcow2.display().to_string(),
+    };
+    driver
+        .create(&spec, test_dir.vm_dir())
+        .await
+        .expect("create");
+    let mut vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    let mut events = vm.take_events().expect("events");
+    let pid = test_dir.pid();
+
+    assert_eq!(vm.status().await.expect("status"), RunStatus::Running);
+    vm.pause().await.expect("pause");
+    assert_eq!(vm.status().await.expect("status"), RunStatus::Paused);
+    assert_eq!(next_event(&mut events).await, VmEvent::Paused);
+    vm.resume().await.expect("resume");
+    assert_eq!(vm.status().await.expect("status"), RunStatus::Running);
+    assert_eq!(next_event(&mut events).await, VmEvent::Resumed);
+    vm.reset().await.expect("reset keeps the process");
+    assert_eq!(vm.status().await.expect("status"), RunStatus::Running);
+
+    vm.kill().await.expect("kill");
+    assert!(
+        !process::is_alive(pid),
+        "kill waits until the process is gone"
+    );
+    let seen = until_exited(&mut events).await;
+    assert!(
+        matches!(seen.last(), Some(VmEvent::Exited { clean: true, .. })),
+        "{seen:?}"
+    );
+    assert_no_runtime_files(&test_dir);
+    vm.kill().await.expect("kill again is fine");
+}
+
+#[tokio::test]
+async fn qemu_killed_from_outside_exits_unclean() {
+    let test_dir = TestDir::new("qemu_killed_from_outside_exits_unclean");
+    let driver = driver();
+    let spec = tiny_spec("crash");
+    let mut vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    let mut events = vm.take_events().expect("events");
+    let pid = test_dir.pid();
+
+    kill(pid, Signal::SIGKILL).expect("SIGKILL");
+    let seen = until_exited(&mut events).await;
+    match seen.last() {
+        Some(VmEvent::Exited { clean, reason }) => {
+            assert!(!clean, "{seen:?}");
+            assert!(reason.contains("without a shutdown"), "{reason}");
+        }
+        other => panic!("expected Exited, got {other:?}"),
+    }
+    assert!(!process::is_alive(pid));
+    assert_no_runtime_files(&test_dir);
+}
+
+#[tokio::test]
+async fn recover_after_agent_restart_controls_the_vm() {
+    let test_dir = TestDir::new("recover_after_agent_restart_controls_the_vm");
+    let driver = driver();
+    let spec = tiny_spec("recover");
+    let mut vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    let mut old_events = vm.take_events().expect("events");
+    let pid = test_dir.pid();
+    // The agent goes away: its handle and channel with it.
+    drop(vm);
+    assert_eq!(
+        tokio::time::timeout(EVENT, old_events.recv())
+            .await
+            .expect("closes"),
+        None,
+        "a detached VM reports no exit"
+    );
+    assert!(process::is_alive(pid), "qemu outlives the handle");
+
+    let driver = self::driver();
+    let mut vm = driver
+        .recover(&spec, test_dir.vm_dir())
+        .await
+        .expect("recover")
+        .expect("the VM runs");
+    let mut events = vm.take_events().expect("events");
+    assert_eq!(vm.status().await.expect("status"), RunStatus::Running);
+    vm.pause().await.expect("pause");
+    assert_eq!(next_event(&mut events).await, VmEvent::Paused);
+    assert_eq!(vm.status().await.expect("status"), RunStatus::Paused);
+
+    vm.kill().await.expect("kill");
+    assert!(!process::is_alive(pid));
+    let seen = until_exited(&mut events).await;
+    assert!(
+        matches!(seen.last(), Some(VmEvent::Exited { clean: true, .. })),
+        "{seen:?}"
+    );
+    assert!(
+        driver
+            .recover(&spec, test_dir.vm_dir())
+            .await
+            .expect("recover")
+            .is_none()
+    );
+    driver.destroy(test_dir.vm_dir()).await.expect("destroy");
+    assert!(!test_dir.vm_dir().exists());
+}
+
+#[tokio::test]
+async fn destroy_ends_a_running_vm() {
+    let test_dir = TestDir::new("destroy_ends_a_running_vm");
+    let driver = driver();
+    let spec = tiny_spec("destroy");
+    let mut vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    let mut events = vm.take_events().expect("events");
+    let pid = test_dir.pid();
+    driver.destroy(test_dir.vm_dir()).await.expect("destroy");
+    assert!(!process::is_alive(pid));
+    assert!(!test_dir.vm_dir().exists());
+    let seen = until_exited(&mut events).await;
+    assert!(
+        matches!(seen.last(), Some(VmEvent::Exited { clean: true, .. })),
+        "SIGTERM is a host shutdown: {seen:?}"
+    );
+    driver
+        .destroy(test_dir.vm_dir())
+        .await
+        .expect("destroy is idempotent");
+}
+
+#[tokio::test]
+async fn garbage_kernel_fails_to_start_and_leaves_nothing() {
+    let test_dir = TestDir::new("garbage_kernel_fails_to_start_and_leaves_nothing");
+    let kernel_dir = tempfile::tempdir().expect("tempdir");
+    let kernel = kernel_dir.path().join("vmlinux");
+    std::fs::write(&kernel, "this is not a kernel\n".repeat(4096)).expect("write");
+    let mut spec = tiny_spec("garbage");
+    spec.kernel = Some(kernel.display().to_string());
+
+    let result = driver().start(&spec, test_dir.vm_dir()).await;
+    match result {
+        Err(DriverError::StartFailed(text)) => assert!(text.contains("kernel"), "{text}"),
+        Err(other) => panic!("expected StartFailed, got {other:?}"),
+        Ok(_) => panic!("a garbage kernel started"),
+    }
+    assert_no_runtime_files(&test_dir);
+    assert_eq!(
+        processes_mentioning(test_dir.vm_dir()),
+        Vec::<String>::new()
+    );
+    let stderr = std::fs::read_to_string(test_dir.file("qemu.stderr")).expect("qemu.stderr");
+    assert!(stderr.contains("kernel"), "{stderr}");
+}
+
+#[tokio::test]
+async fn create_with_an_image_makes_an_overlay() {
+    let test_dir = TestDir::new("create_with_an_image_makes_an_overlay");
+    let driver = driver();
+    let image = drover_testkit::guest().rootfs_qcow2.clone();
+    let vm_dir = test_dir.vm_dir().join("vm");
+    let mut spec = tiny_spec("overlay");
+    spec.disk = VmDisk::Image {
+        path: image.display().to_string(),
+    };
+    driver.validate(&spec).await.expect("validate");
+    driver.create(&spec, &vm_dir).await.expect("create");
+    let info = disk::info(&driver.config().qemu_img, &vm_dir.join("disk.qcow2"))
+        .await
+        .expect("qemu-img info");
+    assert_eq!(info.format, "qcow2");
+    assert_eq!(info.backing_filename, Some(image));
+    assert_eq!(info.backing_format.as_deref(), Some("qcow2"));
+    driver.destroy(&vm_dir).await.expect("destroy");
+    assert!(!vm_dir.exists());
+}
+
+#[tokio::test]
+async fn validate_reports_a_missing_kernel() {
+    let mut spec = tiny_spec("missing");
+    spec.kernel = Some("/nonexistent/vmlinux".into());
+    match driver().validate(&spec).await {
+        Err(DriverError::MissingFile { what, path }) => {
+            assert_eq!(what, "kernel");
+            assert_eq!(path, Path::new("/nonexistent/vmlinux"));
+        }
+        other => panic!("expected MissingFile, got {other:?}"),
+    }
+}
