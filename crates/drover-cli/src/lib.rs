@@ -1,1 +1,62 @@
-//! drover-cli
+//! Drover's command-line interface, `drover <noun> <verb>` (DESIGN.md section 5), over
+//! drover-client: the clap command tree, human tables or `-o json`, progress displays for jobs,
+//! the serial console, login and the stored credentials, and the daemon flags shared with the
+//! `drover` binary. It starts no daemon: that is the binary's wiring.
+
+pub mod console;
+pub mod credentials;
+mod error;
+mod host;
+mod job;
+mod login;
+pub mod output;
+mod progress;
+pub mod settings;
+mod vm;
+
+pub use error::{CliError, print_error};
+pub use host::HostCommand;
+pub use job::JobCommand;
+pub use login::LoginArgs;
+pub use output::OutputFormat;
+pub use progress::JobOptions;
+pub use settings::PortsArgs;
+pub use vm::{VmCommand, VmCreateArgs, VmTarget};
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GlobalArgs {
+    /// Output format: human tables, or the API's JSON objects.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// The client commands of `drover`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Log in to a Drover server and store the credentials for later commands.
+    Login(LoginArgs),
+    /// Virtualization hosts.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Virtual machines.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Jobs: every change is one.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// The ports Drover uses, with the values in force and where each is set.
+    Ports(PortsArgs),
+}
+
+/// Runs one client command.
+pub async fn run(command: &Command, global: &GlobalArgs) -> Result<(), CliError> {
+    let output = global.output;
+    match command {
+        Command::Login(args) => login::login(args).await,
+        Command::Ports(args) => settings::ports(args, output),
+        Command::Host(command) => host::run(&credentials::client()?, command, output).await,
+        Command::Vm(command) => vm::run(&credentials::client()?, command, output).await,
+        Command::Job(command) => job::run(&credentials::client()?, command, output).await,
+    }
+}

@@ -1,0 +1,287 @@
+//! `drover vm create|list|show|start|stop|shutdown|pause|resume|restart|delete|console`.
+
+use crate::CliError;
+use crate::output::{OutputFormat, Table, print_fields, print_json, time};
+use crate::progress::{JobOptions, finish};
+use drover_api::size::{format_bytes, parse_bytes};
+use drover_api::{Vm, VmAction, VmCreate, VmDisk, VmState};
+use drover_client::{Client, VmFilter};
+use std::path::Path;
+
+const MIB: u64 = 1 << 20;
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(group = clap::ArgGroup::new("disk_source").required(true).args(["disk", "image"]))]
+pub struct VmCreateArgs {
+    pub name: String,
+    /// Host id or name.
+    #[arg(long)]
+    pub host: String,
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Memory, such as 256M or 2G.
+    #[arg(long, default_value = "256M", value_parser = parse_memory_mib)]
+    pub memory: u64,
+    /// Size of a new empty disk (such as 10G), or `none` for no disk.
+    #[arg(long, value_parser = parse_disk)]
+    pub disk: Option<VmDisk>,
+    /// Disk image on the host; the VM gets a copy-on-write overlay of it.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<String>,
+    /// Kernel file on the host, for direct kernel boot.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<String>,
+    /// Initramfs file on the host.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<String>,
+    /// Kernel command line.
+    #[arg(long, requires = "kernel")]
+    pub cmdline: Option<String>,
+    /// Start the VM once created (the create is undone if it cannot start).
+    #[arg(long)]
+    pub start: bool,
+    #[command(flatten)]
+    pub job: JobOptions,
+}
+
+/// A VM named by id or name, for the commands that start a job on it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VmTarget {
+    pub vm: String,
+    #[command(flatten)]
+    pub job: JobOptions,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum VmCommand {
+    /// Create a VM on a host.
+    Create(Box<VmCreateArgs>),
+    /// List VMs.
+    List {
+        /// Only VMs on this host (id or name).
+        #[arg(long)]
+        host: Option<String>,
+        /// Only VMs in this state (running, stopped, unknown, ...).
+        #[arg(long, value_parser = parse_state)]
+        state: Option<VmState>,
+    },
+    /// A VM's settings and state.
+    Show { vm: String },
+    /// Start a stopped VM.
+    Start(VmTarget),
+    /// Hard stop: end the VM's process at once.
+    Stop(VmTarget),
+    /// ACPI power button: ask the guest to power off.
+    Shutdown(VmTarget),
+    /// Stop the VM's vCPUs, keeping its memory.
+    Pause(VmTarget),
+    /// Run a paused VM again.
+    Resume(VmTarget),
+    /// Hard reset of a running VM.
+    Restart(VmTarget),
+    /// Delete a VM and its disk.
+    Delete(VmTarget),
+    /// Attach the terminal to the VM's serial console (Ctrl-] detaches).
+    Console { vm: String },
+}
+
+fn parse_memory_mib(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(text)?;
+    if bytes == 0 || bytes % MIB != 0 {
+        return Err(format!(
+            "'{text}' is not a whole number of MiB; use a size such as 256M or 2G"
+        ));
+    }
+    Ok(bytes / MIB)
+}
+
+fn parse_disk(text: &str) -> Result<VmDisk, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(VmDisk::None);
+    }
+    let size_bytes = parse_bytes(text)?;
+    if size_bytes == 0 {
+        return Err("a disk needs a size above 0; use `none` for no disk".to_owned());
+    }
+    Ok(VmDisk::Blank { size_bytes })
+}
+
+fn parse_state(text: &str) -> Result<VmState, String> {
+    VmState::parse(&text.to_ascii_lowercase()).ok_or_else(|| {
+        let known: Vec<&str> = VmState::ALL.iter().map(|state| state.as_str()).collect();
+        format!("unknown state '{text}'; use one of {}", known.join(", "))
+    })
+}
+
+/// Paths name files on the host; a relative one is taken from the current directory, since the
+/// agent has no current directory of the user's to resolve it against.
+fn host_path(path: &str) -> String {
+    let given = Path::new(path);
+    if given.is_absolute() {
+        return path.to_owned();
+    }
+    std::env::current_dir()
+        .map(|dir| dir.join(given).to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_owned())
+}
+
+fn disk_text(disk: &VmDisk) -> String {
+    match disk {
+        VmDisk::None => "none".to_owned(),
+        VmDisk::Blank { size_bytes } => format!("{} (blank)", format_bytes(*size_bytes)),
+        VmDisk::Image { path } => format!("overlay on {path}"),
+    }
+}
+
+pub fn vm_table(vms: &[Vm]) -> Table {
+    let mut table = Table::new(&["NAME", "HOST", "STATE", "CPUS", "MEMORY", "DISK", "REASON"]);
+    for vm in vms {
+        table.row(vec![
+            vm.name.clone(),
+            vm.host_name.clone(),
+            vm.state.to_string(),
+            vm.cpus.to_string(),
+            format_bytes(vm.memory_mib.saturating_mul(MIB)),
+            disk_text(&vm.disk),
+            vm.state_reason.clone().unwrap_or_default(),
+        ]);
+    }
+    table
+}
+
+fn print_vm(vm: &Vm) {
+    let mut fields = vec![
+        ("Name", vm.name.clone()),
+        ("Id", vm.id.to_string()),
+        ("Host", vm.host_name.clone()),
+        ("State", vm.state.to_string()),
+    ];
+    if let Some(reason) = &vm.state_reason {
+        fields.push(("Reason", reason.clone()));
+    }
+    fields.extend([
+        ("CPUs", vm.cpus.to_string()),
+        ("Memory", format_bytes(vm.memory_mib.saturating_mul(MIB))),
+        ("Disk", disk_text(&vm.disk)),
+    ]);
+    for (label, value) in [
+        ("Kernel", &vm.kernel),
+        ("Initrd", &vm.initrd),
+        ("Cmdline", &vm.cmdline),
+    ] {
+        if let Some(value) = value {
+            fields.push((label, value.clone()));
+        }
+    }
+    fields.extend([
+        ("Created", time(&vm.created_at)),
+        ("Updated", time(&vm.updated_at)),
+    ]);
+    print_fields(&fields);
+}
+
+async fn action(
+    client: &Client,
+    target: &VmTarget,
+    action: VmAction,
+    output: OutputFormat,
+) -> Result<(), CliError> {
+    let started = client.vm_action(&target.vm, action).await?;
+    finish(client, started, target.job, output).await
+}
+
+pub async fn run(
+    client: &Client,
+    command: &VmCommand,
+    output: OutputFormat,
+) -> Result<(), CliError> {
+    match command {
+        VmCommand::Create(args) => {
+            let disk = match (&args.disk, &args.image) {
+                (_, Some(image)) => VmDisk::Image {
+                    path: host_path(image),
+                },
+                (Some(disk), None) => disk.clone(),
+                (None, None) => {
+                    return Err(CliError::local(
+                        "missing_disk",
+                        "no disk given",
+                        "pass --disk SIZE, --disk none or --image FILE",
+                    ));
+                }
+            };
+            let create = VmCreate {
+                name: args.name.clone(),
+                host: args.host.clone(),
+                cpus: args.cpus,
+                memory_mib: args.memory,
+                disk,
+                kernel: args.kernel.as_deref().map(host_path),
+                initrd: args.initrd.as_deref().map(host_path),
+                cmdline: args.cmdline.clone(),
+                start: args.start,
+            };
+            let started = client.create_vm(&create).await?;
+            finish(client, started, args.job, output).await
+        }
+        VmCommand::List { host, state } => {
+            let filter = VmFilter {
+                host: host.clone(),
+                state: *state,
+            };
+            let vms = client.all_vms(&filter).await?;
+            match output {
+                OutputFormat::Json => print_json(&vms),
+                OutputFormat::Table => {
+                    vm_table(&vms).print();
+                    Ok(())
+                }
+            }
+        }
+        VmCommand::Show { vm } => {
+            let vm = client.vm(vm).await?;
+            match output {
+                OutputFormat::Json => print_json(&vm),
+                OutputFormat::Table => {
+                    print_vm(&vm);
+                    Ok(())
+                }
+            }
+        }
+        VmCommand::Start(target) => action(client, target, VmAction::Start, output).await,
+        VmCommand::Stop(target) => action(client, target, VmAction::Stop, output).await,
+        VmCommand::Shutdown(target) => action(client, target, VmAction::Shutdown, output).await,
+        VmCommand::Pause(target) => action(client, target, VmAction::Pause, output).await,
+        VmCommand::Resume(target) => action(client, target, VmAction::Resume, output).await,
+        VmCommand::Restart(target) => action(client, target, VmAction::Restart, output).await,
+        VmCommand::Delete(target) => {
+            let started = client.delete_vm(&target.vm).await?;
+            finish(client, started, target.job, output).await
+        }
+        VmCommand::Console { vm } => crate::console::attach(client, vm).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_on_the_command_line() {
+        assert_eq!(parse_memory_mib("256M"), Ok(256));
+        assert_eq!(parse_memory_mib("2G"), Ok(2048));
+        assert!(parse_memory_mib("1000K").is_err());
+        assert!(parse_memory_mib("0").is_err());
+        assert_eq!(parse_disk("none"), Ok(VmDisk::None));
+        assert_eq!(
+            parse_disk("1G"),
+            Ok(VmDisk::Blank {
+                size_bytes: 1 << 30
+            })
+        );
+        assert!(parse_disk("0").is_err());
+        assert!(parse_disk("lots").is_err());
+        assert_eq!(parse_state("Running"), Ok(VmState::Running));
+        assert!(parse_state("asleep").is_err());
+    }
+}
