@@ -1,1 +1,143 @@
-//! drover-agent
+//! The Drover host agent: serves the agent protocol (`drover_api::agent`) on the control port
+//! over TLS, enrolls with one server by a one-time code and then demands mutual TLS, runs one
+//! actor per VM over a [`VmDriver`], streams state changes, relays serial consoles and re-adopts
+//! running VMs after a restart. It is a library: the `drover` binary parses arguments and calls
+//! [`start`]; this crate reads no command line and prints nothing.
+
+mod actor;
+mod enrollment;
+mod error;
+mod host;
+mod http;
+mod registry;
+mod store;
+
+pub use actor::SHUTDOWN_TIMEOUT;
+pub use error::AgentError;
+
+use anyhow::Context;
+use drover_hv::VmDriver;
+use http::AgentState;
+use registry::Registry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// VM state changes buffered per event-stream reader before it is deemed lagging (and resynced
+/// by a snapshot).
+const CHANGE_BUFFER: usize = 1024;
+
+/// What an agent needs to start.
+pub struct AgentOptions {
+    /// Agent state: TLS identity, enrollment code, `vms/<vm id>/`.
+    pub data_dir: PathBuf,
+    /// `agent.control_port` (0 = any free port) and `agent.bind_address` are used.
+    pub config: drover_api::config::Config,
+    pub driver: Arc<dyn VmDriver>,
+    /// A fixed enrollment code (`drover up` passes one); `None` makes one at first start.
+    pub enrollment_code: Option<String>,
+}
+
+/// A running agent.
+pub struct AgentHandle {
+    /// Where the control API listens (with the real port when the configured one was 0).
+    pub control_addr: SocketAddr,
+    /// The code a server must present to enroll this agent; `None` once enrolled.
+    pub enrollment_code: Option<String>,
+    state: Arc<AgentState>,
+    server: axum_server::Handle,
+    serve_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl AgentHandle {
+    /// Stops serving and lets go of every VM; the VMs keep running for the next agent.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        self.server.shutdown();
+        self.serve_task.abort();
+        let _ = self.serve_task.await;
+        self.state.registry.detach_all().await;
+        tracing::info!("agent stopped; VMs keep running");
+    }
+
+    /// Serves until the listener fails.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let result = self.serve_task.await;
+        self.state.shutdown.cancel();
+        self.state.registry.detach_all().await;
+        result
+            .context("the control API task panicked")?
+            .context("the control API stopped")
+    }
+}
+
+/// Starts the agent: loads or begins enrollment, re-adopts the VMs found in the data
+/// directory, and serves the control API.
+pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
+    let AgentOptions {
+        data_dir,
+        config,
+        driver,
+        enrollment_code,
+    } = options;
+    store::create_private_dir(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let enrollment = enrollment::Enrollment::open(&data_dir, enrollment_code)
+        .context("cannot set up the agent's TLS identity")?;
+    let tls_config = enrollment.tls_config();
+    let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+    let state = Arc::new(AgentState {
+        data_dir,
+        driver,
+        registry: Registry::default(),
+        enrollment,
+        changes,
+        shutdown: CancellationToken::new(),
+    });
+    recover_vms(&state).await?;
+
+    let bind_to = SocketAddr::new(config.agent_bind_address(), config.agent_control_port());
+    let listener = std::net::TcpListener::bind(bind_to)
+        .with_context(|| format!("cannot listen on {bind_to} (agent.control_port)"))?;
+    let control_addr = listener.local_addr().context("listener address")?;
+    let server = axum_server::Handle::new();
+    let serve = axum_server::from_tcp_rustls(listener, tls_config)
+        .handle(server.clone())
+        .serve(http::router(state.clone()).into_make_service());
+    let serve_task = tokio::spawn(serve);
+
+    let enrollment_code = state.enrollment.pending_code();
+    match &enrollment_code {
+        Some(code) => tracing::info!(%control_addr, "agent listening; enrollment code: {code}"),
+        None => tracing::info!(%control_addr, "agent listening (enrolled, mutual TLS)"),
+    }
+    Ok(AgentHandle {
+        control_addr,
+        enrollment_code,
+        state,
+        server,
+        serve_task,
+    })
+}
+
+/// Brings back every VM defined in the data directory, re-adopting those whose process runs.
+async fn recover_vms(state: &AgentState) -> anyhow::Result<()> {
+    let saved = store::load_vms(&state.data_dir).context("cannot read the VM directories")?;
+    for vm in saved {
+        let vm_dir = store::vm_dir(&state.data_dir, vm.spec.id);
+        let (process, runtime) =
+            actor::recover(state.driver.as_ref(), &vm.spec, &vm_dir, vm.last_state).await;
+        state.registry.spawn(actor::VmSetup {
+            spec: vm.spec,
+            vm_dir,
+            driver: state.driver.clone(),
+            process,
+            runtime,
+            changes: state.changes.clone(),
+        });
+    }
+    Ok(())
+}

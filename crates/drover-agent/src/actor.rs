@@ -1,0 +1,456 @@
+//! One actor (a tokio task) per VM: it alone owns the VM's process handle and state, runs the
+//! power actions one at a time, turns the driver's events into state changes and publishes
+//! every change at once. Others hold a [`VmHandle`]: a command channel and a read-only view of
+//! the latest state. Not here: which VMs exist (see `registry`) and HTTP.
+
+use crate::error::AgentError;
+use crate::store::{self, StoreError};
+use drover_api::agent::{AgentVmSpec, VmRuntime};
+use drover_api::{VmAction, VmId, VmState};
+use drover_hv::{DriverError, RunStatus, RunningVm, VmDriver, VmEvent};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::Instrument;
+
+/// How long `shutdown` waits for the guest to power off after the ACPI button.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Commands waiting for an actor that is busy (a shutdown can take a while) queue here.
+const COMMAND_QUEUE: usize = 32;
+
+enum Command {
+    Act {
+        action: VmAction,
+        reply: oneshot::Sender<Result<VmRuntime, AgentError>>,
+    },
+    Spec {
+        reply: oneshot::Sender<AgentVmSpec>,
+    },
+    SerialSocket {
+        reply: oneshot::Sender<Result<PathBuf, AgentError>>,
+    },
+    /// End the process, remove the VM's files and stop the actor.
+    Destroy {
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
+    /// The agent is stopping: let go of the process (it keeps running) and stop the actor.
+    Detach,
+}
+
+/// How the rest of the agent reaches one VM's actor.
+#[derive(Clone)]
+pub struct VmHandle {
+    vm_id: VmId,
+    commands: mpsc::Sender<Command>,
+    runtime: watch::Receiver<VmRuntime>,
+}
+
+impl VmHandle {
+    /// The VM's state as of its last change; never waits for a busy actor.
+    pub fn runtime(&self) -> VmRuntime {
+        self.runtime.borrow().clone()
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, AgentError> {
+        let (reply, answer) = oneshot::channel();
+        // A closed channel means the actor ended: the VM was deleted meanwhile.
+        let gone = || AgentError::VmNotFound(self.vm_id);
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+
+    /// Runs a power action; answers once it is done, with the state it left.
+    pub async fn act(&self, action: VmAction) -> Result<VmRuntime, AgentError> {
+        self.request(|reply| Command::Act { action, reply }).await?
+    }
+
+    pub async fn spec(&self) -> Result<AgentVmSpec, AgentError> {
+        self.request(|reply| Command::Spec { reply }).await
+    }
+
+    /// The Unix socket of the guest's serial console, while the VM runs.
+    pub async fn serial_socket(&self) -> Result<PathBuf, AgentError> {
+        self.request(|reply| Command::SerialSocket { reply })
+            .await?
+    }
+
+    pub async fn destroy(&self) -> Result<(), AgentError> {
+        self.request(|reply| Command::Destroy { reply }).await?
+    }
+
+    /// Asks the actor to stop without touching the VM; returns at once.
+    pub fn detach(&self) {
+        // A full queue or an ended actor both mean it will stop on its own soon.
+        let _ = self.commands.try_send(Command::Detach);
+    }
+}
+
+/// Everything an actor starts from: a defined VM and, when re-adopted, its live process.
+pub struct VmSetup {
+    pub spec: AgentVmSpec,
+    pub vm_dir: PathBuf,
+    pub driver: Arc<dyn VmDriver>,
+    pub process: Option<Box<dyn RunningVm>>,
+    pub runtime: VmRuntime,
+    pub changes: broadcast::Sender<VmRuntime>,
+}
+
+/// Makes the actor for `setup`; the caller spawns the returned future.
+pub fn actor(setup: VmSetup) -> (VmHandle, impl Future<Output = ()> + Send + 'static) {
+    let (commands_sender, commands) = mpsc::channel(COMMAND_QUEUE);
+    let (runtime_sender, runtime) = watch::channel(setup.runtime.clone());
+    let vm_id = setup.spec.id;
+    let mut process = setup.process;
+    let vm_events = process.as_mut().and_then(|process| process.take_events());
+    let actor = VmActor {
+        spec: setup.spec,
+        vm_dir: setup.vm_dir,
+        driver: setup.driver,
+        process,
+        vm_events,
+        runtime: runtime_sender,
+        changes: setup.changes,
+    };
+    let handle = VmHandle {
+        vm_id,
+        commands: commands_sender,
+        runtime,
+    };
+    let span = tracing::info_span!("vm", vm_id = %vm_id);
+    (handle, actor.run(commands).instrument(span))
+}
+
+struct VmActor {
+    spec: AgentVmSpec,
+    vm_dir: PathBuf,
+    driver: Arc<dyn VmDriver>,
+    process: Option<Box<dyn RunningVm>>,
+    vm_events: Option<mpsc::Receiver<VmEvent>>,
+    runtime: watch::Sender<VmRuntime>,
+    changes: broadcast::Sender<VmRuntime>,
+}
+
+/// The next event of the VM's process; never resolves when there is no process.
+async fn next_vm_event(events: &mut Option<mpsc::Receiver<VmEvent>>) -> Option<VmEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl VmActor {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None | Some(Command::Detach) => break,
+                    Some(Command::Destroy { reply }) => {
+                        let _ = reply.send(self.destroy().await);
+                        break;
+                    }
+                    Some(Command::Act { action, reply }) => {
+                        let _ = reply.send(self.act(action).await);
+                    }
+                    Some(Command::Spec { reply }) => {
+                        let _ = reply.send(self.spec.clone());
+                    }
+                    Some(Command::SerialSocket { reply }) => {
+                        let _ = reply.send(self.serial_socket());
+                    }
+                },
+                event = next_vm_event(&mut self.vm_events) => self.on_vm_event(event),
+            }
+        }
+    }
+
+    fn vm_id(&self) -> VmId {
+        self.spec.id
+    }
+
+    fn state(&self) -> VmState {
+        self.runtime.borrow().state
+    }
+
+    /// Records, persists and publishes a new state; an unchanged state publishes nothing.
+    fn set_state(&mut self, state: VmState, reason: Option<String>) {
+        let runtime = VmRuntime {
+            vm_id: self.vm_id(),
+            state,
+            reason,
+        };
+        if *self.runtime.borrow() == runtime {
+            return;
+        }
+        if let Err(error) = store::save_state(&self.vm_dir, &runtime) {
+            tracing::warn!(error = ?anyhow::Error::from(error), "cannot save state.json");
+        }
+        tracing::info!(state = %state, reason = ?runtime.reason, "VM state changed");
+        self.runtime.send_replace(runtime.clone());
+        // Nobody listening is fine: the next snapshot carries the state.
+        let _ = self.changes.send(runtime);
+    }
+
+    fn lose_process(&mut self) {
+        self.process = None;
+        self.vm_events = None;
+    }
+
+    fn on_vm_event(&mut self, event: Option<VmEvent>) {
+        let state = self.state();
+        match event {
+            Some(VmEvent::Paused) if state == VmState::Running => {
+                self.set_state(VmState::Paused, None);
+            }
+            Some(VmEvent::Resumed) if state == VmState::Paused => {
+                self.set_state(VmState::Running, None);
+            }
+            Some(VmEvent::ShutdownRequested { .. }) if state.has_process() => {
+                self.set_state(VmState::Stopping, None);
+            }
+            Some(VmEvent::Exited { clean, reason }) => {
+                self.lose_process();
+                if clean {
+                    self.set_state(VmState::Stopped, None);
+                } else {
+                    self.set_state(VmState::Failed, Some(reason));
+                }
+            }
+            Some(_) => {}
+            None => {
+                self.lose_process();
+                self.set_state(
+                    VmState::Failed,
+                    Some("the agent lost contact with the VM process".to_owned()),
+                );
+            }
+        }
+    }
+
+    fn conflict(&self, action: VmAction) -> AgentError {
+        AgentError::VmStateConflict {
+            vm_id: self.vm_id(),
+            action,
+            state: self.state(),
+        }
+    }
+
+    fn not_running(&self) -> AgentError {
+        AgentError::VmNotRunning {
+            vm_id: self.vm_id(),
+            state: self.state(),
+        }
+    }
+
+    /// The live process, when the state says there is one.
+    fn process(&mut self) -> Result<&mut Box<dyn RunningVm>, AgentError> {
+        let error = self.not_running();
+        self.process.as_mut().ok_or(error)
+    }
+
+    fn driver_error(&self, error: DriverError) -> AgentError {
+        match error {
+            // The process died under us; its Exited event tells the rest.
+            DriverError::NotRunning => self.not_running(),
+            other => other.into(),
+        }
+    }
+
+    async fn act(&mut self, action: VmAction) -> Result<VmRuntime, AgentError> {
+        let state = self.state();
+        let result = match (action, state) {
+            (VmAction::Start, VmState::Stopped | VmState::Failed) => self.start().await,
+            (VmAction::Stop, VmState::Running | VmState::Paused | VmState::Stopping) => {
+                self.kill().await
+            }
+            (VmAction::Shutdown, VmState::Running) => self.shutdown().await,
+            (VmAction::Pause, VmState::Running) => self.pause().await,
+            (VmAction::Resume, VmState::Paused) => self.resume().await,
+            (VmAction::Restart, VmState::Running) => self.reset().await,
+            _ => Err(self.conflict(action)),
+        };
+        result.map(|()| self.runtime.borrow().clone())
+    }
+
+    async fn start(&mut self) -> Result<(), AgentError> {
+        let before = self.runtime.borrow().clone();
+        self.set_state(VmState::Starting, None);
+        match self.driver.start(&self.spec, &self.vm_dir).await {
+            Ok(mut process) => {
+                self.vm_events = process.take_events();
+                self.process = Some(process);
+                self.set_state(VmState::Running, None);
+                Ok(())
+            }
+            Err(error) => {
+                // Nothing ran, so the VM is as it was.
+                self.set_state(before.state, before.reason);
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn kill(&mut self) -> Result<(), AgentError> {
+        match self.process()?.kill().await {
+            Ok(()) | Err(DriverError::NotRunning) => {}
+            Err(error) => return Err(self.driver_error(error)),
+        }
+        self.lose_process();
+        self.set_state(VmState::Stopped, None);
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> Result<(), AgentError> {
+        if let Err(error) = self.process()?.power_down().await {
+            return Err(self.driver_error(error));
+        }
+        self.set_state(VmState::Stopping, None);
+        let deadline = tokio::time::sleep(SHUTDOWN_TIMEOUT);
+        tokio::pin!(deadline);
+        while self.state().has_process() {
+            tokio::select! {
+                event = next_vm_event(&mut self.vm_events) => self.on_vm_event(event),
+                () = &mut deadline => {
+                    // The guest ignored the button and still runs.
+                    self.set_state(VmState::Running, None);
+                    return Err(AgentError::ShutdownTimeout {
+                        vm_id: self.vm_id(),
+                        after: SHUTDOWN_TIMEOUT,
+                    });
+                }
+            }
+        }
+        match self.state() {
+            VmState::Failed => Err(AgentError::Internal(anyhow::anyhow!(
+                "the VM process died during the shutdown"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn pause(&mut self) -> Result<(), AgentError> {
+        if let Err(error) = self.process()?.pause().await {
+            return Err(self.driver_error(error));
+        }
+        self.set_state(VmState::Paused, None);
+        Ok(())
+    }
+
+    async fn resume(&mut self) -> Result<(), AgentError> {
+        if let Err(error) = self.process()?.resume().await {
+            return Err(self.driver_error(error));
+        }
+        self.set_state(VmState::Running, None);
+        Ok(())
+    }
+
+    async fn reset(&mut self) -> Result<(), AgentError> {
+        if let Err(error) = self.process()?.reset().await {
+            return Err(self.driver_error(error));
+        }
+        self.set_state(VmState::Running, None);
+        Ok(())
+    }
+
+    fn serial_socket(&self) -> Result<PathBuf, AgentError> {
+        match &self.process {
+            Some(process) => Ok(process.serial_socket()),
+            None => Err(self.not_running()),
+        }
+    }
+
+    async fn destroy(&mut self) -> Result<(), AgentError> {
+        if let Some(process) = self.process.as_mut() {
+            match process.kill().await {
+                Ok(()) | Err(DriverError::NotRunning) => {}
+                Err(error) => {
+                    tracing::warn!(error = ?anyhow::Error::from(error), "kill failed; destroy ends the process")
+                }
+            }
+            self.lose_process();
+        }
+        self.driver.destroy(&self.vm_dir).await?;
+        store::remove_dir_optional(&self.vm_dir)
+            .map_err(|error| AgentError::Internal(error.into()))?;
+        tracing::info!("VM deleted");
+        Ok(())
+    }
+}
+
+/// Defines a new VM on disk: its directory, the driver's files and `spec.json`. On error,
+/// removes what it made, so that a failed define leaves nothing behind.
+pub async fn define(
+    driver: &dyn VmDriver,
+    spec: &AgentVmSpec,
+    vm_dir: &Path,
+) -> Result<VmRuntime, AgentError> {
+    driver.validate(spec).await?;
+    let result = async {
+        store::create_private_dir(vm_dir).map_err(internal)?;
+        driver.create(spec, vm_dir).await?;
+        store::save_spec(vm_dir, spec).map_err(internal)?;
+        let runtime = VmRuntime {
+            vm_id: spec.id,
+            state: VmState::Stopped,
+            reason: None,
+        };
+        store::save_state(vm_dir, &runtime).map_err(internal)?;
+        Ok(runtime)
+    }
+    .await;
+    if result.is_err()
+        && let Err(error) = store::remove_dir_optional(vm_dir)
+    {
+        tracing::warn!(error = ?anyhow::Error::from(error), "cannot undo a failed define");
+    }
+    result
+}
+
+fn internal(error: StoreError) -> AgentError {
+    AgentError::Internal(error.into())
+}
+
+/// The state of a VM found on disk at start: re-adopted when its process still runs, else
+/// Stopped, or Failed when that is the last thing the agent recorded.
+pub async fn recover(
+    driver: &dyn VmDriver,
+    spec: &AgentVmSpec,
+    vm_dir: &Path,
+    last_state: Option<VmRuntime>,
+) -> (Option<Box<dyn RunningVm>>, VmRuntime) {
+    let runtime = |state, reason| VmRuntime {
+        vm_id: spec.id,
+        state,
+        reason,
+    };
+    match driver.recover(spec, vm_dir).await {
+        Ok(Some(mut process)) => {
+            let state = match process.status().await {
+                Ok(RunStatus::Paused) => VmState::Paused,
+                Ok(RunStatus::Running) => VmState::Running,
+                Err(error) => {
+                    tracing::warn!(vm_id = %spec.id, error = ?anyhow::Error::from(error), "re-adopted VM does not answer; assuming it runs");
+                    VmState::Running
+                }
+            };
+            tracing::info!(vm_id = %spec.id, state = %state, "re-adopted running VM");
+            (Some(process), runtime(state, None))
+        }
+        Ok(None) => match last_state {
+            Some(last) if last.state == VmState::Failed => (None, runtime(last.state, last.reason)),
+            _ => (None, runtime(VmState::Stopped, None)),
+        },
+        Err(error) => {
+            let reason = format!("the agent could not re-adopt the VM: {error}");
+            tracing::warn!(vm_id = %spec.id, error = ?anyhow::Error::from(error), "recover failed");
+            (None, runtime(VmState::Failed, Some(reason)))
+        }
+    }
+}

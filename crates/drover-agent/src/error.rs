@@ -1,0 +1,366 @@
+//! The agent's one HTTP error type: every failure of the control API becomes an
+//! [`drover_api::ErrorBody`] with a stable code, a message and a recommended action. Not used for
+//! start-up failures, which are `anyhow` errors for the binary to print.
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use drover_api::{ErrorBody, ErrorDetail, VmAction, VmId, VmState};
+use drover_hv::DriverError;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the enrollment code is not the one this agent printed")]
+    EnrollmentCodeInvalid,
+    #[error("this agent is not enrolled yet")]
+    NotEnrolled,
+    #[error("this agent is already enrolled")]
+    AlreadyEnrolled,
+    #[error("enrollment was not begun: no certificate request is pending")]
+    EnrollmentNotBegun,
+    #[error("the certificate or CA sent to complete enrollment is not usable: {0}")]
+    EnrollmentCertificateInvalid(#[source] drover_tls::TlsError),
+    #[error("the request is invalid: {0}")]
+    RequestInvalid(String),
+    #[error("no such path on the agent's control API")]
+    RouteNotFound,
+    #[error("VM {0} is not defined on this host")]
+    VmNotFound(VmId),
+    #[error("VM {0} is being defined or deleted by another request")]
+    VmBusy(VmId),
+    #[error("VM {0} is already defined here with a different spec")]
+    VmSpecConflict(VmId),
+    #[error("the VM spec is invalid: {0}")]
+    VmSpecInvalid(String),
+    #[error("cannot {action} VM {vm_id}: it is {state}")]
+    VmStateConflict {
+        vm_id: VmId,
+        action: VmAction,
+        state: VmState,
+    },
+    #[error("VM {vm_id} is not running (it is {state})")]
+    VmNotRunning { vm_id: VmId, state: VmState },
+    #[error("VM {vm_id} did not power off within {after:?} of the ACPI shutdown request")]
+    ShutdownTimeout { vm_id: VmId, after: Duration },
+    #[error("the {what} file {path} does not exist or cannot be read")]
+    FileMissing { what: &'static str, path: PathBuf },
+    #[error("the VM cannot run on this host: {0}")]
+    Unsupported(String),
+    #[error("the VM did not start: {0}")]
+    StartFailed(String),
+    #[error("the hypervisor driver failed")]
+    Driver(#[source] DriverError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<DriverError> for AgentError {
+    fn from(error: DriverError) -> Self {
+        match error {
+            DriverError::MissingFile { what, path } => AgentError::FileMissing { what, path },
+            DriverError::Unsupported(reason) => AgentError::Unsupported(reason),
+            DriverError::StartFailed(reason) => AgentError::StartFailed(reason),
+            other => AgentError::Driver(other),
+        }
+    }
+}
+
+impl From<JsonRejection> for AgentError {
+    fn from(rejection: JsonRejection) -> Self {
+        AgentError::RequestInvalid(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for AgentError {
+    fn from(rejection: PathRejection) -> Self {
+        AgentError::RequestInvalid(rejection.body_text())
+    }
+}
+
+impl From<WebSocketUpgradeRejection> for AgentError {
+    fn from(rejection: WebSocketUpgradeRejection) -> Self {
+        AgentError::RequestInvalid(rejection.body_text())
+    }
+}
+
+impl AgentError {
+    /// Status, stable code and recommended action: the whole HTTP mapping in one place.
+    fn mapping(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            AgentError::EnrollmentCodeInvalid => (
+                StatusCode::FORBIDDEN,
+                "enrollment_code_invalid",
+                "Use the enrollment code the agent printed at its first start (also in its data directory, file enrollment-code).",
+            ),
+            AgentError::NotEnrolled => (
+                StatusCode::CONFLICT,
+                "agent_not_enrolled",
+                "Add this host to a Drover server with `drover host add ADDRESS --code CODE` first.",
+            ),
+            AgentError::AlreadyEnrolled => (
+                StatusCode::CONFLICT,
+                "agent_already_enrolled",
+                "To enroll with another server, stop the agent and remove its tls directory and identity from the data directory.",
+            ),
+            AgentError::EnrollmentNotBegun => (
+                StatusCode::CONFLICT,
+                "enrollment_not_begun",
+                "Call POST /v1/enroll with the code first, then complete with the signed certificate.",
+            ),
+            AgentError::EnrollmentCertificateInvalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "enrollment_certificate_invalid",
+                "Sign the certificate request returned by POST /v1/enroll and send the chain with the CA in PEM.",
+            ),
+            AgentError::RequestInvalid(_) => (
+                StatusCode::BAD_REQUEST,
+                "request_invalid",
+                "Send a body and path that follow the agent protocol in drover-api.",
+            ),
+            AgentError::RouteNotFound => (
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                "Check the path against the agent protocol table; server and agent must be the same version.",
+            ),
+            AgentError::VmNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "vm_not_found",
+                "Check the VM id; list the VMs of this host with GET /v1/vms.",
+            ),
+            AgentError::VmBusy(_) => (
+                StatusCode::CONFLICT,
+                "vm_busy",
+                "Wait for the other request on this VM to finish, then retry.",
+            ),
+            AgentError::VmSpecConflict(_) => (
+                StatusCode::CONFLICT,
+                "vm_spec_conflict",
+                "Delete the VM first to define it again with another spec.",
+            ),
+            AgentError::VmSpecInvalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "vm_spec_invalid",
+                "Fix the spec: its id must match the URL and its name must be valid.",
+            ),
+            AgentError::VmStateConflict { .. } => (
+                StatusCode::CONFLICT,
+                "vm_state_conflict",
+                "Bring the VM to a state where the action applies (for example start it before pausing it).",
+            ),
+            AgentError::VmNotRunning { .. } => (
+                StatusCode::CONFLICT,
+                "vm_not_running",
+                "Start the VM first.",
+            ),
+            AgentError::ShutdownTimeout { .. } => (
+                StatusCode::CONFLICT,
+                "vm_shutdown_timeout",
+                "The guest ignored the ACPI power button; use stop for a hard stop.",
+            ),
+            AgentError::FileMissing { what, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                match *what {
+                    "kernel" => "kernel_not_found",
+                    "initrd" => "initrd_not_found",
+                    _ => "image_not_found",
+                },
+                "Put the file on the host at that path (readable by the agent), or name another file.",
+            ),
+            AgentError::Unsupported(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "vm_spec_unsupported",
+                "Change the spec to fit this host (fewer vCPUs or less memory), or place the VM on another host.",
+            ),
+            AgentError::StartFailed(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "vm_start_failed",
+                "Read the reason; the VM's qemu.log in the agent's data directory has the details.",
+            ),
+            AgentError::Driver(_) | AgentError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Retry; if it fails again, read the agent's log.",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let (status, code, action) = self.mapping();
+        let message = if status.is_server_error() {
+            tracing::error!(error = ?anyhow::Error::from(self), "request failed");
+            "the agent failed to handle the request; its log has the details".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody::from(ErrorDetail::new(code, message, action));
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_code_table() {
+        let vm_id = VmId::new();
+        let cases: Vec<(AgentError, StatusCode, &str)> = vec![
+            (
+                AgentError::EnrollmentCodeInvalid,
+                StatusCode::FORBIDDEN,
+                "enrollment_code_invalid",
+            ),
+            (
+                AgentError::NotEnrolled,
+                StatusCode::CONFLICT,
+                "agent_not_enrolled",
+            ),
+            (
+                AgentError::AlreadyEnrolled,
+                StatusCode::CONFLICT,
+                "agent_already_enrolled",
+            ),
+            (
+                AgentError::EnrollmentNotBegun,
+                StatusCode::CONFLICT,
+                "enrollment_not_begun",
+            ),
+            (
+                AgentError::EnrollmentCertificateInvalid(drover_tls::TlsError::Pem {
+                    what: "certificate",
+                }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "enrollment_certificate_invalid",
+            ),
+            (
+                AgentError::RequestInvalid("x".into()),
+                StatusCode::BAD_REQUEST,
+                "request_invalid",
+            ),
+            (
+                AgentError::RouteNotFound,
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+            ),
+            (
+                AgentError::VmNotFound(vm_id),
+                StatusCode::NOT_FOUND,
+                "vm_not_found",
+            ),
+            (AgentError::VmBusy(vm_id), StatusCode::CONFLICT, "vm_busy"),
+            (
+                AgentError::VmSpecConflict(vm_id),
+                StatusCode::CONFLICT,
+                "vm_spec_conflict",
+            ),
+            (
+                AgentError::VmSpecInvalid("x".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "vm_spec_invalid",
+            ),
+            (
+                AgentError::VmStateConflict {
+                    vm_id,
+                    action: VmAction::Pause,
+                    state: VmState::Stopped,
+                },
+                StatusCode::CONFLICT,
+                "vm_state_conflict",
+            ),
+            (
+                AgentError::VmNotRunning {
+                    vm_id,
+                    state: VmState::Stopped,
+                },
+                StatusCode::CONFLICT,
+                "vm_not_running",
+            ),
+            (
+                AgentError::ShutdownTimeout {
+                    vm_id,
+                    after: Duration::from_secs(60),
+                },
+                StatusCode::CONFLICT,
+                "vm_shutdown_timeout",
+            ),
+            (
+                AgentError::FileMissing {
+                    what: "kernel",
+                    path: "/k".into(),
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "kernel_not_found",
+            ),
+            (
+                AgentError::FileMissing {
+                    what: "initrd",
+                    path: "/i".into(),
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "initrd_not_found",
+            ),
+            (
+                AgentError::FileMissing {
+                    what: "image",
+                    path: "/d".into(),
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "image_not_found",
+            ),
+            (
+                AgentError::Unsupported("x".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "vm_spec_unsupported",
+            ),
+            (
+                AgentError::StartFailed("x".into()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "vm_start_failed",
+            ),
+            (
+                AgentError::Driver(DriverError::NotRunning),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+            ),
+            (
+                AgentError::Internal(anyhow::anyhow!("boom")),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let (actual_status, actual_code, action) = error.mapping();
+            assert_eq!((actual_status, actual_code), (status, code), "{error}");
+            assert!(!action.is_empty(), "{error} has an action");
+        }
+    }
+
+    #[test]
+    fn driver_errors_keep_their_cause() {
+        let missing = AgentError::from(DriverError::MissingFile {
+            what: "kernel",
+            path: "/nowhere/vmlinux".into(),
+        });
+        assert_eq!(missing.mapping().1, "kernel_not_found");
+        assert!(missing.to_string().contains("/nowhere/vmlinux"));
+        let unsupported = AgentError::from(DriverError::Unsupported("64 vCPUs".into()));
+        assert_eq!(unsupported.mapping().1, "vm_spec_unsupported");
+    }
+
+    #[tokio::test]
+    async fn server_errors_hide_the_chain() {
+        let response = AgentError::Internal(anyhow::anyhow!("secret detail")).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body: ErrorBody = serde_json::from_slice(&bytes).expect("error body");
+        assert_eq!(body.error.code, "internal_error");
+        assert!(!body.error.message.contains("secret"));
+    }
+}

@@ -1,0 +1,72 @@
+//! The agent's control API (the agent protocol of `drover_api::agent`) as an axum router: a
+//! module per resource, one shared [`AgentState`]. Only the enrollment routes answer before the
+//! agent is enrolled. TLS and the listener are set up in the crate root, not here.
+
+mod console;
+mod enroll;
+mod events;
+mod host;
+mod vms;
+
+use crate::enrollment::Enrollment;
+use crate::error::AgentError;
+use crate::registry::Registry;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use drover_api::agent::VmRuntime;
+use drover_hv::VmDriver;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// What every handler shares.
+pub struct AgentState {
+    pub data_dir: PathBuf,
+    pub driver: Arc<dyn VmDriver>,
+    pub registry: Registry,
+    pub enrollment: Enrollment,
+    /// Every VM state change, as the actors publish them.
+    pub changes: broadcast::Sender<VmRuntime>,
+    /// Cancelled when the agent stops: ends event streams and console relays.
+    pub shutdown: CancellationToken,
+}
+
+async fn require_enrollment(
+    State(state): State<Arc<AgentState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AgentError> {
+    if !state.enrollment.is_enrolled() {
+        return Err(AgentError::NotEnrolled);
+    }
+    Ok(next.run(request).await)
+}
+
+async fn route_not_found() -> AgentError {
+    AgentError::RouteNotFound
+}
+
+pub fn router(state: Arc<AgentState>) -> Router {
+    let enrolled_only = Router::new()
+        .route("/v1/host", get(host::get))
+        .route("/v1/events", get(events::stream))
+        .route("/v1/vms", get(vms::list))
+        .route("/v1/vms/validate", post(vms::validate))
+        .route("/v1/vms/{id}", put(vms::define).delete(vms::delete))
+        .route("/v1/vms/{id}/actions", post(vms::change_state))
+        .route("/v1/vms/{id}/console", get(console::attach))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_enrollment,
+        ));
+    Router::new()
+        .route("/v1/enroll", post(enroll::begin))
+        .route("/v1/enroll/complete", post(enroll::complete))
+        .merge(enrolled_only)
+        .fallback(route_not_found)
+        .with_state(state)
+}

@@ -1,0 +1,93 @@
+//! `/v1/vms`: define, validate, list, change the state of and delete VMs. Handlers check the
+//! request and hand the work to the VM's actor (or, for a define, to `actor::define`).
+
+use super::AgentState;
+use crate::actor::{self, VmSetup};
+use crate::error::AgentError;
+use crate::store;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use drover_api::agent::{AgentVmSpec, VmRuntime};
+use drover_api::{VmActionRequest, VmId};
+use std::sync::Arc;
+
+pub async fn list(State(state): State<Arc<AgentState>>) -> Json<Vec<VmRuntime>> {
+    Json(state.registry.runtimes())
+}
+
+pub async fn validate(
+    State(state): State<Arc<AgentState>>,
+    body: Result<Json<AgentVmSpec>, JsonRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Json(spec) = body?;
+    check_name(&spec)?;
+    state.driver.validate(&spec).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn check_name(spec: &AgentVmSpec) -> Result<(), AgentError> {
+    drover_api::vm::validate_name(&spec.name).map_err(AgentError::VmSpecInvalid)
+}
+
+/// `PUT /v1/vms/{id}`: idempotent; the same spec again answers the VM's state.
+pub async fn define(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<VmId>, PathRejection>,
+    body: Result<Json<AgentVmSpec>, JsonRejection>,
+) -> Result<Json<VmRuntime>, AgentError> {
+    let Path(vm_id) = path?;
+    let Json(spec) = body?;
+    if spec.id != vm_id {
+        return Err(AgentError::VmSpecInvalid(format!(
+            "the spec's id {} is not the id {vm_id} in the URL",
+            spec.id
+        )));
+    }
+    check_name(&spec)?;
+    if let Some(handle) = state.registry.find(vm_id)? {
+        return if handle.spec().await? == spec {
+            Ok(Json(handle.runtime()))
+        } else {
+            Err(AgentError::VmSpecConflict(vm_id))
+        };
+    }
+    let reservation = state.registry.reserve(vm_id)?;
+    let vm_dir = store::vm_dir(&state.data_dir, vm_id);
+    let runtime = actor::define(state.driver.as_ref(), &spec, &vm_dir).await?;
+    tracing::info!(vm_id = %vm_id, name = %spec.name, "VM defined");
+    let handle = reservation.commit(VmSetup {
+        spec,
+        vm_dir,
+        driver: state.driver.clone(),
+        process: None,
+        runtime,
+        changes: state.changes.clone(),
+    });
+    Ok(Json(handle.runtime()))
+}
+
+pub async fn change_state(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<VmId>, PathRejection>,
+    body: Result<Json<VmActionRequest>, JsonRejection>,
+) -> Result<Json<VmRuntime>, AgentError> {
+    let Path(vm_id) = path?;
+    let Json(request) = body?;
+    let handle = state.registry.get(vm_id)?;
+    handle.act(request.action).await.map(Json)
+}
+
+/// `DELETE /v1/vms/{id}`: idempotent; an unknown VM is already deleted.
+pub async fn delete(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<VmId>, PathRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Path(vm_id) = path?;
+    if let Some(handle) = state.registry.find(vm_id)? {
+        handle.destroy().await?;
+        state.registry.remove(vm_id);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,616 @@
+//! The agent as the server sees it: real HTTPS on 127.0.0.1, enrollment exactly as the server
+//! does it, mutual TLS afterwards, and real QEMU (TCG) running the tiny test guest.
+
+use drover_agent::{AgentHandle, AgentOptions};
+use drover_api::agent::{
+    AgentEvent, AgentHostInfo, AgentVmSpec, EnrollBegin, EnrollComplete, EnrollCsr, VmRuntime,
+};
+use drover_api::config::{Config, Source};
+use drover_api::{ErrorBody, VmAction, VmActionRequest, VmDisk, VmId, VmState};
+use drover_hv::qemu::{QemuConfig, QemuDriver};
+use drover_tls::{CertificateAuthority, Identity};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A data directory whose QEMUs are killed and whose logs are kept when the test fails.
+struct DataDir {
+    dir: tempfile::TempDir,
+    test: &'static str,
+}
+
+impl DataDir {
+    fn new(test: &'static str) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            test,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn vm_dir(&self, vm_id: VmId) -> PathBuf {
+        self.path().join("vms").join(vm_id.to_string())
+    }
+
+    fn qemu_pid(&self, vm_id: VmId) -> i32 {
+        std::fs::read_to_string(self.vm_dir(vm_id).join("qemu.pid"))
+            .expect("qemu.pid")
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let Ok(vms) = std::fs::read_dir(self.path().join("vms")) else {
+            return;
+        };
+        let artifacts = std::thread::panicking().then(|| drover_testkit::artifacts_dir(self.test));
+        for vm in vms.filter_map(Result::ok) {
+            let pid = std::fs::read_to_string(vm.path().join("qemu.pid"))
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            if let Some(artifacts) = &artifacts {
+                for log in [
+                    "serial.log",
+                    "qmp.log",
+                    "qemu.log",
+                    "spec.json",
+                    "state.json",
+                ] {
+                    let target =
+                        artifacts.join(format!("{}-{log}", vm.file_name().to_string_lossy()));
+                    let _ = std::fs::copy(vm.path().join(log), target);
+                }
+            }
+        }
+    }
+}
+
+async fn start_agent(data_dir: &Path) -> AgentHandle {
+    let mut config = Config::default();
+    for (key, value) in [
+        ("agent.control_port", "0"),
+        ("agent.bind_address", "127.0.0.1"),
+    ] {
+        config
+            .set(key, value.to_owned(), Source::Flag(key.to_owned()))
+            .expect("known setting");
+    }
+    drover_agent::start(AgentOptions {
+        data_dir: data_dir.to_owned(),
+        config,
+        driver: Arc::new(QemuDriver::new(QemuConfig::default())),
+        enrollment_code: None,
+    })
+    .await
+    .expect("agent starts")
+}
+
+fn first_use_client() -> reqwest::Client {
+    let (tls, _presented) = drover_tls::first_use_client_config().expect("first-use config");
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("client")
+}
+
+/// The server's side: its CA and the client certificate it shows agents.
+struct Server {
+    ca: CertificateAuthority,
+    identity: Identity,
+}
+
+impl Server {
+    fn new() -> Self {
+        let ca = CertificateAuthority::generate("test CA").expect("CA");
+        let identity = ca
+            .issue("drover-server", &["drover-server".into()])
+            .expect("client cert");
+        Self { ca, identity }
+    }
+
+    fn client(&self) -> reqwest::Client {
+        let tls = drover_tls::client_config(self.ca.cert_pem(), Some(&self.identity))
+            .expect("mTLS config");
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .expect("client")
+    }
+
+    /// Enrolls the agent the way the server does.
+    async fn enroll(&self, agent: &AgentHandle) {
+        let client = first_use_client();
+        let base = format!("https://{}", agent.control_addr);
+        let code = agent
+            .enrollment_code
+            .clone()
+            .expect("a fresh agent has a code");
+        let response = client
+            .post(format!("{base}/v1/enroll"))
+            .json(&EnrollBegin { code: code.clone() })
+            .send()
+            .await
+            .expect("enroll");
+        assert_eq!(response.status(), StatusCode::OK);
+        let csr: EnrollCsr = response.json().await.expect("CSR");
+        let cert_pem = self
+            .ca
+            .sign_request(&csr.csr_pem, &csr.hostname, &["127.0.0.1".into()])
+            .expect("sign");
+        let response = client
+            .post(format!("{base}/v1/enroll/complete"))
+            .json(&EnrollComplete {
+                code,
+                ca_pem: self.ca.cert_pem().to_owned(),
+                cert_pem,
+            })
+            .send()
+            .await
+            .expect("complete");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    /// The WebSocket of a VM's serial console.
+    async fn console(
+        &self,
+        agent: &AgentHandle,
+        vm_id: VmId,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        let tls = drover_tls::client_config(self.ca.cert_pem(), Some(&self.identity))
+            .expect("mTLS config");
+        let url = format!("wss://{}/v1/vms/{vm_id}/console", agent.control_addr);
+        let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+            url,
+            None,
+            false,
+            Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls))),
+        )
+        .await
+        .expect("console WebSocket");
+        socket
+    }
+}
+
+/// Typed calls to an enrolled agent.
+struct Agent {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Agent {
+    fn new(server: &Server, handle: &AgentHandle) -> Self {
+        Self {
+            client: server.client(),
+            base: format!("https://{}", handle.control_addr),
+        }
+    }
+
+    async fn define(&self, spec: &AgentVmSpec) -> reqwest::Response {
+        self.client
+            .put(format!("{}/v1/vms/{}", self.base, spec.id))
+            .json(spec)
+            .send()
+            .await
+            .expect("PUT vm")
+    }
+
+    async fn act(&self, vm_id: VmId, action: VmAction) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/vms/{vm_id}/actions", self.base))
+            .json(&VmActionRequest { action })
+            .send()
+            .await
+            .expect("POST action")
+    }
+
+    async fn act_ok(&self, vm_id: VmId, action: VmAction) -> VmRuntime {
+        let response = self.act(vm_id, action).await;
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        assert_eq!(status, StatusCode::OK, "{action}: {text}");
+        serde_json::from_str(&text).expect("VmRuntime")
+    }
+
+    async fn vms(&self) -> Vec<VmRuntime> {
+        self.client
+            .get(format!("{}/v1/vms", self.base))
+            .send()
+            .await
+            .expect("GET vms")
+            .json()
+            .await
+            .expect("runtimes")
+    }
+
+    async fn delete(&self, vm_id: VmId) -> StatusCode {
+        self.client
+            .delete(format!("{}/v1/vms/{vm_id}", self.base))
+            .send()
+            .await
+            .expect("DELETE vm")
+            .status()
+    }
+
+    async fn events(&self) -> EventReader {
+        let response = self
+            .client
+            .get(format!("{}/v1/events", self.base))
+            .send()
+            .await
+            .expect("GET events");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"].to_str().expect("ascii"),
+            "application/x-ndjson"
+        );
+        EventReader {
+            stream: Box::pin(response.bytes_stream()),
+            buffer: Vec::new(),
+        }
+    }
+}
+
+async fn error_code(response: reqwest::Response) -> (StatusCode, String, String) {
+    let status = response.status();
+    let body: ErrorBody = response.json().await.expect("error body");
+    (status, body.error.code, body.error.message)
+}
+
+struct EventReader {
+    stream: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
+    >,
+    buffer: Vec<u8>,
+}
+
+impl EventReader {
+    async fn next(&mut self) -> AgentEvent {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                return serde_json::from_slice(&line).expect("one AgentEvent per line");
+            }
+            let chunk = tokio::time::timeout(EVENT_TIMEOUT, self.stream.next())
+                .await
+                .expect("an event within the timeout")
+                .expect("the stream goes on")
+                .expect("stream chunk");
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Skips events until a change of `vm_id` to `state` arrives, and returns it.
+    async fn wait_for(&mut self, vm_id: VmId, state: VmState) -> VmRuntime {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        while Instant::now() < deadline {
+            if let AgentEvent::Vm(runtime) = self.next().await
+                && runtime.vm_id == vm_id
+                && runtime.state == state
+            {
+                return runtime;
+            }
+        }
+        panic!("no event {state} for {vm_id} within {BOOT_TIMEOUT:?}");
+    }
+}
+
+fn tiny_spec(name: &str, cmdline: &str) -> AgentVmSpec {
+    let guest = drover_testkit::guest();
+    AgentVmSpec {
+        id: VmId::new(),
+        name: name.to_owned(),
+        cpus: 1,
+        memory_mib: 192,
+        disk: VmDisk::None,
+        kernel: Some(guest.kernel.display().to_string()),
+        initrd: Some(guest.initrd.display().to_string()),
+        cmdline: Some(cmdline.to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn enrollment_mutual_tls_and_bad_requests() {
+    let data_dir = DataDir::new("enrollment_mutual_tls_and_bad_requests");
+    let handle = start_agent(data_dir.path()).await;
+    let code = handle
+        .enrollment_code
+        .clone()
+        .expect("a code at first start");
+    let stored =
+        std::fs::read_to_string(data_dir.path().join("enrollment-code")).expect("stored code");
+    assert_eq!(stored.trim(), code);
+    let base = format!("https://{}", handle.control_addr);
+    let anonymous = first_use_client();
+
+    let response = anonymous
+        .post(format!("{base}/v1/enroll"))
+        .json(&EnrollBegin {
+            code: "WRONG-CODE".into(),
+        })
+        .send()
+        .await
+        .expect("enroll");
+    let (status, code_name, _) = error_code(response).await;
+    assert_eq!(
+        (status, code_name.as_str()),
+        (StatusCode::FORBIDDEN, "enrollment_code_invalid")
+    );
+    let response = anonymous
+        .get(format!("{base}/v1/host"))
+        .send()
+        .await
+        .expect("host");
+    let (status, code_name, _) = error_code(response).await;
+    assert_eq!(
+        (status, code_name.as_str()),
+        (StatusCode::CONFLICT, "agent_not_enrolled")
+    );
+
+    let server = Server::new();
+    server.enroll(&handle).await;
+    assert!(
+        !data_dir.path().join("enrollment-code").exists(),
+        "the code is forgotten"
+    );
+
+    let refused = first_use_client()
+        .get(format!("{base}/v1/host"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a client without certificate is refused: {refused:?}"
+    );
+
+    let agent = Agent::new(&server, &handle);
+    let host: AgentHostInfo = agent
+        .client
+        .get(format!("{base}/v1/host"))
+        .send()
+        .await
+        .expect("host")
+        .json()
+        .await
+        .expect("host info");
+    assert!(host.cpus >= 1 && host.memory_mib > 0 && host.disk_free_bytes > 0);
+    assert_eq!(host.agent_version, drover_api::VERSION);
+    let response = agent
+        .client
+        .post(format!("{base}/v1/enroll"))
+        .json(&EnrollBegin { code })
+        .send()
+        .await
+        .expect("enroll again");
+    assert_eq!(error_code(response).await.1, "agent_already_enrolled");
+
+    // A missing kernel is refused and leaves nothing behind.
+    let mut missing_kernel = tiny_spec("no-kernel", "console=ttyS0 quiet");
+    missing_kernel.kernel = Some("/nonexistent/vmlinux".into());
+    let (status, code_name, message) = error_code(agent.define(&missing_kernel).await).await;
+    assert_eq!(
+        (status, code_name.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "kernel_not_found")
+    );
+    assert!(message.contains("/nonexistent/vmlinux"), "{message}");
+    assert!(!data_dir.vm_dir(missing_kernel.id).exists());
+    assert_eq!(agent.vms().await, Vec::new());
+
+    // Defining is idempotent; actions that make no sense in the state are conflicts.
+    let spec = tiny_spec("stopped-vm", "console=ttyS0 quiet");
+    for _ in 0..2 {
+        let response = agent.define(&spec).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let runtime: VmRuntime = response.json().await.expect("runtime");
+        assert_eq!(runtime.state, VmState::Stopped);
+    }
+    let mut changed = spec.clone();
+    changed.memory_mib = 256;
+    assert_eq!(
+        error_code(agent.define(&changed).await).await.1,
+        "vm_spec_conflict"
+    );
+    let (status, code_name, message) = error_code(agent.act(spec.id, VmAction::Pause).await).await;
+    assert_eq!(
+        (status, code_name.as_str()),
+        (StatusCode::CONFLICT, "vm_state_conflict")
+    );
+    assert!(message.contains("Stopped"), "{message}");
+    let (status, code_name, _) = error_code(agent.act(VmId::new(), VmAction::Start).await).await;
+    assert_eq!(
+        (status, code_name.as_str()),
+        (StatusCode::NOT_FOUND, "vm_not_found")
+    );
+    let response = agent
+        .client
+        .get(format!("{base}/v1/vms/{}/console", spec.id))
+        .send()
+        .await
+        .expect("console");
+    assert_eq!(error_code(response).await.1, "vm_not_running");
+    let response = agent
+        .client
+        .put(format!("{base}/v1/vms/{}", spec.id))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("bad body");
+    assert_eq!(error_code(response).await.1, "request_invalid");
+
+    assert_eq!(agent.delete(spec.id).await, StatusCode::NO_CONTENT);
+    assert_eq!(agent.delete(spec.id).await, StatusCode::NO_CONTENT);
+    assert!(!data_dir.vm_dir(spec.id).exists());
+    assert_eq!(agent.vms().await, Vec::new());
+    handle.shutdown().await;
+}
+
+/// Reads the console until `marker` shows; returns everything read.
+async fn read_console_until(
+    console: &mut (
+             impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+             + Unpin
+         ),
+    seen: &mut String,
+    marker: &str,
+    timeout: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !seen.contains(marker) {
+        match tokio::time::timeout_at(deadline, console.next()).await {
+            Ok(Some(Ok(Message::Binary(bytes)))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) | Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn tiny_guest_runs_with_console_events_and_acpi_shutdown() {
+    let data_dir = DataDir::new("tiny_guest_runs_with_console_events_and_acpi_shutdown");
+    let handle = start_agent(data_dir.path()).await;
+    let server = Server::new();
+    server.enroll(&handle).await;
+    let agent = Agent::new(&server, &handle);
+    let mut events = agent.events().await;
+    assert!(
+        matches!(events.next().await, AgentEvent::Snapshot { ref vms, .. } if vms.is_empty()),
+        "a snapshot comes first"
+    );
+
+    let spec = tiny_spec("console-vm", "console=ttyS0 quiet tiny.shell=1");
+    assert_eq!(agent.define(&spec).await.status(), StatusCode::OK);
+    let runtime = agent.act_ok(spec.id, VmAction::Start).await;
+    assert_eq!(runtime.state, VmState::Running);
+    events.wait_for(spec.id, VmState::Running).await;
+
+    let mut console = server.console(&handle, spec.id).await;
+    let mut seen = String::new();
+    assert!(
+        read_console_until(&mut console, &mut seen, "TINYVM-READY", BOOT_TIMEOUT).await,
+        "TINYVM-READY on the console; got: {seen}"
+    );
+    drover_testkit::wait_for_text(
+        &data_dir.vm_dir(spec.id).join("serial.log"),
+        "TINYVM-READY",
+        EVENT_TIMEOUT,
+    )
+    .await
+    .expect("the serial log has the marker too");
+    // The shell may still be starting; typing again is harmless.
+    let mut answered = false;
+    for _ in 0..6 {
+        console
+            .send(Message::Binary(b"echo MARK$((40+2))\n".to_vec().into()))
+            .await
+            .expect("type into the console");
+        if read_console_until(&mut console, &mut seen, "MARK42", Duration::from_secs(5)).await {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the guest shell answered; console: {seen}");
+
+    let started = Instant::now();
+    let runtime = agent.act_ok(spec.id, VmAction::Shutdown).await;
+    assert_eq!(runtime.state, VmState::Stopped);
+    assert!(started.elapsed() < drover_agent::SHUTDOWN_TIMEOUT);
+    events.wait_for(spec.id, VmState::Stopped).await;
+    // The guest's end closes the console.
+    let closed = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(Ok(message)) = console.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the console closes when the VM stops");
+
+    assert_eq!(agent.delete(spec.id).await, StatusCode::NO_CONTENT);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn killed_qemu_fails_and_a_restarted_agent_readopts_its_vm() {
+    let data_dir = DataDir::new("killed_qemu_fails_and_a_restarted_agent_readopts_its_vm");
+    let handle = start_agent(data_dir.path()).await;
+    let server = Server::new();
+    server.enroll(&handle).await;
+    let agent = Agent::new(&server, &handle);
+    let mut events = agent.events().await;
+    assert!(matches!(events.next().await, AgentEvent::Snapshot { .. }));
+
+    let spec = tiny_spec("survivor", "console=ttyS0 quiet");
+    assert_eq!(agent.define(&spec).await.status(), StatusCode::OK);
+    agent.act_ok(spec.id, VmAction::Start).await;
+    let pid = data_dir.qemu_pid(spec.id);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill QEMU from outside");
+    let failed = events.wait_for(spec.id, VmState::Failed).await;
+    assert!(
+        failed.reason.is_some_and(|reason| !reason.is_empty()),
+        "a failure says why"
+    );
+
+    assert_eq!(
+        agent.act_ok(spec.id, VmAction::Start).await.state,
+        VmState::Running
+    );
+    let pid = data_dir.qemu_pid(spec.id);
+    handle.shutdown().await;
+
+    let handle = start_agent(data_dir.path()).await;
+    assert_eq!(
+        handle.enrollment_code, None,
+        "an enrolled agent stays enrolled"
+    );
+    let agent = Agent::new(&server, &handle);
+    let vms = agent.vms().await;
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0].state, VmState::Running, "{vms:?}");
+    assert_eq!(
+        data_dir.qemu_pid(spec.id),
+        pid,
+        "the same QEMU is re-adopted"
+    );
+    assert_eq!(
+        agent.act_ok(spec.id, VmAction::Pause).await.state,
+        VmState::Paused
+    );
+    assert_eq!(
+        agent.act_ok(spec.id, VmAction::Resume).await.state,
+        VmState::Running
+    );
+
+    assert_eq!(agent.delete(spec.id).await, StatusCode::NO_CONTENT);
+    // QEMU is a daemon: init reaps it, so its /proc entry goes soon after it dies.
+    drover_testkit::wait_until("QEMU gone after delete", EVENT_TIMEOUT, async || {
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .await
+    .expect("delete ends QEMU");
+    handle.shutdown().await;
+}
