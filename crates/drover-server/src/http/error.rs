@@ -1,0 +1,341 @@
+//! The API's one error type. Every failure of a handler or a job step is an [`ApiError`]; it
+//! becomes the HTTP status (one `match`) and the body `{"error":{"code","message","action"}}`
+//! (another). A 5xx says nothing of its cause to the client; the chain goes to the log.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use drover_api::{ErrorBody, ErrorDetail};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no valid bearer token")]
+    Unauthenticated,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("wrong user name or password")]
+    InvalidCredentials,
+    #[error("malformed JSON body: {0}")]
+    InvalidJson(String),
+    #[error("malformed query: {0}")]
+    InvalidQuery(String),
+    #[error("no such route: {0}")]
+    RouteNotFound(String),
+    #[error("this route does not take {0}")]
+    MethodNotAllowed(String),
+    #[error("this endpoint speaks WebSocket only")]
+    WebSocketRequired,
+    #[error("no VM '{0}'")]
+    VmNotFound(String),
+    #[error("no host '{0}'")]
+    HostNotFound(String),
+    #[error("no job '{0}'")]
+    JobNotFound(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("invalid address '{address}': {reason}")]
+    InvalidAddress { address: String, reason: String },
+    #[error("{0}")]
+    InvalidVmSpec(String),
+    #[error("a VM named '{0}' already exists")]
+    VmExists(String),
+    #[error("a host named or at '{0}' already exists")]
+    HostExists(String),
+    #[error("host '{host}' still has VMs: {vms}")]
+    HostHasVms { host: String, vms: String },
+    #[error("host '{0}' is not responding")]
+    HostNotResponding(String),
+    #[error("{0}")]
+    InsufficientHostResources(String),
+    #[error("VM '{vm}' is {state}; cannot {action} it")]
+    VmStateConflict {
+        vm: String,
+        state: String,
+        action: String,
+    },
+    #[error("VM '{0}' is not running")]
+    VmNotRunning(String),
+    #[error("job {id} is {status}; only a queued job can be canceled")]
+    JobNotCancelable { id: String, status: String },
+    #[error("job {id} is {status}; only a failed or canceled job can be restarted")]
+    JobNotRestartable { id: String, status: String },
+    #[error("the agent refused the enrollment code")]
+    EnrollmentCodeInvalid,
+    /// The agent answered with its own error; its status and body pass through.
+    #[error("the agent answered {status}: {detail}")]
+    Agent { status: u16, detail: ErrorDetail },
+    #[error("cannot reach the agent at {address}")]
+    HostUnreachable { address: String },
+    /// Anything unexpected: a database failure, a bug. Logged with its chain, never shown.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
+        ApiError::Internal(error.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated | ApiError::TokenExpired | ApiError::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::InvalidJson(_) | ApiError::InvalidQuery(_) | ApiError::WebSocketRequired => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::EnrollmentCodeInvalid => StatusCode::FORBIDDEN,
+            ApiError::RouteNotFound(_)
+            | ApiError::VmNotFound(_)
+            | ApiError::HostNotFound(_)
+            | ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::VmExists(_)
+            | ApiError::HostExists(_)
+            | ApiError::HostHasVms { .. }
+            | ApiError::HostNotResponding(_)
+            | ApiError::VmStateConflict { .. }
+            | ApiError::VmNotRunning(_)
+            | ApiError::JobNotCancelable { .. }
+            | ApiError::JobNotRestartable { .. } => StatusCode::CONFLICT,
+            ApiError::InvalidName(_)
+            | ApiError::InvalidAddress { .. }
+            | ApiError::InvalidVmSpec(_)
+            | ApiError::InsufficientHostResources(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Agent { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            ApiError::HostUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code, the message and the recommended action.
+    pub fn detail(&self) -> ErrorDetail {
+        let message = self.to_string();
+        let (code, action) = match self {
+            ApiError::Unauthenticated => (
+                "unauthenticated",
+                "log in with `drover login` and send the token as `Authorization: Bearer TOKEN`",
+            ),
+            ApiError::TokenExpired => ("token_expired", "log in again with `drover login`"),
+            ApiError::InvalidCredentials => (
+                "invalid_credentials",
+                "check the user name and password; the admin password is printed at the server's first start",
+            ),
+            ApiError::InvalidJson(_) => {
+                ("invalid_json", "send a JSON body as docs/api.md describes")
+            }
+            ApiError::InvalidQuery(_) => (
+                "invalid_query",
+                "fix the query parameters as docs/api.md describes",
+            ),
+            ApiError::RouteNotFound(_) => ("not_found", "check the URL against docs/api.md"),
+            ApiError::MethodNotAllowed(_) => {
+                ("method_not_allowed", "check the method against docs/api.md")
+            }
+            ApiError::WebSocketRequired => (
+                "websocket_required",
+                "connect with a WebSocket client (`drover vm console`, `drover job watch`)",
+            ),
+            ApiError::VmNotFound(_) => ("vm_not_found", "list VMs with `drover vm list`"),
+            ApiError::HostNotFound(_) => ("host_not_found", "list hosts with `drover host list`"),
+            ApiError::JobNotFound(_) => ("job_not_found", "list jobs with `drover job list`"),
+            ApiError::InvalidName(_) => ("invalid_name", "choose another name"),
+            ApiError::InvalidAddress { .. } => (
+                "invalid_address",
+                "give the agent's address as HOST:PORT, for example kvm1.example.com:8101",
+            ),
+            ApiError::InvalidVmSpec(_) => (
+                "invalid_vm_spec",
+                "give at least 1 vCPU and 64 MiB of memory",
+            ),
+            ApiError::VmExists(_) => ("vm_exists", "choose another name or delete the other VM"),
+            ApiError::HostExists(_) => (
+                "host_exists",
+                "the host is already managed; see `drover host list`",
+            ),
+            ApiError::HostHasVms { .. } => {
+                ("host_has_vms", "delete or move the VMs on the host first")
+            }
+            ApiError::HostNotResponding(_) => (
+                "host_not_responding",
+                "check that the agent runs on the host and is reachable, then retry",
+            ),
+            ApiError::InsufficientHostResources(_) => (
+                "insufficient_host_resources",
+                "ask for fewer vCPUs or less memory, or choose another host",
+            ),
+            ApiError::VmStateConflict { .. } => (
+                "vm_state_conflict",
+                "check the VM's state with `drover vm show` and choose an action that fits it",
+            ),
+            ApiError::VmNotRunning(_) => ("vm_not_running", "start the VM with `drover vm start`"),
+            ApiError::JobNotCancelable { .. } => (
+                "job_not_cancelable",
+                "wait for the job to end; running jobs cannot be canceled",
+            ),
+            ApiError::JobNotRestartable { .. } => (
+                "job_not_restartable",
+                "restart only jobs that failed or were canceled",
+            ),
+            ApiError::EnrollmentCodeInvalid => (
+                "enrollment_code_invalid",
+                "use the one-time code the agent printed at its start (or run `drover agent enroll-code` on the host)",
+            ),
+            ApiError::Agent { detail, .. } => return detail.clone(),
+            ApiError::HostUnreachable { .. } => (
+                "host_unreachable",
+                "check that the agent runs and that the server can reach its control port",
+            ),
+            ApiError::Internal(_) => {
+                return ErrorDetail::new(
+                    "internal_error",
+                    "the server failed unexpectedly",
+                    "retry; if it fails again, report it with the server log",
+                );
+            }
+        };
+        ErrorDetail::new(code, message, action)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?anyhow::Error::from(self), "request failed");
+            let body = ErrorBody::from(ApiError::Internal(anyhow::anyhow!("logged")).detail());
+            return (status, axum::Json(body)).into_response();
+        }
+        (status, axum::Json(ErrorBody::from(self.detail()))).into_response()
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(error: crate::db::DbError) -> ApiError {
+        ApiError::internal(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_code_table() {
+        let detail = ErrorDetail::new("image_not_found", "no such image", "check the path");
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::Unauthenticated, 401, "unauthenticated"),
+            (ApiError::TokenExpired, 401, "token_expired"),
+            (ApiError::InvalidCredentials, 401, "invalid_credentials"),
+            (ApiError::InvalidJson("x".into()), 400, "invalid_json"),
+            (ApiError::InvalidQuery("x".into()), 400, "invalid_query"),
+            (ApiError::RouteNotFound("/x".into()), 404, "not_found"),
+            (
+                ApiError::MethodNotAllowed("PUT".into()),
+                405,
+                "method_not_allowed",
+            ),
+            (ApiError::WebSocketRequired, 400, "websocket_required"),
+            (ApiError::VmNotFound("x".into()), 404, "vm_not_found"),
+            (ApiError::HostNotFound("x".into()), 404, "host_not_found"),
+            (ApiError::JobNotFound("x".into()), 404, "job_not_found"),
+            (ApiError::InvalidName("x".into()), 422, "invalid_name"),
+            (
+                ApiError::InvalidAddress {
+                    address: "x".into(),
+                    reason: "y".into(),
+                },
+                422,
+                "invalid_address",
+            ),
+            (ApiError::InvalidVmSpec("x".into()), 422, "invalid_vm_spec"),
+            (ApiError::VmExists("x".into()), 409, "vm_exists"),
+            (ApiError::HostExists("x".into()), 409, "host_exists"),
+            (
+                ApiError::HostHasVms {
+                    host: "h".into(),
+                    vms: "a".into(),
+                },
+                409,
+                "host_has_vms",
+            ),
+            (
+                ApiError::HostNotResponding("h".into()),
+                409,
+                "host_not_responding",
+            ),
+            (
+                ApiError::InsufficientHostResources("x".into()),
+                422,
+                "insufficient_host_resources",
+            ),
+            (
+                ApiError::VmStateConflict {
+                    vm: "v".into(),
+                    state: "Stopped".into(),
+                    action: "pause".into(),
+                },
+                409,
+                "vm_state_conflict",
+            ),
+            (ApiError::VmNotRunning("v".into()), 409, "vm_not_running"),
+            (
+                ApiError::JobNotCancelable {
+                    id: "j".into(),
+                    status: "Running".into(),
+                },
+                409,
+                "job_not_cancelable",
+            ),
+            (
+                ApiError::JobNotRestartable {
+                    id: "j".into(),
+                    status: "Completed".into(),
+                },
+                409,
+                "job_not_restartable",
+            ),
+            (
+                ApiError::EnrollmentCodeInvalid,
+                403,
+                "enrollment_code_invalid",
+            ),
+            (
+                ApiError::Agent {
+                    status: 422,
+                    detail: detail.clone(),
+                },
+                422,
+                "image_not_found",
+            ),
+            (
+                ApiError::HostUnreachable {
+                    address: "a:1".into(),
+                },
+                503,
+                "host_unreachable",
+            ),
+            (
+                ApiError::internal(anyhow::anyhow!("disk full")),
+                500,
+                "internal_error",
+            ),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+            let detail = error.detail();
+            assert_eq!(detail.code, code, "{error:?}");
+            assert!(
+                !detail.message.is_empty() && !detail.action.is_empty(),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let detail = ApiError::internal(anyhow::anyhow!("secret path /etc/x")).detail();
+        assert!(!detail.message.contains("secret"));
+    }
+}

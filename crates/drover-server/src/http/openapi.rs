@@ -1,0 +1,38 @@
+//! `GET /api/v1/openapi.json`: the OpenAPI document, generated from the handlers' annotations and
+//! the API types' schemas, so it cannot drift from the code.
+
+use super::{auth, console, events, hosts, jobs, vms};
+use axum::Json;
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Drover API",
+        description = "Drover's REST API. Every route but login needs `Authorization: Bearer TOKEN`."
+    ),
+    paths(
+        auth::login,
+        hosts::list,
+        hosts::get,
+        hosts::create,
+        hosts::delete,
+        vms::list,
+        vms::get,
+        vms::create,
+        vms::change_state,
+        vms::delete,
+        console::attach,
+        jobs::list,
+        jobs::get,
+        jobs::cancel,
+        jobs::restart,
+        events::stream,
+    ),
+    components(schemas(drover_api::ErrorBody, drover_api::ErrorDetail, drover_api::Event))
+)]
+pub struct ApiDoc;
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,165 @@
+//! Host jobs: add (enroll the agent, then reach it with mutual TLS) and remove.
+
+use super::{JobRun, Plan};
+use crate::agents::{AgentError, address_host, enroll};
+use crate::db;
+use crate::http::ApiError;
+use crate::state::AppState;
+use chrono::Utc;
+use drover_api::{Event, Host, HostAdd, HostId, HostState, JobTarget};
+use std::time::{Duration, Instant};
+
+/// How long an agent may take to switch to its new certificate after enrollment.
+const CERTIFICATE_SWITCH: Duration = Duration::from_secs(10);
+
+fn target(host_id: HostId, name: &str) -> JobTarget {
+    JobTarget {
+        kind: "host".to_owned(),
+        id: host_id.to_string(),
+        name: name.to_owned(),
+    }
+}
+
+pub(super) async fn prepare_add(
+    state: &AppState,
+    host_id: HostId,
+    request: &HostAdd,
+) -> Result<Plan, ApiError> {
+    address_host(&request.address).map_err(|reason| ApiError::InvalidAddress {
+        address: request.address.clone(),
+        reason,
+    })?;
+    if let Some(name) = &request.name {
+        drover_api::vm::validate_name(name).map_err(ApiError::InvalidName)?;
+        if db::hosts::get(&state.db, name).await?.is_some() {
+            return Err(ApiError::HostExists(name.clone()));
+        }
+    }
+    if db::hosts::address_taken(&state.db, &request.address).await? {
+        return Err(ApiError::HostExists(request.address.clone()));
+    }
+    let shown_name = request
+        .name
+        .clone()
+        .unwrap_or_else(|| request.address.clone());
+    Ok(Plan {
+        description: format!("Add host {shown_name}"),
+        target: target(host_id, &shown_name),
+        steps: vec![
+            "Enroll the agent with its one-time code",
+            "Connect with mutual TLS and read the host's inventory",
+        ],
+    })
+}
+
+pub(super) async fn run_add(
+    state: &AppState,
+    run: &mut JobRun,
+    host_id: HostId,
+    request: HostAdd,
+) -> Result<(), ApiError> {
+    let address = request.address.as_str();
+    run.step(async {
+        match enroll(address, &request.enrollment_code, &state.pki.ca).await {
+            Ok(_hostname) => Ok(()),
+            Err(AgentError::Refused {
+                status: 401 | 403, ..
+            }) => Err(ApiError::EnrollmentCodeInvalid),
+            Err(error) => Err(error.into()),
+        }
+    })
+    .await?;
+    run.step(async {
+        let info = host_info_after_enrollment(state, address).await?;
+        let name = request
+            .name
+            .clone()
+            .unwrap_or_else(|| info.hostname.clone());
+        drover_api::vm::validate_name(&name).map_err(ApiError::InvalidName)?;
+        let host = Host {
+            id: host_id,
+            name: name.clone(),
+            address: address.to_owned(),
+            state: HostState::Responding,
+            state_reason: None,
+            cpus: info.cpus,
+            memory_mib: info.memory_mib,
+            memory_free_mib: info.memory_free_mib,
+            disk_free_bytes: info.disk_free_bytes,
+            accelerator: info.accelerator,
+            agent_version: info.agent_version,
+            vm_count: 0,
+            last_seen: Some(Utc::now()),
+            created_at: Utc::now(),
+        };
+        db::hosts::insert(&state.db, &host)
+            .await
+            .map_err(|error| match error {
+                db::DbError::Duplicate { .. } => ApiError::HostExists(name),
+                other => other.into(),
+            })?;
+        state.publish(Event::HostChanged(host));
+        state.supervisors.start(state, host_id, address.to_owned());
+        Ok(())
+    })
+    .await
+}
+
+/// The agent installs its certificate after answering the enrollment; retry until it shows it.
+async fn host_info_after_enrollment(
+    state: &AppState,
+    address: &str,
+) -> Result<drover_api::agent::AgentHostInfo, ApiError> {
+    let deadline = Instant::now() + CERTIFICATE_SWITCH;
+    loop {
+        match state.agents.at(address).host_info().await {
+            Ok(info) => return Ok(info),
+            Err(error) if Instant::now() >= deadline => return Err(error.into()),
+            Err(AgentError::Refused { status, detail, .. }) if status != 401 && status != 403 => {
+                return Err(ApiError::Agent { status, detail });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+pub(super) async fn prepare_remove(state: &AppState, host_id: HostId) -> Result<Plan, ApiError> {
+    let host = db::hosts::get_by_id(&state.db, host_id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))?;
+    refuse_if_vms(state, &host).await?;
+    Ok(Plan {
+        description: format!("Remove host {}", host.name),
+        target: target(host_id, &host.name),
+        steps: vec!["Stop supervising the host and remove it"],
+    })
+}
+
+async fn refuse_if_vms(state: &AppState, host: &Host) -> Result<(), ApiError> {
+    let names = db::vms::names_on_host(&state.db, host.id).await?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::HostHasVms {
+        host: host.name.clone(),
+        vms: names.join(", "),
+    })
+}
+
+pub(super) async fn run_remove(
+    state: &AppState,
+    run: &mut JobRun,
+    host_id: HostId,
+) -> Result<(), ApiError> {
+    run.step(async {
+        let host = db::hosts::get_by_id(&state.db, host_id)
+            .await?
+            .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))?;
+        refuse_if_vms(state, &host).await?;
+        state.supervisors.stop(host_id);
+        db::hosts::delete(&state.db, host_id).await?;
+        state.publish(Event::HostRemoved(host_id));
+        Ok(())
+    })
+    .await
+}

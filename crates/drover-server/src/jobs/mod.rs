@@ -1,0 +1,349 @@
+//! The job engine (DESIGN.md section 4). Every state-changing request becomes a persisted job:
+//! [`submit`] checks the request at once (a bad request changes nothing and gets no job), stores
+//! the job as Queued and runs it in a task. Jobs on one target run one after another, in the order
+//! they were submitted; jobs on different targets run in parallel. A job's operation is stored
+//! as a [`JobSpec`] so that a failed or canceled job can be run again. HTTP lives in `http::jobs`.
+
+mod host;
+mod vm;
+
+use crate::db;
+use crate::http::ApiError;
+use crate::state::AppState;
+use chrono::Utc;
+use drover_api::{
+    ErrorDetail, Event, HostAdd, HostId, Job, JobId, JobStatus, JobStep, JobTarget, VmAction,
+    VmCreate, VmId, VmState,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What a job does, with everything needed to do it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "operation")]
+pub enum JobSpec {
+    HostAdd { host_id: HostId, request: HostAdd },
+    HostRemove { host_id: HostId },
+    VmCreate { vm_id: VmId, request: VmCreate },
+    VmAction { vm_id: VmId, action: VmAction },
+    VmDelete { vm_id: VmId },
+}
+
+impl JobSpec {
+    /// The job kind shown in the API: `host.add`, `vm.start`, ...
+    pub fn kind(&self) -> String {
+        match self {
+            JobSpec::HostAdd { .. } => "host.add".to_owned(),
+            JobSpec::HostRemove { .. } => "host.remove".to_owned(),
+            JobSpec::VmCreate { .. } => "vm.create".to_owned(),
+            JobSpec::VmAction { action, .. } => format!("vm.{action}"),
+            JobSpec::VmDelete { .. } => "vm.delete".to_owned(),
+        }
+    }
+}
+
+/// What [`submit`] learns while checking a request: how to show the job.
+#[derive(Debug)]
+struct Plan {
+    description: String,
+    target: JobTarget,
+    steps: Vec<&'static str>,
+}
+
+/// Orders the jobs of each target: a fair (first come, first served) lock per target. A job
+/// waits for its turn in Queued and never fails because another job holds the target.
+#[derive(Debug, Default)]
+pub struct Engine {
+    queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The right to work on one target; the next job's turn comes when it is dropped.
+pub type Turn = tokio::sync::OwnedMutexGuard<()>;
+
+impl Engine {
+    /// Waits until every job submitted earlier for `target` has finished.
+    pub async fn turn(&self, target: &JobTarget) -> Turn {
+        let key = format!("{}:{}", target.kind, target.id);
+        let queue = {
+            let mut queues = self
+                .queues
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            queues.entry(key).or_default().clone()
+        };
+        queue.lock_owned().await
+    }
+}
+
+/// Checks `spec` and, when it can run, stores it as a Queued job and starts it.
+pub async fn submit(
+    state: &AppState,
+    spec: JobSpec,
+    owner: &str,
+    restarted_from: Option<JobId>,
+) -> Result<Job, ApiError> {
+    let plan = match &spec {
+        JobSpec::HostAdd { host_id, request } => {
+            host::prepare_add(state, *host_id, request).await?
+        }
+        JobSpec::HostRemove { host_id } => host::prepare_remove(state, *host_id).await?,
+        JobSpec::VmCreate { vm_id, request } => vm::prepare_create(state, *vm_id, request).await?,
+        JobSpec::VmAction { vm_id, action } => vm::prepare_action(state, *vm_id, *action).await?,
+        JobSpec::VmDelete { vm_id } => vm::prepare_delete(state, *vm_id).await?,
+    };
+    let job = Job {
+        id: JobId::new(),
+        kind: spec.kind(),
+        description: plan.description,
+        target: plan.target,
+        status: JobStatus::Queued,
+        progress: 0,
+        steps: plan
+            .steps
+            .into_iter()
+            .map(|name| JobStep {
+                name: name.to_owned(),
+                status: JobStatus::Queued,
+                detail: None,
+                started_at: None,
+                ended_at: None,
+            })
+            .collect(),
+        error: None,
+        owner: owner.to_owned(),
+        restarted_from,
+        created_at: Utc::now(),
+        started_at: None,
+        ended_at: None,
+    };
+    let stored = async {
+        let spec_json = serde_json::to_string(&spec).map_err(ApiError::internal)?;
+        db::jobs::insert(&state.db, &job, &spec_json).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(error) = stored {
+        undo_prepare(state, &spec).await;
+        return Err(error);
+    }
+    state.publish(Event::JobChanged(job.clone()));
+    tokio::spawn(execute(state.clone(), job.clone(), spec));
+    Ok(job)
+}
+
+/// Takes back what checking a job did ahead of running it (a VM create reserves its row).
+async fn undo_prepare(state: &AppState, spec: &JobSpec) {
+    if let JobSpec::VmCreate { vm_id, .. } = spec {
+        vm::forget(state, *vm_id).await;
+    }
+}
+
+/// Cancels a Queued job. A Running job cannot be canceled: its steps are not interruptible.
+pub async fn cancel(state: &AppState, id: JobId) -> Result<Job, ApiError> {
+    let job = db::jobs::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    if !db::jobs::transition(&state.db, id, JobStatus::Queued, JobStatus::Canceled).await? {
+        let status = db::jobs::get(&state.db, id)
+            .await?
+            .map_or(job.status, |job| job.status);
+        return Err(ApiError::JobNotCancelable {
+            id: id.to_string(),
+            status: status.to_string(),
+        });
+    }
+    undo_prepare(state, &stored_spec(state, id).await?).await;
+    let job = db::jobs::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    state.publish(Event::JobChanged(job.clone()));
+    Ok(job)
+}
+
+/// Runs a Failed or Canceled job's operation again as a new job.
+pub async fn restart(state: &AppState, id: JobId, owner: &str) -> Result<Job, ApiError> {
+    let job = db::jobs::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    if !matches!(job.status, JobStatus::Failed | JobStatus::Canceled) {
+        return Err(ApiError::JobNotRestartable {
+            id: id.to_string(),
+            status: job.status.to_string(),
+        });
+    }
+    let spec = stored_spec(state, id).await?;
+    submit(state, spec, owner, Some(id)).await
+}
+
+async fn stored_spec(state: &AppState, id: JobId) -> Result<JobSpec, ApiError> {
+    let text = db::jobs::spec(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    serde_json::from_str(&text).map_err(ApiError::internal)
+}
+
+/// At server start no job task exists: every job that was Queued or Running is Failed, and VMs
+/// whose create was cut short are Failed too, so that they can be deleted or their job restarted.
+pub async fn fail_interrupted(state: &AppState) -> Result<u64, db::DbError> {
+    let error = ErrorDetail::new(
+        "server_restarted",
+        "the server stopped while this job ran",
+        "restart the job with `drover job restart ID`",
+    );
+    let failed = db::jobs::fail_unfinished(&state.db, &error).await?;
+    for vm_id in db::vms::ids_in_state(&state.db, VmState::Creating).await? {
+        db::vms::set_state(
+            &state.db,
+            vm_id,
+            VmState::Failed,
+            Some("the server stopped while this VM was being created"),
+        )
+        .await?;
+    }
+    Ok(failed)
+}
+
+#[tracing::instrument(skip_all, fields(job_id = %job.id, kind = %job.kind))]
+async fn execute(state: AppState, job: Job, spec: JobSpec) {
+    let _turn = state.engine.turn(&job.target).await;
+    match db::jobs::transition(&state.db, job.id, JobStatus::Queued, JobStatus::Running).await {
+        Ok(true) => {}
+        Ok(false) => return, // canceled while it waited
+        Err(error) => {
+            tracing::error!(error = ?anyhow::Error::from(error), "cannot start the job");
+            return;
+        }
+    }
+    let mut run = JobRun {
+        state: state.clone(),
+        job,
+        next_step: 0,
+    };
+    run.job.status = JobStatus::Running;
+    run.job.started_at = Some(Utc::now());
+    run.save().await;
+    let outcome = match spec {
+        JobSpec::HostAdd { host_id, request } => {
+            host::run_add(&state, &mut run, host_id, request).await
+        }
+        JobSpec::HostRemove { host_id } => host::run_remove(&state, &mut run, host_id).await,
+        JobSpec::VmCreate { vm_id, request } => {
+            vm::run_create(&state, &mut run, vm_id, request).await
+        }
+        JobSpec::VmAction { vm_id, action } => {
+            vm::run_action(&state, &mut run, vm_id, action).await
+        }
+        JobSpec::VmDelete { vm_id } => vm::run_delete(&state, &mut run, vm_id).await,
+    };
+    run.finish(outcome).await;
+}
+
+/// A job while it runs: updates its steps and progress, persisting and announcing each change.
+pub struct JobRun {
+    state: AppState,
+    job: Job,
+    next_step: usize,
+}
+
+impl JobRun {
+    /// Runs the job's next step.
+    async fn step<T>(
+        &mut self,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let index = self.next_step;
+        self.next_step += 1;
+        self.set_step(index, JobStatus::Running, None).await;
+        let outcome = work.await;
+        let status = match &outcome {
+            Ok(_) => JobStatus::Completed,
+            Err(_) => JobStatus::Failed,
+        };
+        let detail = outcome.as_ref().err().map(|error| error.detail().message);
+        self.set_step(index, status, detail).await;
+        outcome
+    }
+
+    /// Adds a note to the step that ran last (why it had nothing to do, for example).
+    async fn note(&mut self, detail: &str) {
+        if let Some(step) = self
+            .next_step
+            .checked_sub(1)
+            .and_then(|i| self.job.steps.get_mut(i))
+        {
+            step.detail = Some(detail.to_owned());
+            self.save().await;
+        }
+    }
+
+    async fn set_step(&mut self, index: usize, status: JobStatus, detail: Option<String>) {
+        let Some(step) = self.job.steps.get_mut(index) else {
+            return;
+        };
+        let now = Utc::now();
+        step.status = status;
+        match status {
+            JobStatus::Running => step.started_at = Some(now),
+            _ => step.ended_at = Some(now),
+        }
+        if detail.is_some() {
+            step.detail = detail;
+        }
+        let done = self
+            .job
+            .steps
+            .iter()
+            .filter(|s| s.status == JobStatus::Completed)
+            .count();
+        let total = self.job.steps.len().max(1);
+        self.job.progress = u8::try_from(done * 100 / total).unwrap_or(100);
+        self.save().await;
+    }
+
+    async fn finish(mut self, outcome: Result<(), ApiError>) {
+        match outcome {
+            Ok(()) => {
+                self.job.status = JobStatus::Completed;
+                self.job.progress = 100;
+            }
+            Err(error) => {
+                self.job.status = JobStatus::Failed;
+                self.job.error = Some(error.detail());
+                if error.status().is_server_error() {
+                    tracing::error!(error = ?anyhow::Error::from(error), "job failed");
+                }
+            }
+        }
+        self.job.ended_at = Some(Utc::now());
+        self.save().await;
+    }
+
+    /// Persists the job and announces it. A failed write is logged: the job goes on, and the
+    /// next write (or the restart check) repairs the record.
+    async fn save(&self) {
+        if let Err(error) = db::jobs::update(&self.state.db, &self.job).await {
+            tracing::error!(error = ?anyhow::Error::from(error), "cannot record the job's progress");
+        }
+        self.state.publish(Event::JobChanged(self.job.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip_as_json() {
+        let spec = JobSpec::VmAction {
+            vm_id: VmId::new(),
+            action: VmAction::Shutdown,
+        };
+        let text = serde_json::to_string(&spec).expect("serializes");
+        assert_eq!(
+            serde_json::from_str::<JobSpec>(&text).expect("parses"),
+            spec
+        );
+        assert_eq!(spec.kind(), "vm.shutdown");
+    }
+}

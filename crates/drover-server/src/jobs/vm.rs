@@ -1,0 +1,369 @@
+//! VM jobs: create (with an optional start), power actions and delete. A create that fails at
+//! any step undoes everything: the agent forgets the VM and its files, the row goes.
+
+use super::{JobRun, Plan};
+use crate::db;
+use crate::http::ApiError;
+use crate::state::AppState;
+use chrono::Utc;
+use drover_api::agent::AgentVmSpec;
+use drover_api::{Event, Host, HostState, JobTarget, Vm, VmAction, VmCreate, VmId, VmState};
+
+/// Smallest memory a VM may have; below it no guest kernel boots.
+pub const MIN_MEMORY_MIB: u64 = 64;
+
+const CREATE_STEP: &str = "Create disk and configuration on host";
+const START_STEP: &str = "Start virtual machine";
+
+fn target(vm_id: VmId, name: &str) -> JobTarget {
+    JobTarget {
+        kind: "vm".to_owned(),
+        id: vm_id.to_string(),
+        name: name.to_owned(),
+    }
+}
+
+fn agent_spec(vm: &Vm) -> AgentVmSpec {
+    AgentVmSpec {
+        id: vm.id,
+        name: vm.name.clone(),
+        cpus: vm.cpus,
+        memory_mib: vm.memory_mib,
+        disk: vm.disk.clone(),
+        kernel: vm.kernel.clone(),
+        initrd: vm.initrd.clone(),
+        cmdline: vm.cmdline.clone(),
+    }
+}
+
+async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
+    db::vms::get_by_id(&state.db, vm_id)
+        .await?
+        .ok_or_else(|| ApiError::VmNotFound(vm_id.to_string()))
+}
+
+async fn host_of(state: &AppState, vm: &Vm) -> Result<Host, ApiError> {
+    db::hosts::get_by_id(&state.db, vm.host_id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(vm.host_id.to_string()))
+}
+
+/// Checks a create request against the names in use and the chosen host, asks the agent whether
+/// it could define the VM, and reserves the name with a row in state Creating.
+pub(super) async fn prepare_create(
+    state: &AppState,
+    vm_id: VmId,
+    request: &VmCreate,
+) -> Result<Plan, ApiError> {
+    drover_api::vm::validate_name(&request.name).map_err(ApiError::InvalidName)?;
+    let leftover = db::vms::get_by_id(&state.db, vm_id).await?;
+    let restarting_failed_create = leftover
+        .as_ref()
+        .is_some_and(|vm| vm.state == VmState::Failed);
+    if let Some(existing) = db::vms::get(&state.db, &request.name).await?
+        && !(restarting_failed_create && existing.id == vm_id)
+    {
+        return Err(ApiError::VmExists(request.name.clone()));
+    }
+    if request.cpus < 1 || request.memory_mib < MIN_MEMORY_MIB {
+        return Err(ApiError::InvalidVmSpec(format!(
+            "a VM needs at least 1 vCPU and {MIN_MEMORY_MIB} MiB of memory; asked for {} vCPUs and {} MiB",
+            request.cpus, request.memory_mib
+        )));
+    }
+    let host = db::hosts::get(&state.db, &request.host)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(request.host.clone()))?;
+    if host.state != HostState::Responding {
+        return Err(ApiError::HostNotResponding(host.name));
+    }
+    if request.cpus > host.cpus || request.memory_mib > host.memory_mib {
+        return Err(ApiError::InsufficientHostResources(format!(
+            "VM '{}' asks for {} vCPUs and {} MiB of memory; host '{}' has {} vCPUs and {} MiB",
+            request.name, request.cpus, request.memory_mib, host.name, host.cpus, host.memory_mib
+        )));
+    }
+    let now = Utc::now();
+    let vm = Vm {
+        id: vm_id,
+        name: request.name.clone(),
+        host_id: host.id,
+        host_name: host.name.clone(),
+        state: VmState::Creating,
+        state_reason: None,
+        cpus: request.cpus,
+        memory_mib: request.memory_mib,
+        disk: request.disk.clone(),
+        kernel: request.kernel.clone(),
+        initrd: request.initrd.clone(),
+        cmdline: request.cmdline.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    state
+        .agents
+        .at(&host.address)
+        .validate(&agent_spec(&vm))
+        .await?;
+    if restarting_failed_create {
+        db::vms::delete(&state.db, vm_id).await?;
+    }
+    db::vms::insert(&state.db, &vm)
+        .await
+        .map_err(|error| match error {
+            db::DbError::Duplicate { .. } => ApiError::VmExists(vm.name.clone()),
+            other => other.into(),
+        })?;
+    state.publish(Event::VmChanged(vm));
+    let mut steps = vec![CREATE_STEP];
+    if request.start {
+        steps.push(START_STEP);
+    }
+    Ok(Plan {
+        description: format!("Create VM {} on host {}", request.name, host.name),
+        target: target(vm_id, &request.name),
+        steps,
+    })
+}
+
+pub(super) async fn run_create(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    request: VmCreate,
+) -> Result<(), ApiError> {
+    let outcome = create_and_start(state, run, vm_id, request.start).await;
+    if outcome.is_err() {
+        if let Ok(vm) = find_vm(state, vm_id).await
+            && let Ok(host) = host_of(state, &vm).await
+            && let Err(error) = state.agents.at(&host.address).delete(vm_id).await
+        {
+            tracing::warn!(error = ?anyhow::Error::from(error), %vm_id, "cannot undo the VM on its host");
+        }
+        forget(state, vm_id).await;
+    }
+    outcome
+}
+
+async fn create_and_start(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    start: bool,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let host = host_of(state, &vm).await?;
+    let agent = state.agents.at(&host.address);
+    run.step(async {
+        let runtime = agent.define(&agent_spec(&vm)).await?;
+        record(
+            state,
+            vm_id,
+            Some(VmState::Creating),
+            runtime.state,
+            runtime.reason.as_deref(),
+        )
+        .await
+    })
+    .await?;
+    if start {
+        run.step(async {
+            record(state, vm_id, None, VmState::Starting, None).await?;
+            let runtime = agent.action(vm_id, VmAction::Start).await?;
+            record(
+                state,
+                vm_id,
+                Some(VmState::Starting),
+                runtime.state,
+                runtime.reason.as_deref(),
+            )
+            .await
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Records a VM state the job caused and announces it; with `expected`, only while the VM is
+/// still in that state (the event stream may already know better).
+async fn record(
+    state: &AppState,
+    vm_id: VmId,
+    expected: Option<VmState>,
+    new_state: VmState,
+    reason: Option<&str>,
+) -> Result<(), ApiError> {
+    let changed = match expected {
+        Some(expected) => {
+            db::vms::set_state_if(&state.db, vm_id, expected, new_state, reason).await?
+        }
+        None => db::vms::set_state(&state.db, vm_id, new_state, reason).await?,
+    };
+    if let Some(vm) = changed {
+        state.publish(Event::VmChanged(vm));
+    }
+    Ok(())
+}
+
+/// Deletes a VM's row and announces it (the agent's side is the caller's business).
+pub(super) async fn forget(state: &AppState, vm_id: VmId) {
+    match db::vms::delete(&state.db, vm_id).await {
+        Ok(true) => state.publish(Event::VmDeleted(vm_id)),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::error!(error = ?anyhow::Error::from(error), %vm_id, "cannot delete the VM's row")
+        }
+    }
+}
+
+/// Whether `action` makes sense for a VM in `state`. States a queued job will move the VM out
+/// of (Creating, Starting, Stopping) accept the action that would follow them.
+pub fn action_allowed(action: VmAction, state: VmState) -> bool {
+    use VmState::*;
+    match action {
+        VmAction::Start => matches!(state, Stopped | Failed | Saved | Creating | Stopping),
+        VmAction::Stop => matches!(state, Running | Paused | Starting | Stopping | Failed),
+        VmAction::Shutdown | VmAction::Pause => matches!(state, Running | Starting),
+        VmAction::Resume => matches!(state, Paused),
+        VmAction::Restart => matches!(state, Running | Paused | Starting),
+    }
+}
+
+fn action_step(action: VmAction) -> &'static str {
+    match action {
+        VmAction::Start => START_STEP,
+        VmAction::Stop => "Stop virtual machine (power off)",
+        VmAction::Shutdown => "Shut down guest (ACPI power button)",
+        VmAction::Pause => "Pause virtual machine",
+        VmAction::Resume => "Resume virtual machine",
+        VmAction::Restart => "Reset virtual machine",
+    }
+}
+
+pub(super) async fn prepare_action(
+    state: &AppState,
+    vm_id: VmId,
+    action: VmAction,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    if vm.state == VmState::Unknown {
+        return Err(ApiError::HostNotResponding(vm.host_name));
+    }
+    if !action_allowed(action, vm.state) {
+        return Err(ApiError::VmStateConflict {
+            vm: vm.name,
+            state: vm.state.to_string(),
+            action: action.to_string(),
+        });
+    }
+    let verb = action.as_str();
+    Ok(Plan {
+        description: format!("{}{} VM {}", verb[..1].to_uppercase(), &verb[1..], vm.name),
+        target: target(vm_id, &vm.name),
+        steps: vec![action_step(action)],
+    })
+}
+
+pub(super) async fn run_action(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    action: VmAction,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let host = host_of(state, &vm).await?;
+    let already_there = vm.state == action.target_state() && action != VmAction::Restart;
+    let transient = match action {
+        VmAction::Start => Some(VmState::Starting),
+        VmAction::Stop | VmAction::Shutdown => Some(VmState::Stopping),
+        VmAction::Pause | VmAction::Resume | VmAction::Restart => None,
+    };
+    run.step(async {
+        if already_there {
+            return Ok(());
+        }
+        if let Some(transient) = transient {
+            record(state, vm_id, None, transient, None).await?;
+        }
+        let expected = transient.unwrap_or(vm.state);
+        match state.agents.at(&host.address).action(vm_id, action).await {
+            Ok(runtime) => {
+                record(
+                    state,
+                    vm_id,
+                    Some(expected),
+                    runtime.state,
+                    runtime.reason.as_deref(),
+                )
+                .await
+            }
+            Err(error) => {
+                record(
+                    state,
+                    vm_id,
+                    Some(expected),
+                    vm.state,
+                    vm.state_reason.as_deref(),
+                )
+                .await?;
+                Err(error.into())
+            }
+        }
+    })
+    .await?;
+    if already_there {
+        run.note(&format!("the VM was already {}", vm.state)).await;
+    }
+    Ok(())
+}
+
+pub(super) async fn prepare_delete(state: &AppState, vm_id: VmId) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    Ok(Plan {
+        description: format!("Delete VM {}", vm.name),
+        target: target(vm_id, &vm.name),
+        steps: vec![
+            "Remove the VM and its files from the host",
+            "Remove the VM from Drover",
+        ],
+    })
+}
+
+pub(super) async fn run_delete(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let host = host_of(state, &vm).await?;
+    run.step(async { Ok(state.agents.at(&host.address).delete(vm_id).await?) })
+        .await?;
+    run.step(async {
+        forget(state, vm_id).await;
+        Ok(())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_needs_a_running_vm() {
+        assert!(action_allowed(VmAction::Pause, VmState::Running));
+        for state in [
+            VmState::Stopped,
+            VmState::Paused,
+            VmState::Creating,
+            VmState::Failed,
+        ] {
+            assert!(!action_allowed(VmAction::Pause, state), "{state}");
+        }
+        assert!(
+            action_allowed(VmAction::Start, VmState::Creating),
+            "start queues behind a create"
+        );
+        assert!(!action_allowed(VmAction::Resume, VmState::Running));
+    }
+}
