@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// How long `shutdown` waits for the guest to power off after the ACPI button.
@@ -25,11 +26,9 @@ enum Command {
         action: VmAction,
         reply: oneshot::Sender<Result<VmRuntime, AgentError>>,
     },
-    Spec {
-        reply: oneshot::Sender<AgentVmSpec>,
-    },
-    SerialSocket {
-        reply: oneshot::Sender<Result<PathBuf, AgentError>>,
+    /// Opens a console session, ending the previous one: QEMU serves one client at a time.
+    OpenConsole {
+        reply: oneshot::Sender<Result<ConsoleSession, AgentError>>,
     },
     /// End the process, remove the VM's files and stop the actor.
     Destroy {
@@ -39,10 +38,19 @@ enum Command {
     Detach,
 }
 
+/// The right to use a VM's serial console until `ended` is cancelled (by a newer session, the
+/// VM's deletion or the agent's shutdown).
+pub struct ConsoleSession {
+    pub serial_socket: PathBuf,
+    pub ended: CancellationToken,
+}
+
 /// How the rest of the agent reaches one VM's actor.
 #[derive(Clone)]
 pub struct VmHandle {
     vm_id: VmId,
+    /// Fixed for the actor's life: a define with another spec is refused.
+    spec: Arc<AgentVmSpec>,
     commands: mpsc::Sender<Command>,
     runtime: watch::Receiver<VmRuntime>,
 }
@@ -72,14 +80,13 @@ impl VmHandle {
         self.request(|reply| Command::Act { action, reply }).await?
     }
 
-    pub async fn spec(&self) -> Result<AgentVmSpec, AgentError> {
-        self.request(|reply| Command::Spec { reply }).await
+    pub fn spec(&self) -> &AgentVmSpec {
+        &self.spec
     }
 
-    /// The Unix socket of the guest's serial console, while the VM runs.
-    pub async fn serial_socket(&self) -> Result<PathBuf, AgentError> {
-        self.request(|reply| Command::SerialSocket { reply })
-            .await?
+    /// A session on the guest's serial console, while the VM runs.
+    pub async fn open_console(&self) -> Result<ConsoleSession, AgentError> {
+        self.request(|reply| Command::OpenConsole { reply }).await?
     }
 
     pub async fn destroy(&self) -> Result<(), AgentError> {
@@ -110,6 +117,12 @@ pub fn actor(setup: VmSetup) -> (VmHandle, impl Future<Output = ()> + Send + 'st
     let vm_id = setup.spec.id;
     let mut process = setup.process;
     let vm_events = process.as_mut().and_then(|process| process.take_events());
+    let handle = VmHandle {
+        vm_id,
+        spec: Arc::new(setup.spec.clone()),
+        commands: commands_sender,
+        runtime,
+    };
     let actor = VmActor {
         spec: setup.spec,
         vm_dir: setup.vm_dir,
@@ -118,11 +131,7 @@ pub fn actor(setup: VmSetup) -> (VmHandle, impl Future<Output = ()> + Send + 'st
         vm_events,
         runtime: runtime_sender,
         changes: setup.changes,
-    };
-    let handle = VmHandle {
-        vm_id,
-        commands: commands_sender,
-        runtime,
+        console_session: CancellationToken::new(),
     };
     let span = tracing::info_span!("vm", vm_id = %vm_id);
     (handle, actor.run(commands).instrument(span))
@@ -136,6 +145,7 @@ struct VmActor {
     vm_events: Option<mpsc::Receiver<VmEvent>>,
     runtime: watch::Sender<VmRuntime>,
     changes: broadcast::Sender<VmRuntime>,
+    console_session: CancellationToken,
 }
 
 /// The next event of the VM's process; never resolves when there is no process.
@@ -159,11 +169,8 @@ impl VmActor {
                     Some(Command::Act { action, reply }) => {
                         let _ = reply.send(self.act(action).await);
                     }
-                    Some(Command::Spec { reply }) => {
-                        let _ = reply.send(self.spec.clone());
-                    }
-                    Some(Command::SerialSocket { reply }) => {
-                        let _ = reply.send(self.serial_socket());
+                    Some(Command::OpenConsole { reply }) => {
+                        let _ = reply.send(self.open_console());
                     }
                 },
                 event = next_vm_event(&mut self.vm_events) => self.on_vm_event(event),
@@ -359,14 +366,22 @@ impl VmActor {
         Ok(())
     }
 
-    fn serial_socket(&self) -> Result<PathBuf, AgentError> {
-        match &self.process {
-            Some(process) => Ok(process.serial_socket()),
-            None => Err(self.not_running()),
-        }
+    fn open_console(&mut self) -> Result<ConsoleSession, AgentError> {
+        let Some(process) = &self.process else {
+            return Err(self.not_running());
+        };
+        let serial_socket = process.serial_socket();
+        // A second client would wait unserved behind the first; the newer one wins instead.
+        self.console_session.cancel();
+        self.console_session = CancellationToken::new();
+        Ok(ConsoleSession {
+            serial_socket,
+            ended: self.console_session.clone(),
+        })
     }
 
     async fn destroy(&mut self) -> Result<(), AgentError> {
+        self.console_session.cancel();
         if let Some(process) = self.process.as_mut() {
             match process.kill().await {
                 Ok(()) | Err(DriverError::NotRunning) => {}

@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
+type Console =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -169,12 +172,7 @@ impl Server {
     }
 
     /// The WebSocket of a VM's serial console.
-    async fn console(
-        &self,
-        agent: &AgentHandle,
-        vm_id: VmId,
-    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
-    {
+    async fn console(&self, agent: &AgentHandle, vm_id: VmId) -> Console {
         let tls = drover_tls::client_config(self.ca.cert_pem(), Some(&self.identity))
             .expect("mTLS config");
         let url = format!("wss://{}/v1/vms/{vm_id}/console", agent.control_addr);
@@ -211,6 +209,15 @@ impl Agent {
             .send()
             .await
             .expect("PUT vm")
+    }
+
+    async fn validate(&self, spec: &AgentVmSpec) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/vms/validate", self.base))
+            .json(spec)
+            .send()
+            .await
+            .expect("POST validate")
     }
 
     async fn act(&self, vm_id: VmId, action: VmAction) -> reqwest::Response {
@@ -414,6 +421,19 @@ async fn enrollment_mutual_tls_and_bad_requests() {
     assert!(!data_dir.vm_dir(missing_kernel.id).exists());
     assert_eq!(agent.vms().await, Vec::new());
 
+    let mut missing_initrd = tiny_spec("no-initrd", "console=ttyS0 quiet");
+    missing_initrd.initrd = Some("/nonexistent/initrd.gz".into());
+    let (status, code_name, _) = error_code(agent.validate(&missing_initrd).await).await;
+    assert_eq!(
+        (status, code_name.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "initrd_not_found")
+    );
+    let valid = tiny_spec("valid", "console=ttyS0 quiet");
+    assert_eq!(
+        agent.validate(&valid).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
     // Defining is idempotent; actions that make no sense in the state are conflicts.
     let spec = tiny_spec("stopped-vm", "console=ttyS0 quiet");
     for _ in 0..2 {
@@ -465,10 +485,7 @@ async fn enrollment_mutual_tls_and_bad_requests() {
 
 /// Reads the console until `marker` shows; returns everything read.
 async fn read_console_until(
-    console: &mut (
-             impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-             + Unpin
-         ),
+    console: &mut Console,
     seen: &mut String,
     marker: &str,
     timeout: Duration,
@@ -482,6 +499,39 @@ async fn read_console_until(
         }
     }
     true
+}
+
+/// Types `command` into the guest's shell until `answer` shows: the shell may still be starting,
+/// and typing again is harmless.
+async fn run_in_shell(
+    console: &mut Console,
+    seen: &mut String,
+    command: &str,
+    answer: &str,
+) -> bool {
+    for _ in 0..6 {
+        console
+            .send(Message::Binary(format!("{command}\n").into_bytes().into()))
+            .await
+            .expect("type into the console");
+        if read_console_until(console, seen, answer, Duration::from_secs(5)).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the agent closes the console WebSocket within the timeout.
+async fn closes(console: &mut Console) -> bool {
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(Ok(message)) = console.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
 }
 
 #[tokio::test]
@@ -516,35 +566,29 @@ async fn tiny_guest_runs_with_console_events_and_acpi_shutdown() {
     )
     .await
     .expect("the serial log has the marker too");
-    // The shell may still be starting; typing again is harmless.
-    let mut answered = false;
-    for _ in 0..6 {
-        console
-            .send(Message::Binary(b"echo MARK$((40+2))\n".to_vec().into()))
-            .await
-            .expect("type into the console");
-        if read_console_until(&mut console, &mut seen, "MARK42", Duration::from_secs(5)).await {
-            answered = true;
-            break;
-        }
-    }
-    assert!(answered, "the guest shell answered; console: {seen}");
+    assert!(
+        run_in_shell(&mut console, &mut seen, "echo MARK$((40+2))", "MARK42").await,
+        "the guest shell answered; console: {seen}"
+    );
+
+    // QEMU serves one console client: a new session takes over and the old one is closed.
+    let mut second = server.console(&handle, spec.id).await;
+    assert!(closes(&mut console).await, "the first console is closed");
+    let mut seen = String::new();
+    assert!(
+        run_in_shell(&mut second, &mut seen, "echo MARK$((50+5))", "MARK55").await,
+        "the second console works; console: {seen}"
+    );
 
     let started = Instant::now();
     let runtime = agent.act_ok(spec.id, VmAction::Shutdown).await;
     assert_eq!(runtime.state, VmState::Stopped);
     assert!(started.elapsed() < drover_agent::SHUTDOWN_TIMEOUT);
     events.wait_for(spec.id, VmState::Stopped).await;
-    // The guest's end closes the console.
-    let closed = tokio::time::timeout(EVENT_TIMEOUT, async {
-        while let Some(Ok(message)) = console.next().await {
-            if message.is_close() {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the console closes when the VM stops");
+    assert!(
+        closes(&mut second).await,
+        "the console closes when the VM stops"
+    );
 
     assert_eq!(agent.delete(spec.id).await, StatusCode::NO_CONTENT);
     handle.shutdown().await;

@@ -2,6 +2,7 @@
 //! (QEMU's Unix socket). Binary frames both ways; either side ending closes the other.
 
 use super::AgentState;
+use crate::actor::ConsoleSession;
 use crate::error::AgentError;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -11,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use drover_api::VmId;
 use futures_util::{SinkExt, StreamExt};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -23,11 +23,20 @@ pub async fn attach(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AgentError> {
     let Path(vm_id) = path?;
-    let socket_path = state.registry.get(vm_id)?.serial_socket().await?;
+    let handle = state.registry.get(vm_id)?;
+    let runtime = handle.runtime();
+    if !runtime.state.has_process() {
+        return Err(AgentError::VmNotRunning {
+            vm_id,
+            state: runtime.state,
+        });
+    }
+    // Only a real upgrade may end the current console session.
     let upgrade = upgrade?;
+    let session = handle.open_console().await?;
     let shutdown = state.shutdown.clone();
     Ok(upgrade.on_upgrade(move |socket| async move {
-        if let Err(error) = relay(socket, socket_path, shutdown).await {
+        if let Err(error) = relay(socket, session, shutdown).await {
             tracing::debug!(vm_id = %vm_id, error = ?error, "console relay ended with an error");
         }
     }))
@@ -35,11 +44,11 @@ pub async fn attach(
 
 async fn relay(
     socket: WebSocket,
-    socket_path: PathBuf,
+    session: ConsoleSession,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (mut client_sender, mut client_receiver) = socket.split();
-    let serial = match UnixStream::connect(&socket_path).await {
+    let serial = match UnixStream::connect(&session.serial_socket).await {
         Ok(serial) => serial,
         Err(error) => {
             let _ = client_sender.send(Message::Close(None)).await;
@@ -73,6 +82,7 @@ async fn relay(
         result = guest_to_client => result,
         result = client_to_guest => result,
         () = shutdown.cancelled() => Ok(()),
+        () = session.ended.cancelled() => Ok(()),
     };
     let _ = client_sender.send(Message::Close(None)).await;
     result

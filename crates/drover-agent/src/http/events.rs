@@ -22,6 +22,19 @@ struct Feed {
 }
 
 impl Feed {
+    fn new(state: Arc<AgentState>) -> Self {
+        let period = Duration::from_secs(HEARTBEAT_SECONDS);
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Subscribe before the snapshot is taken so that no change falls between the two.
+        Self {
+            changes: state.changes.subscribe(),
+            state,
+            heartbeat,
+            snapshot_due: true,
+        }
+    }
+
     fn snapshot(&self) -> AgentEvent {
         AgentEvent::Snapshot {
             host: self.state.host_info(),
@@ -55,17 +68,7 @@ fn line(event: &AgentEvent) -> Bytes {
 }
 
 pub async fn stream(State(state): State<Arc<AgentState>>) -> Response {
-    let period = Duration::from_secs(HEARTBEAT_SECONDS);
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Subscribe before the snapshot is taken so that no change falls between the two.
-    let feed = Feed {
-        changes: state.changes.subscribe(),
-        state,
-        heartbeat,
-        snapshot_due: true,
-    };
-    let body = futures_util::stream::unfold(feed, |mut feed| async move {
+    let body = futures_util::stream::unfold(Feed::new(state), |mut feed| async move {
         let event = feed.next().await?;
         Some((Ok::<_, Infallible>(line(&event)), feed))
     });
@@ -74,4 +77,82 @@ pub async fn stream(State(state): State<Arc<AgentState>>) -> Response {
         Body::from_stream(body),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrollment::Enrollment;
+    use crate::registry::Registry;
+    use drover_api::{Accelerator, VmId, VmState};
+    use drover_hv::qemu::{QemuConfig, QemuDriver};
+    use tokio_util::sync::CancellationToken;
+
+    fn agent_state(data_dir: &std::path::Path, buffer: usize) -> Arc<AgentState> {
+        let driver = QemuDriver::new(QemuConfig {
+            accelerator: Some(Accelerator::Tcg),
+            ..QemuConfig::default()
+        });
+        Arc::new(AgentState {
+            data_dir: data_dir.to_owned(),
+            driver: Arc::new(driver),
+            registry: Registry::default(),
+            enrollment: Enrollment::open(data_dir, None).expect("enrollment"),
+            changes: broadcast::channel(buffer).0,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn change(state: VmState) -> VmRuntime {
+        VmRuntime {
+            vm_id: VmId::new(),
+            state,
+            reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshot_first_then_changes_and_a_fresh_snapshot_after_lagging() {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let state = agent_state(data_dir.path(), 2);
+        let mut feed = Feed::new(state.clone());
+        assert!(matches!(
+            feed.next().await,
+            Some(AgentEvent::Snapshot { .. })
+        ));
+
+        let running = change(VmState::Running);
+        state.changes.send(running.clone()).expect("a subscriber");
+        assert_eq!(feed.next().await, Some(AgentEvent::Vm(running)));
+
+        let burst: Vec<VmRuntime> = (0..5).map(|_| change(VmState::Stopped)).collect();
+        for runtime in &burst {
+            state.changes.send(runtime.clone()).expect("a subscriber");
+        }
+        assert!(
+            matches!(feed.next().await, Some(AgentEvent::Snapshot { .. })),
+            "a lagging reader is resynced"
+        );
+        // What is still buffered follows: the newest changes.
+        assert_eq!(feed.next().await, Some(AgentEvent::Vm(burst[3].clone())));
+        assert_eq!(feed.next().await, Some(AgentEvent::Vm(burst[4].clone())));
+    }
+
+    #[tokio::test]
+    async fn heartbeat_and_end_at_shutdown() {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let state = agent_state(data_dir.path(), 8);
+        let mut feed = Feed::new(state.clone());
+        assert!(matches!(
+            feed.next().await,
+            Some(AgentEvent::Snapshot { .. })
+        ));
+        let heartbeat =
+            tokio::time::timeout(Duration::from_secs(HEARTBEAT_SECONDS + 2), feed.next())
+                .await
+                .expect("a heartbeat in time");
+        assert!(matches!(heartbeat, Some(AgentEvent::Host(_))));
+        state.shutdown.cancel();
+        assert_eq!(feed.next().await, None);
+    }
 }

@@ -47,7 +47,7 @@ pub async fn define(
     }
     check_name(&spec)?;
     if let Some(handle) = state.registry.find(vm_id)? {
-        return if handle.spec().await? == spec {
+        return if *handle.spec() == spec {
             Ok(Json(handle.runtime()))
         } else {
             Err(AgentError::VmSpecConflict(vm_id))
