@@ -14,7 +14,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ConfigFile {
     /// Settings file (drover.toml); DROVER_<SECTION>_<KEY> variables and flags override it.
-    #[arg(long = "config", value_name = "FILE", env = "DROVER_CONFIG")]
+    #[arg(
+        id = "config",
+        long = "config",
+        value_name = "FILE",
+        env = "DROVER_CONFIG"
+    )]
     pub path: Option<PathBuf>,
 }
 
