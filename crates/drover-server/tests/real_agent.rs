@@ -1,0 +1,369 @@
+//! The server with a real agent and QEMU (TCG) in one process: enroll the agent as a host,
+//! create and start the tiny guest, reach its serial console through the server's relay, see
+//! the guest's own power-off as Stopped through the API within a second, then delete everything.
+
+use drover_api::config::{Config, Source};
+use drover_api::{Job, JobStatus, Vm, VmState};
+use drover_hv::qemu::{QemuConfig, QemuDriver};
+use futures_util::SinkExt;
+use reqwest::StatusCode;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn config(settings: &[(&str, &str)]) -> Config {
+    let mut config = Config::default();
+    for (key, value) in settings {
+        config
+            .set(key, (*value).to_owned(), Source::Flag((*key).to_owned()))
+            .expect("known setting");
+    }
+    config
+}
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("API answers");
+        let status = response.status();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Submits a job and waits for it to end.
+    async fn job(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Job {
+        let (status, body) = self.call(method, path, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{path}: {body}");
+        let job: Job = serde_json::from_value(body).expect("a job");
+        drover_testkit::wait_until(&format!("job {} to end", job.kind), timeout, async || {
+            let (_, body) = self
+                .call(reqwest::Method::GET, &format!("/jobs/{}", job.id), None)
+                .await;
+            let job: Job = serde_json::from_value(body).ok()?;
+            job.status.is_finished().then_some(job)
+        })
+        .await
+        .expect("job ends")
+    }
+
+    async fn vm(&self, name: &str) -> Option<Vm> {
+        let (status, body) = self
+            .call(reqwest::Method::GET, &format!("/vms/{name}"), None)
+            .await;
+        (status == StatusCode::OK).then(|| serde_json::from_value(body).expect("a VM"))
+    }
+}
+
+/// A server and an agent on loopback, each on a fresh data directory, and a logged-in client.
+struct Setup {
+    server: drover_server::ServerHandle,
+    agent: drover_agent::AgentHandle,
+    api: Api,
+    tls: rustls::ClientConfig,
+    address: String,
+    code: String,
+    agent_dir: tempfile::TempDir,
+    _server_dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let server_dir = tempfile::tempdir().expect("temp dir");
+    let agent_dir = tempfile::tempdir().expect("temp dir");
+    let server = drover_server::start(drover_server::ServerOptions {
+        data_dir: server_dir.path().to_owned(),
+        config: config(&[
+            ("server.api_port", "0"),
+            ("server.bind_address", "127.0.0.1"),
+        ]),
+        admin_password: Some("secret".to_owned()),
+    })
+    .await
+    .expect("server starts");
+    let agent = drover_agent::start(drover_agent::AgentOptions {
+        data_dir: agent_dir.path().to_owned(),
+        config: config(&[
+            ("agent.control_port", "0"),
+            ("agent.bind_address", "127.0.0.1"),
+        ]),
+        driver: Arc::new(QemuDriver::new(QemuConfig::default())),
+        enrollment_code: None,
+    })
+    .await
+    .expect("agent starts");
+    let code = agent
+        .enrollment_code
+        .clone()
+        .expect("a fresh agent has a code");
+    let address = format!("127.0.0.1:{}", agent.control_addr.port());
+
+    let tls = drover_tls::client_config(&server.ca_pem, None).expect("tls");
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls.clone())
+        .build()
+        .expect("client");
+    let port = server.api_addr.port();
+    let login: drover_api::auth::LoginResponse = client
+        .post(format!("https://localhost:{port}/api/v1/auth/login"))
+        .json(&json!({"username": "admin", "password": "secret"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("login answer");
+    let api = Api {
+        client,
+        base: format!("https://localhost:{port}/api/v1"),
+        token: login.token,
+    };
+    Setup {
+        server,
+        agent,
+        api,
+        tls,
+        address,
+        code,
+        agent_dir,
+        _server_dir: server_dir,
+    }
+}
+
+impl Setup {
+    async fn shutdown(self) {
+        self.agent.shutdown().await;
+        self.server.shutdown().await;
+    }
+
+    async fn add_host(&self) {
+        let body = json!({"address": self.address, "enrollment_code": self.code, "name": "local"});
+        let added = self
+            .api
+            .job(
+                reqwest::Method::POST,
+                "/hosts",
+                Some(body),
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(added.status, JobStatus::Completed, "{added:?}");
+    }
+}
+
+fn tiny_vm(name: &str, cmdline: &str, start: bool) -> serde_json::Value {
+    let guest = drover_testkit::guest();
+    json!({
+        "name": name, "host": "local", "cpus": 1, "memory_mib": 128, "disk": {"kind": "none"},
+        "kernel": guest.kernel, "initrd": guest.initrd, "cmdline": cmdline, "start": start,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_add_vm_lifecycle_and_guest_poweroff_seen_within_a_second() {
+    let setup = setup().await;
+    let api = &setup.api;
+    let port = setup.server.api_addr.port();
+
+    let wrong_code =
+        json!({"address": setup.address, "enrollment_code": "not-the-code", "name": "local"});
+    let wrong = api
+        .job(
+            reqwest::Method::POST,
+            "/hosts",
+            Some(wrong_code),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(wrong.status, JobStatus::Failed);
+    assert_eq!(
+        wrong.error.as_ref().map(|e| e.code.as_str()),
+        Some("enrollment_code_invalid")
+    );
+    let (status, _) = api.call(reqwest::Method::GET, "/hosts/local", None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a failed enrollment leaves no host"
+    );
+    setup.add_host().await;
+
+    let create = tiny_vm("tiny1", "console=ttyS0 quiet tiny.shell=1", true);
+    let created = api
+        .job(
+            reqwest::Method::POST,
+            "/vms",
+            Some(create),
+            Duration::from_secs(90),
+        )
+        .await;
+    assert_eq!(created.status, JobStatus::Completed, "{created:?}");
+    let vm = api.vm("tiny1").await.expect("the VM exists");
+    assert_eq!(vm.state, VmState::Running);
+
+    let serial_log = setup
+        .agent_dir
+        .path()
+        .join("vms")
+        .join(vm.id.to_string())
+        .join("serial.log");
+    drover_testkit::wait_for_text(&serial_log, "TINYVM-READY", Duration::from_secs(60))
+        .await
+        .expect("the guest boots");
+
+    let mut request = format!("wss://localhost:{port}/api/v1/vms/tiny1/console")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", api.token).parse().expect("header"),
+    );
+    let (mut console, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(
+            setup.tls.clone(),
+        ))),
+    )
+    .await
+    .expect("console through the server");
+    console
+        .send(Message::Binary(
+            "\npoweroff -f\n".as_bytes().to_vec().into(),
+        ))
+        .await
+        .expect("type into the console");
+    let sent = Instant::now();
+    let stopped = drover_testkit::wait_until(
+        "the VM to show Stopped",
+        Duration::from_secs(10),
+        async || {
+            api.vm("tiny1")
+                .await
+                .filter(|vm| vm.state == VmState::Stopped)
+        },
+    )
+    .await
+    .expect("the guest's power-off shows");
+    let latency = sent.elapsed();
+    println!("guest power-off visible through the API after {latency:?}");
+    assert!(
+        latency < Duration::from_secs(1),
+        "Stopped after {latency:?}: {stopped:?}"
+    );
+    drop(console);
+
+    let deleted = api
+        .job(
+            reqwest::Method::DELETE,
+            "/vms/tiny1",
+            None,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(deleted.status, JobStatus::Completed, "{deleted:?}");
+    assert!(api.vm("tiny1").await.is_none());
+    assert!(
+        !serial_log.parent().expect("vm dir").exists(),
+        "the agent removed the VM's files"
+    );
+    let removed = api
+        .job(
+            reqwest::Method::DELETE,
+            "/hosts/local",
+            None,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(removed.status, JobStatus::Completed, "{removed:?}");
+    setup.shutdown().await;
+}
+
+/// Ten creates and ten starts sent at once against one host: every job succeeds (work on one VM
+/// is queued behind its create, work on different VMs runs in parallel, nothing is "locked").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_creates_and_starts_on_one_host_all_succeed() {
+    let setup = setup().await;
+    setup.add_host().await;
+    let api = &setup.api;
+    let names: Vec<String> = (0..10).map(|index| format!("many{index}")).collect();
+    let submit_all = names.iter().map(|name| async move {
+        let (status, body) = api
+            .call(
+                reqwest::Method::POST,
+                "/vms",
+                Some(tiny_vm(name, "console=ttyS0 quiet", false)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{name}: {body}");
+        let (status, body) = api
+            .call(
+                reqwest::Method::POST,
+                &format!("/vms/{name}/actions"),
+                Some(json!({"action": "start"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "start {name}: {body}");
+    });
+    futures_util::future::join_all(submit_all).await;
+    for name in &names {
+        drover_testkit::wait_until(
+            &format!("{name} running"),
+            Duration::from_secs(120),
+            async || api.vm(name).await.filter(|vm| vm.state == VmState::Running),
+        )
+        .await
+        .expect("every VM runs");
+    }
+    let (_, jobs) = api
+        .call(reqwest::Method::GET, "/jobs?limit=100", None)
+        .await;
+    let jobs: Vec<Job> = serde_json::from_value(jobs["items"].clone()).expect("jobs");
+    let vm_jobs: Vec<&Job> = jobs
+        .iter()
+        .filter(|job| job.kind.starts_with("vm."))
+        .collect();
+    assert_eq!(vm_jobs.len(), 20);
+    assert!(
+        vm_jobs.iter().all(|job| job.status == JobStatus::Completed),
+        "{vm_jobs:#?}"
+    );
+    for name in &names {
+        let deleted = api
+            .job(
+                reqwest::Method::DELETE,
+                &format!("/vms/{name}"),
+                None,
+                Duration::from_secs(60),
+            )
+            .await;
+        assert_eq!(deleted.status, JobStatus::Completed, "{deleted:?}");
+    }
+    setup.shutdown().await;
+}
