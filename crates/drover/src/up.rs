@@ -61,7 +61,13 @@ async fn add_local_host(
             error.action
         );
     }
-    Ok(finished.target.name)
+    let hosts = client.all_hosts().await.context("cannot list hosts")?;
+    let address = agent_address.to_string();
+    Ok(hosts
+        .into_iter()
+        .find(|host| host.address == address)
+        .map(|host| host.name)
+        .unwrap_or(address))
 }
 
 /// The guest built by `scripts/guest.sh`, when run from a checkout where it was built.
