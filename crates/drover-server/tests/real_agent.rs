@@ -81,6 +81,21 @@ impl Api {
     }
 }
 
+/// An agent on `port` (0: any free one; a restarted agent reuses the port it had).
+async fn start_agent(data_dir: &std::path::Path, port: u16) -> drover_agent::AgentHandle {
+    drover_agent::start(drover_agent::AgentOptions {
+        data_dir: data_dir.to_owned(),
+        config: config(&[
+            ("agent.control_port", &port.to_string()),
+            ("agent.bind_address", "127.0.0.1"),
+        ]),
+        driver: Arc::new(QemuDriver::new(QemuConfig::default())),
+        enrollment_code: None,
+    })
+    .await
+    .expect("agent starts")
+}
+
 /// A server and an agent on loopback, each on a fresh data directory, and a logged-in client.
 struct Setup {
     server: drover_server::ServerHandle,
@@ -106,17 +121,7 @@ async fn setup() -> Setup {
     })
     .await
     .expect("server starts");
-    let agent = drover_agent::start(drover_agent::AgentOptions {
-        data_dir: agent_dir.path().to_owned(),
-        config: config(&[
-            ("agent.control_port", "0"),
-            ("agent.bind_address", "127.0.0.1"),
-        ]),
-        driver: Arc::new(QemuDriver::new(QemuConfig::default())),
-        enrollment_code: None,
-    })
-    .await
-    .expect("agent starts");
+    let agent = start_agent(agent_dir.path(), 0).await;
     let code = agent
         .enrollment_code
         .clone()
@@ -366,4 +371,132 @@ async fn ten_concurrent_creates_and_starts_on_one_host_all_succeed() {
         assert_eq!(deleted.status, JobStatus::Completed, "{deleted:?}");
     }
     setup.shutdown().await;
+}
+
+/// An agent that goes away makes its host Not Responding and its VMs Unknown (not Stopped); when
+/// it comes back at the same address the supervisor reconnects and the snapshot restores the
+/// truth. Every change also reaches the events WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_agent_means_unknown_vms_until_it_returns() {
+    let setup = setup().await;
+    setup.add_host().await;
+    let api = &setup.api;
+    let port = setup.server.api_addr.port();
+    let mut request = format!("wss://localhost:{port}/api/v1/events")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", api.token).parse().expect("header"),
+    );
+    let (mut events, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(Arc::new(
+            setup.tls.clone(),
+        ))),
+    )
+    .await
+    .expect("events WebSocket");
+
+    let created = api
+        .job(
+            reqwest::Method::POST,
+            "/vms",
+            Some(tiny_vm("idle1", "console=ttyS0 quiet", false)),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(created.status, JobStatus::Completed, "{created:?}");
+    assert_eq!(
+        api.vm("idle1").await.map(|vm| vm.state),
+        Some(VmState::Stopped)
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut events).await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let event: drover_api::Event =
+                serde_json::from_str(text.as_str()).expect("events are JSON");
+            if let drover_api::Event::VmChanged(vm) = event
+                && vm.name == "idle1"
+                && vm.state == VmState::Stopped
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        seen.ok(),
+        Some(true),
+        "the create's state changes reach the events stream"
+    );
+
+    let agent_port: u16 = setup
+        .address
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .expect("port");
+    let Setup {
+        server,
+        agent,
+        api,
+        agent_dir,
+        _server_dir,
+        ..
+    } = setup;
+    agent.shutdown().await;
+    let unknown = drover_testkit::wait_until(
+        "the VM to be Unknown",
+        Duration::from_secs(15),
+        async || {
+            api.vm("idle1")
+                .await
+                .filter(|vm| vm.state == VmState::Unknown)
+        },
+    )
+    .await
+    .expect("a lost host's VMs are Unknown");
+    assert_eq!(unknown.state_reason.as_deref(), Some("host not responding"));
+    let (_, host) = api.call(reqwest::Method::GET, "/hosts/local", None).await;
+    assert_eq!(host["state"], "not_responding");
+    let (status, body) = api
+        .call(
+            reqwest::Method::POST,
+            "/vms/idle1/actions",
+            Some(json!({"action": "start"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "host_not_responding");
+
+    let agent = start_agent(agent_dir.path(), agent_port).await;
+    drover_testkit::wait_until(
+        "the VM to be Stopped again",
+        Duration::from_secs(15),
+        async || {
+            api.vm("idle1")
+                .await
+                .filter(|vm| vm.state == VmState::Stopped)
+        },
+    )
+    .await
+    .expect("the reconnect's snapshot restores the state");
+    let (_, host) = api.call(reqwest::Method::GET, "/hosts/local", None).await;
+    assert_eq!(host["state"], "responding");
+    let deleted = api
+        .job(
+            reqwest::Method::DELETE,
+            "/vms/idle1",
+            None,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(deleted.status, JobStatus::Completed, "{deleted:?}");
+    agent.shutdown().await;
+    server.shutdown().await;
 }
