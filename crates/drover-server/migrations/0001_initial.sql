@@ -48,8 +48,8 @@ CREATE TABLE vms (
     updated_at   TEXT NOT NULL
 );
 
--- Keyset pagination walks (name, id); the filtered lists walk the same order within a host or a state.
-CREATE UNIQUE INDEX vms_by_name ON vms(name, id);
+-- Keyset pagination walks (name, id): the unfiltered list uses the unique index on name, the
+-- filtered lists walk the same order within a host or a state.
 CREATE INDEX vms_by_host ON vms(host_id, name, id);
 CREATE INDEX vms_by_state ON vms(state, name, id);
 
