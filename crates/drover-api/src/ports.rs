@@ -115,8 +115,16 @@ pub fn markdown() -> String {
                     .find(|setting| setting.key == key)
                     .map(|setting| setting.default)
                     .unwrap_or_default();
-                let default = if default.is_empty() { "(unset)" } else { default };
-                (default, format!("`{key}`"), format!("`{}`", crate::config::env_name(key)))
+                let default = if default.is_empty() {
+                    "(unset)"
+                } else {
+                    default
+                };
+                (
+                    default,
+                    format!("`{key}`"),
+                    format!("`{}`", crate::config::env_name(key)),
+                )
             }
             None => (row.fixed, "-".to_owned(), "-".to_owned()),
         };
@@ -137,11 +145,17 @@ mod tests {
         for row in PORT_TABLE {
             if let Some(key) = row.config_key {
                 assert!(
-                    crate::config::SETTINGS.iter().any(|setting| setting.key == key),
+                    crate::config::SETTINGS
+                        .iter()
+                        .any(|setting| setting.key == key),
                     "{key} is not a setting"
                 );
             } else {
-                assert!(!row.fixed.is_empty(), "{} has neither key nor fixed value", row.connection);
+                assert!(
+                    !row.fixed.is_empty(),
+                    "{} has neither key nor fixed value",
+                    row.connection
+                );
             }
         }
     }

@@ -7,11 +7,21 @@ use std::process::Command;
 /// Drover crate name -> the Drover crates it depends on (normal dependencies only).
 fn drover_dependencies() -> BTreeMap<String, Vec<String>> {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(drover_testkit::workspace_root())
         .output()
         .expect("run cargo metadata");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8_lossy(&output.stdout);
     let metadata: serde_json::Value = serde_json::from_str(&text).expect("metadata is JSON");
     let packages = metadata["packages"].as_array().expect("packages array");
@@ -37,7 +47,10 @@ fn drover_dependencies() -> BTreeMap<String, Vec<String>> {
 #[test]
 fn crate_layering_holds() {
     let graph = drover_dependencies();
-    assert!(graph.contains_key("drover-api"), "workspace has drover-api: {graph:?}");
+    assert!(
+        graph.contains_key("drover-api"),
+        "workspace has drover-api: {graph:?}"
+    );
     assert!(
         graph["drover-api"].is_empty(),
         "drover-api must depend on no other Drover crate: {:?}",
@@ -60,7 +73,9 @@ fn crate_layering_holds() {
     }
     for (crate_name, dependencies) in &graph {
         assert!(
-            !dependencies.iter().any(|d| d == "drover" || d == "drover-testkit"),
+            !dependencies
+                .iter()
+                .any(|d| d == "drover" || d == "drover-testkit"),
             "{crate_name} depends on the binary or the testkit: {dependencies:?}"
         );
     }
