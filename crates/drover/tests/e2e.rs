@@ -540,6 +540,41 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
     );
     assert!(outcome.stderr.contains("action: "), "{}", outcome.stderr);
     cli.fails(&["vm", "pause", "nope"], "vm_not_found").await;
+
+    // QEMU itself refuses to start (the kernel file is not a kernel): the create job fails and
+    // takes back everything it made: the VM's row, its directory on the host, any process.
+    let not_a_kernel = cluster.root.join("not-a-kernel");
+    std::fs::write(&not_a_kernel, vec![0x5a; 4096]).expect("write a file that is not a kernel");
+    let vm_dirs_before = std::fs::read_dir(cluster.agents[0].2.join("vms"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    cli.fails(
+        &[
+            "vm",
+            "create",
+            "x4",
+            "--host",
+            "h1",
+            "--disk",
+            "1G",
+            "--kernel",
+            &not_a_kernel.to_string_lossy(),
+            "--start",
+        ],
+        "vm_start_failed",
+    )
+    .await;
+    let vm_dirs_after = std::fs::read_dir(cluster.agents[0].2.join("vms"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(
+        vm_dirs_after, vm_dirs_before,
+        "no VM directory or disk is left on h1"
+    );
+    assert!(
+        qemu_pids(&cluster.agents[0].2).is_empty(),
+        "no QEMU process is left on h1"
+    );
     let names: Vec<String> = cli
         .json(&["vm", "list"])
         .await
