@@ -130,18 +130,20 @@ pub async fn all(db: &Db) -> Result<Vec<Host>, DbError> {
     convert(rows)
 }
 
-/// Records what the agent reports: the host responds, with these figures.
+/// Records what the agent reports: its figures, and the state and reason they earn.
 pub async fn apply_info(
     db: &Db,
     id: HostId,
     info: &AgentHostInfo,
+    (state, reason): (HostState, Option<String>),
 ) -> Result<Option<Host>, DbError> {
     sqlx::query(
-        "UPDATE hosts SET state = ?, state_reason = NULL, cpus = ?, memory_mib = ?, \
+        "UPDATE hosts SET state = ?, state_reason = ?, cpus = ?, memory_mib = ?, \
          memory_free_mib = ?, disk_free_bytes = ?, accelerator = ?, agent_version = ?, last_seen = ? \
          WHERE id = ?",
     )
-    .bind(HostState::Responding.as_str())
+    .bind(state.as_str())
+    .bind(reason)
     .bind(i64::from(info.cpus))
     .bind(signed(info.memory_mib))
     .bind(signed(info.memory_free_mib))
