@@ -240,7 +240,7 @@ pub async fn insert(
     let query = sqlx::query(
         "INSERT INTO host_groups (id, name, parent_id, created_at, reserve_cpu_percent, \
          reserve_memory_mib, reserve_disk_bytes, weight_cpu, weight_memory, weight_disk, \
-         weight_network) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+         weight_network) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
          WHERE EXISTS (SELECT 1 FROM host_groups WHERE id = ?3)",
     )
     .bind(id.to_string())

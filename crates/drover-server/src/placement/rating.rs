@@ -2,8 +2,9 @@
 //! is table-tested and rates 1,000 hosts in well under a millisecond.
 //!
 //! A host is out (0 stars) when it is not Responding, is in maintenance, has fewer CPUs than the
-//! VM asks for, runs above the CPU share its group leaves usable, or lacks the memory or disk
-//! the VM needs after its group's reserves and what its VMs have claimed. Otherwise each resource
+//! VM asks for, or lacks the memory or disk the VM needs after its group's reserves and what its
+//! VMs have claimed. CPU load above the share the group leaves usable scores the CPU 0 but does
+//! not rule the host out (load swings by the second). Otherwise each resource
 //! scores the share of its capacity left once the VM is there (CPU: half live load, half vCPUs
 //! claimed against a nominal overcommit), the group's weights combine the scores, and the goal
 //! decides whether room (load balance) or fullness (consolidate) rates high. A host that fits
@@ -120,7 +121,8 @@ pub fn rate(host: &HostFacts, policy: &Policy, demand: &Demand, goal: PlacementG
     let mut blockers = Vec::new();
     let mut reasons = Vec::new();
 
-    // CPU: a hard limit on vCPUs per VM and on live load; the score mixes load and claims.
+    // CPU: a hard limit on vCPUs per VM only. Live load is soft: it swings by the second (a
+    // build on a shared host reads 100 %), so it lowers the score instead of ruling hosts out.
     let usable_percent = 100 - policy.reserve_cpu_percent.min(100);
     let cpu_slots = u64::from(host.cpus) * VCPUS_PER_CPU;
     let claimed_cpus = claimed.cpus + u64::from(demand.cpus);
@@ -129,11 +131,6 @@ pub fn rate(host: &HostFacts, policy: &Policy, demand: &Demand, goal: PlacementG
             "cpu: VM needs {} vCPUs, host has {} CPUs",
             demand.cpus, host.cpus
         ));
-    } else if host.cpu_load_percent >= usable_percent {
-        blockers.push(format!(
-            "cpu: load {} % leaves nothing of the {usable_percent} % usable after the {} % reserve",
-            host.cpu_load_percent, policy.reserve_cpu_percent
-        ));
     }
     let load_room = ratio(
         u64::from(usable_percent.saturating_sub(host.cpu_load_percent)),
@@ -141,9 +138,20 @@ pub fn rate(host: &HostFacts, policy: &Policy, demand: &Demand, goal: PlacementG
     );
     let slot_room = 1.0 - ratio(claimed_cpus, cpu_slots);
     let cpu_score = (load_room + slot_room) / 2.0;
+    let load_text = if host.cpu_load_percent >= usable_percent {
+        format!(
+            "load {} % is above the {usable_percent} % usable after the {} % reserve",
+            host.cpu_load_percent, policy.reserve_cpu_percent
+        )
+    } else {
+        format!(
+            "load {} % of {usable_percent} % usable",
+            host.cpu_load_percent
+        )
+    };
     reasons.push(format!(
-        "cpu: load {} % of {usable_percent} % usable, {claimed_cpus} of {cpu_slots} vCPU slots with this VM (weight {})",
-        host.cpu_load_percent, policy.weight_cpu
+        "cpu: {load_text}, {claimed_cpus} of {cpu_slots} vCPU slots with this VM (weight {})",
+        policy.weight_cpu
     ));
 
     // Memory: never overcommitted. Claims are the bound; the live figure catches other users.
@@ -341,8 +349,8 @@ mod tests {
             (
                 busy,
                 PlacementGoal::LoadBalance,
-                0.0,
-                "load 95 % leaves nothing",
+                4.0,
+                "cpu: load 95 % is above the 90 % usable after the 10 % reserve",
             ),
             (
                 no_disk,
