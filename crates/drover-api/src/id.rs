@@ -52,3 +52,11 @@ object_id!(
     /// Identifies a job.
     JobId
 );
+object_id!(
+    /// Identifies a library share (a directory served by a library server).
+    LibraryShareId
+);
+object_id!(
+    /// Identifies a library item (a disk image or ISO in a share).
+    LibraryItemId
+);
