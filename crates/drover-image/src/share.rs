@@ -114,7 +114,7 @@ fn classify(path: &Path, info: &ImageInfo) -> Result<LibraryItemKind, ImageError
         .unwrap_or_default();
     if RAW_EXTENSIONS.contains(&extension.as_str())
         && info.virtual_size > 0
-        && info.virtual_size % 512 == 0
+        && info.virtual_size.is_multiple_of(512)
     {
         return Ok(LibraryItemKind::Disk);
     }
