@@ -8,6 +8,7 @@ pub mod credentials;
 mod error;
 mod host;
 mod job;
+mod library;
 mod login;
 pub mod output;
 mod progress;
@@ -17,6 +18,7 @@ mod vm;
 pub use error::{CliError, print_error};
 pub use host::HostCommand;
 pub use job::JobCommand;
+pub use library::LibraryCommand;
 pub use login::LoginArgs;
 pub use output::OutputFormat;
 pub use progress::JobOptions;
@@ -45,6 +47,9 @@ pub enum Command {
     /// Jobs: every change is one.
     #[command(subcommand)]
     Job(JobCommand),
+    /// The library: servers, shares, disk images and ISOs.
+    #[command(subcommand)]
+    Library(LibraryCommand),
     /// The ports Drover uses, with the values in force and where each is set.
     Ports(PortsArgs),
 }
@@ -58,5 +63,6 @@ pub async fn run(command: &Command, global: &GlobalArgs) -> Result<(), CliError>
         Command::Host(command) => host::run(&credentials::client()?, command, output).await,
         Command::Vm(command) => vm::run(&credentials::client()?, command, output).await,
         Command::Job(command) => job::run(&credentials::client()?, command, output).await,
+        Command::Library(command) => library::run(&credentials::client()?, command, output).await,
     }
 }

@@ -79,4 +79,15 @@ fn crate_layering_holds() {
             "{crate_name} depends on the binary or the testkit: {dependencies:?}"
         );
     }
+    assert_eq!(
+        graph["drover-image"],
+        ["drover-api"],
+        "drover-image knows nothing of the server, the agent or the hypervisor"
+    );
+    for crate_name in ["drover-server", "drover-client", "drover-cli"] {
+        assert!(
+            !graph[crate_name].iter().any(|d| d == "drover-image"),
+            "{crate_name} must not touch image files: the library servers do"
+        );
+    }
 }

@@ -223,6 +223,10 @@ impl Cluster {
             &dir.to_string_lossy(),
             "--control-port",
             &port,
+            "--transfer-port",
+            "0",
+            "--roles",
+            "host,library",
             "--bind-address",
             "127.0.0.1",
         ]
@@ -666,4 +670,166 @@ async fn ports_show_each_value_and_where_it_was_set() {
     assert_eq!(row("agent.transfer_port")["source"], "default");
     let table = cli.run(&["ports"]).await;
     assert!(table.stdout.contains("CONFIG KEY"), "{}", table.stdout);
+}
+
+fn qemu_img_create(path: &Path, format: &str, options: &[&str]) {
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", format])
+        .args(options)
+        .arg(path)
+        .arg("16M")
+        .status()
+        .expect("qemu-img runs");
+    assert!(status.success(), "qemu-img create {format}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_shares_imports_refresh_and_removal_through_the_cli() {
+    let cluster = Cluster::start("e2e_library", 1).await;
+    let cli = cluster.cli.clone();
+    let share_dir = cluster.root.join("share");
+    let sources = cluster.root.join("sources");
+    std::fs::create_dir_all(&sources).expect("sources dir");
+
+    let servers = cli.json(&["library", "server", "list"]).await;
+    let servers = servers.as_array().expect("array");
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0]["name"], "h1");
+    let transfer = servers[0]["transfer_address"].as_str().expect("address");
+    assert!(
+        transfer.starts_with("127.0.0.1:") && !transfer.ends_with(":0"),
+        "{transfer}"
+    );
+
+    cli.fails(
+        &[
+            "library", "share", "add", "main", "--server", "h1", "--path", "relative",
+        ],
+        "invalid_share_path",
+    )
+    .await;
+    cli.fails(
+        &["library", "import", "/nowhere/disk.qcow2"],
+        "share_required",
+    )
+    .await;
+    let share_path = share_dir.display().to_string();
+    cli.ok(&[
+        "library",
+        "share",
+        "add",
+        "main",
+        "--server",
+        "h1",
+        "--path",
+        &share_path,
+    ])
+    .await;
+    cli.fails(
+        &[
+            "library",
+            "share",
+            "add",
+            "main",
+            "--server",
+            "h1",
+            "--path",
+            &share_path,
+        ],
+        "share_exists",
+    )
+    .await;
+    let shares = cli.json(&["library", "share", "list"]).await;
+    assert_eq!(shares[0]["server"], "h1");
+
+    // A stream-optimized VMDK, the kind an OVA carries, becomes a checked qcow2.
+    let vmdk = sources.join("appliance.vmdk");
+    qemu_img_create(&vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    cli.ok(&["library", "import", &vmdk.display().to_string()])
+        .await;
+    let item = cli.json(&["library", "show", "appliance"]).await;
+    assert_eq!(item["format"], "qcow2");
+    assert_eq!(item["kind"], "disk");
+    assert_eq!(item["virtual_size"], 16 << 20);
+    let stored = share_dir.join("appliance.qcow2");
+    let sha256 = item["sha256"].as_str().expect("sha256");
+    let digest = std::process::Command::new("sha256sum")
+        .arg(&stored)
+        .output()
+        .expect("sha256sum");
+    assert!(String::from_utf8_lossy(&digest.stdout).starts_with(sha256));
+
+    // Bad input: a clear error, and neither an item nor a file left behind.
+    let text = sources.join("notes.txt");
+    std::fs::write(&text, "not a disk\n").expect("write");
+    cli.fails(
+        &["library", "import", &text.display().to_string()],
+        "image_not_an_image",
+    )
+    .await;
+    let cut = sources.join("cut.qcow2");
+    let whole = sources.join("whole.qcow2");
+    qemu_img_create(&whole, "qcow2", &["-o", "preallocation=metadata"]);
+    let bytes = std::fs::read(&whole).expect("read");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let outcome = cli
+        .run(&["library", "import", &cut.display().to_string()])
+        .await;
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("code: image_corrupt")
+            || outcome.stderr.contains("code: image_unreadable"),
+        "{}",
+        outcome.stderr
+    );
+    cli.fails(
+        &[
+            "library",
+            "import",
+            &vmdk.display().to_string(),
+            "--name",
+            "appliance",
+        ],
+        "library_item_exists",
+    )
+    .await;
+    let mut files: Vec<String> = std::fs::read_dir(&share_dir)
+        .expect("share")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files, ["appliance.qcow2"]);
+
+    // A file dropped into the share by hand appears after a refresh.
+    qemu_img_create(&share_dir.join("dropped.qcow2"), "qcow2", &[]);
+    cli.ok(&["library", "refresh"]).await;
+    let items = cli.json(&["library", "list"]).await;
+    let names: Vec<&str> = items
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|item| item["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["appliance", "dropped"]);
+    cli.ok(&["library", "refresh", "--share", "main"]).await;
+    assert_eq!(
+        cli.json(&["library", "list", "--share", "main"])
+            .await
+            .as_array()
+            .expect("array")
+            .len(),
+        2,
+        "a second refresh adds nothing"
+    );
+
+    cli.ok(&["library", "remove", "appliance"]).await;
+    assert!(!stored.exists());
+    cli.fails(&["library", "show", "appliance"], "library_item_not_found")
+        .await;
 }

@@ -151,8 +151,8 @@ pub async fn apply_info(
 ) -> Result<Option<Host>, DbError> {
     sqlx::query(
         "UPDATE hosts SET state = ?, state_reason = NULL, cpus = ?, memory_mib = ?, \
-         memory_free_mib = ?, disk_free_bytes = ?, accelerator = ?, agent_version = ?, last_seen = ? \
-         WHERE id = ?",
+         memory_free_mib = ?, disk_free_bytes = ?, accelerator = ?, agent_version = ?, last_seen = ?, \
+         roles = ?, transfer_port = ? WHERE id = ?",
     )
     .bind(HostState::Responding.as_str())
     .bind(i64::from(info.cpus))
@@ -162,6 +162,8 @@ pub async fn apply_info(
     .bind(info.accelerator.as_str())
     .bind(info.agent_version.clone())
     .bind(Utc::now())
+    .bind(info.roles.join(","))
+    .bind(info.transfer_port.map(i64::from))
     .bind(id.to_string())
     .execute(db.pool())
     .await?;

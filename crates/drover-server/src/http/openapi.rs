@@ -1,7 +1,7 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI document, generated from the handlers' annotations and
 //! the API types' schemas, so it cannot drift from the code.
 
-use super::{auth, console, events, hosts, jobs, vms};
+use super::{auth, console, events, hosts, jobs, library, vms};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -23,6 +23,14 @@ use utoipa::OpenApi;
         vms::change_state,
         vms::delete,
         console::attach,
+        library::servers,
+        library::shares,
+        library::add_share,
+        library::items,
+        library::item,
+        library::import,
+        library::remove,
+        library::refresh,
         jobs::list,
         jobs::get,
         jobs::cancel,

@@ -87,7 +87,7 @@ pub(super) async fn run_add(
             memory_free_mib: info.memory_free_mib,
             disk_free_bytes: info.disk_free_bytes,
             accelerator: info.accelerator,
-            agent_version: info.agent_version,
+            agent_version: info.agent_version.clone(),
             vm_count: 0,
             last_seen: Some(Utc::now()),
             created_at: Utc::now(),
@@ -98,6 +98,10 @@ pub(super) async fn run_add(
                 db::DbError::Duplicate { .. } => ApiError::HostExists(name),
                 other => other.into(),
             })?;
+        // Roles and the transfer port are not in `Host`; the agent's report records them.
+        let host = db::hosts::apply_info(&state.db, host_id, &info)
+            .await?
+            .unwrap_or(host);
         state.publish(Event::HostChanged(host));
         state.supervisors.start(state, host_id, address.to_owned());
         Ok(())
