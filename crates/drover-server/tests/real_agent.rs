@@ -163,6 +163,30 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
+    /// A WebSocket to `/api/v1/{path}` with the admin's token.
+    async fn websocket(
+        &self,
+        path: &str,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        let port = self.server.api_addr.port();
+        let mut request = format!("wss://localhost:{port}/api/v1/{path}")
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.api.token)
+                .parse()
+                .expect("header"),
+        );
+        let connector = tokio_tungstenite::Connector::Rustls(Arc::new(self.tls.clone()));
+        let (stream, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
+                .await
+                .unwrap_or_else(|error| panic!("WebSocket to {path}: {error}"));
+        stream
+    }
+
     async fn shutdown(self) {
         self.agent.shutdown().await;
         self.server.shutdown().await;
@@ -195,7 +219,6 @@ fn tiny_vm(name: &str, cmdline: &str, start: bool) -> serde_json::Value {
 async fn host_add_vm_lifecycle_and_guest_poweroff_seen_within_a_second() {
     let setup = setup().await;
     let api = &setup.api;
-    let port = setup.server.api_addr.port();
 
     let wrong_code =
         json!({"address": setup.address, "enrollment_code": "not-the-code", "name": "local"});
@@ -243,23 +266,7 @@ async fn host_add_vm_lifecycle_and_guest_poweroff_seen_within_a_second() {
         .await
         .expect("the guest boots");
 
-    let mut request = format!("wss://localhost:{port}/api/v1/vms/tiny1/console")
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", api.token).parse().expect("header"),
-    );
-    let (mut console, _) = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        None,
-        true,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(
-            setup.tls.clone(),
-        ))),
-    )
-    .await
-    .expect("console through the server");
+    let mut console = setup.websocket("vms/tiny1/console").await;
     console
         .send(Message::Binary(
             "\npoweroff -f\n".as_bytes().to_vec().into(),
@@ -383,24 +390,7 @@ async fn lost_agent_means_unknown_vms_until_it_returns() {
     let setup = setup().await;
     setup.add_host().await;
     let api = &setup.api;
-    let port = setup.server.api_addr.port();
-    let mut request = format!("wss://localhost:{port}/api/v1/events")
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", api.token).parse().expect("header"),
-    );
-    let (mut events, _) = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        None,
-        true,
-        Some(tokio_tungstenite::Connector::Rustls(Arc::new(
-            setup.tls.clone(),
-        ))),
-    )
-    .await
-    .expect("events WebSocket");
+    let mut events = setup.websocket("events").await;
 
     let created = api
         .job(

@@ -30,6 +30,15 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(artifacts: &Path, log_name: &str, args: &[&str]) -> Daemon {
+        Daemon::spawn_with_env(artifacts, log_name, args, &[])
+    }
+
+    fn spawn_with_env(
+        artifacts: &Path,
+        log_name: &str,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Daemon {
         let stdout_log = artifacts.join(format!("{log_name}.out"));
         let stdout = std::fs::File::create(&stdout_log).expect("create stdout log");
         let stderr =
@@ -38,6 +47,7 @@ impl Daemon {
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("DROVER_DATA_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -534,6 +544,41 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
     );
     assert!(outcome.stderr.contains("action: "), "{}", outcome.stderr);
     cli.fails(&["vm", "pause", "nope"], "vm_not_found").await;
+
+    // QEMU itself refuses to start (the kernel file is not a kernel): the create job fails and
+    // takes back everything it made: the VM's row, its directory on the host, any process.
+    let not_a_kernel = cluster.root.join("not-a-kernel");
+    std::fs::write(&not_a_kernel, vec![0x5a; 4096]).expect("write a file that is not a kernel");
+    let vm_dirs_before = std::fs::read_dir(cluster.agents[0].2.join("vms"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    cli.fails(
+        &[
+            "vm",
+            "create",
+            "x4",
+            "--host",
+            "h1",
+            "--disk",
+            "1G",
+            "--kernel",
+            &not_a_kernel.to_string_lossy(),
+            "--start",
+        ],
+        "vm_start_failed",
+    )
+    .await;
+    let vm_dirs_after = std::fs::read_dir(cluster.agents[0].2.join("vms"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(
+        vm_dirs_after, vm_dirs_before,
+        "no VM directory or disk is left on h1"
+    );
+    assert!(
+        qemu_pids(&cluster.agents[0].2).is_empty(),
+        "no QEMU process is left on h1"
+    );
     let names: Vec<String> = cli
         .json(&["vm", "list"])
         .await
@@ -832,4 +877,88 @@ async fn library_shares_imports_refresh_and_removal_through_the_cli() {
     assert!(!stored.exists());
     cli.fails(&["library", "show", "appliance"], "library_item_not_found")
         .await;
+}
+
+/// The README's first command ends in `drover up`: one process runs the server and a local agent,
+/// enrolls the agent as a host and logs the CLI in, so `drover host list` works at once; a second
+/// start on the same data directory comes back without a new password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_a_server_and_the_local_host_and_logs_the_cli_in() {
+    let artifacts = artifacts_dir("e2e_up");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let cli = Cli {
+        config_home: temp.path().join("config"),
+    };
+    let _reaper = QemuReaper {
+        agent_dirs: vec![data.join("agent")],
+    };
+    let (api_port, control_port) = (free_port().to_string(), free_port().to_string());
+    let args = [
+        "up",
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--api-port",
+        &api_port,
+        "--control-port",
+        &control_port,
+    ]
+    .map(str::to_owned);
+    let loopback = Path::new("127.0.0.1");
+    let transfer_port = free_port().to_string();
+    let env = [
+        ("XDG_CONFIG_HOME", cli.config_home.as_path()),
+        ("DROVER_SERVER_BIND_ADDRESS", loopback),
+        ("DROVER_AGENT_BIND_ADDRESS", loopback),
+        ("DROVER_AGENT_TRANSFER_PORT", Path::new(&transfer_port)),
+    ];
+    let mut first = Daemon::spawn_with_env(&artifacts, "up-1", &as_strs(&args), &env);
+    let password = first.printed("  admin password:").await;
+    assert!(!password.is_empty(), "a generated admin password is shown");
+    let api = first.printed("  API:").await;
+    assert_eq!(api, format!("https://127.0.0.1:{api_port}"));
+
+    let hosts = cli.json(&["host", "list"]).await;
+    let hosts = hosts.as_array().expect("a JSON array of hosts");
+    assert_eq!(hosts.len(), 1, "the local host was added: {hosts:?}");
+    assert_eq!(hosts[0]["state"], "responding");
+    assert_eq!(hosts[0]["accelerator"], "tcg");
+    let host_name = hosts[0]["name"].as_str().expect("host name").to_owned();
+    // The `drover up` machine is also the default library server, with a share in its data dir.
+    let shares = cli.json(&["library", "share", "list"]).await;
+    assert_eq!(shares[0]["name"], "default", "{shares}");
+    assert_eq!(shares[0]["server"], host_name.as_str());
+    assert_eq!(
+        shares[0]["path"],
+        data.join("library").to_string_lossy().as_ref()
+    );
+    let servers = cli.json(&["library", "server", "list"]).await;
+    assert_eq!(
+        servers[0]["transfer_address"],
+        format!("127.0.0.1:{transfer_port}")
+    );
+
+    first.stop(Signal::SIGTERM);
+    let second = Daemon::spawn_with_env(&artifacts, "up-2", &as_strs(&args), &env);
+    let text = wait_for_text(&second.stdout_log, "Drover is up.", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        !text.contains("admin password:") && text.contains("shown at the first start"),
+        "a restart shows no new password: {text}"
+    );
+    cli.wait_host_state(&host_name, "responding", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        cli.json(&["host", "list"]).await.as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        cli.json(&["library", "share", "list"])
+            .await
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "a restart adds no second default share"
+    );
 }

@@ -1,6 +1,6 @@
 //! The hosts table and its conversion to [`drover_api::Host`].
 
-use super::{Db, DbError, duplicate_as, parse_id, signed, unsigned};
+use super::{Db, DbError, duplicate_as, lookup, parse_id, signed, unsigned};
 use chrono::{DateTime, Utc};
 use drover_api::agent::AgentHostInfo;
 use drover_api::{Accelerator, Host, HostId, HostState};
@@ -88,25 +88,12 @@ pub async fn insert(db: &Db, host: &Host) -> Result<(), DbError> {
 }
 
 pub async fn get_by_id(db: &Db, id: HostId) -> Result<Option<Host>, DbError> {
-    let row: Option<HostRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE id = ?")))
-            .bind(id.to_string())
-            .fetch_optional(db.pool())
-            .await?;
-    row.map(Host::try_from).transpose()
+    get(db, &id.to_string()).await
 }
 
 /// Looks a host up by id or by name.
 pub async fn get(db: &Db, id_or_name: &str) -> Result<Option<Host>, DbError> {
-    if let Ok(id) = id_or_name.parse::<HostId>() {
-        return get_by_id(db, id).await;
-    }
-    let row: Option<HostRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE name = ?")))
-            .bind(id_or_name.to_owned())
-            .fetch_optional(db.pool())
-            .await?;
-    row.map(Host::try_from).transpose()
+    lookup::<HostRow, Host>(db, SELECT, ("id", "name"), id_or_name).await
 }
 
 pub async fn address_taken(db: &Db, address: &str) -> Result<bool, DbError> {
@@ -143,18 +130,20 @@ pub async fn all(db: &Db) -> Result<Vec<Host>, DbError> {
     convert(rows)
 }
 
-/// Records what the agent reports: the host responds, with these figures.
+/// Records what the agent reports: its figures, and the state and reason they earn.
 pub async fn apply_info(
     db: &Db,
     id: HostId,
     info: &AgentHostInfo,
+    (state, reason): (HostState, Option<String>),
 ) -> Result<Option<Host>, DbError> {
     sqlx::query(
-        "UPDATE hosts SET state = ?, state_reason = NULL, cpus = ?, memory_mib = ?, \
+        "UPDATE hosts SET state = ?, state_reason = ?, cpus = ?, memory_mib = ?, \
          memory_free_mib = ?, disk_free_bytes = ?, accelerator = ?, agent_version = ?, last_seen = ?, \
          roles = ?, transfer_port = ? WHERE id = ?",
     )
-    .bind(HostState::Responding.as_str())
+    .bind(state.as_str())
+    .bind(reason)
     .bind(i64::from(info.cpus))
     .bind(signed(info.memory_mib))
     .bind(signed(info.memory_free_mib))

@@ -1,6 +1,6 @@
 //! The vms table and its conversion to [`drover_api::Vm`].
 
-use super::{Db, DbError, duplicate_as, from_json, parse_id, signed, to_json, unsigned};
+use super::{Db, DbError, duplicate_as, from_json, lookup, parse_id, signed, to_json, unsigned};
 use chrono::{DateTime, Utc};
 use drover_api::{HostId, Vm, VmId, VmState};
 
@@ -84,25 +84,12 @@ pub async fn insert(db: &Db, vm: &Vm) -> Result<(), DbError> {
 }
 
 pub async fn get_by_id(db: &Db, id: VmId) -> Result<Option<Vm>, DbError> {
-    let row: Option<VmRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE vms.id = ?")))
-            .bind(id.to_string())
-            .fetch_optional(db.pool())
-            .await?;
-    row.map(Vm::try_from).transpose()
+    get(db, &id.to_string()).await
 }
 
 /// Looks a VM up by id or by name.
 pub async fn get(db: &Db, id_or_name: &str) -> Result<Option<Vm>, DbError> {
-    if let Ok(id) = id_or_name.parse::<VmId>() {
-        return get_by_id(db, id).await;
-    }
-    let row: Option<VmRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE vms.name = ?")))
-            .bind(id_or_name.to_owned())
-            .fetch_optional(db.pool())
-            .await?;
-    row.map(Vm::try_from).transpose()
+    lookup::<VmRow, Vm>(db, SELECT, ("vms.id", "vms.name"), id_or_name).await
 }
 
 /// Up to `limit` VMs in (name, id) order after the key `after`. Each filter has its own index

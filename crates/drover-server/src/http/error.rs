@@ -239,7 +239,7 @@ impl ApiError {
             ApiError::Internal(_) => {
                 return ErrorDetail::new(
                     "internal_error",
-                    "the server failed unexpectedly",
+                    "the server failed unexpectedly; the cause is in the server log",
                     "retry; if it fails again, report it with the server log",
                 );
             }
@@ -251,13 +251,26 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = ?anyhow::Error::from(self), "request failed");
-            let body = ErrorBody::from(ApiError::Internal(anyhow::anyhow!("logged")).detail());
-            return (status, axum::Json(body)).into_response();
-        }
-        (status, axum::Json(ErrorBody::from(self.detail()))).into_response()
+        let detail = match &self {
+            // The cause stays in the log; the caller gets an id to find it there.
+            ApiError::Internal(cause) => {
+                let request_id = format!("{:08x}", rand::random::<u32>());
+                tracing::error!(%request_id, error = ?cause, "request failed");
+                internal_detail(&request_id)
+            }
+            _ => self.detail(),
+        };
+        (status, axum::Json(ErrorBody::from(detail))).into_response()
     }
+}
+
+/// What a caller sees of an internal fault: no cause, only where to find it.
+fn internal_detail(request_id: &str) -> ErrorDetail {
+    ErrorDetail::new(
+        "internal_error",
+        format!("the server failed unexpectedly (request id {request_id})"),
+        "retry; if it fails again, report it with the request id and the server log",
+    )
 }
 
 impl From<crate::db::DbError> for ApiError {
@@ -409,5 +422,27 @@ mod tests {
     fn internal_errors_hide_their_cause() {
         let detail = ApiError::internal(anyhow::anyhow!("secret path /etc/x")).detail();
         assert!(!detail.message.contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn internal_responses_carry_a_request_id_and_other_5xx_keep_their_code() {
+        let body_of = async |error: ApiError| {
+            let response = error.into_response();
+            let status = response.status().as_u16();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("body");
+            let body: ErrorBody = serde_json::from_slice(&bytes).expect("error body");
+            (status, body.error)
+        };
+        let (status, internal) = body_of(ApiError::internal(anyhow::anyhow!("secret"))).await;
+        assert_eq!((status, internal.code.as_str()), (500, "internal_error"));
+        assert!(internal.message.contains("request id "), "{internal:?}");
+        assert!(!internal.message.contains("secret"));
+        let unreachable = ApiError::HostUnreachable {
+            address: "127.0.0.1:8101".into(),
+        };
+        let (status, detail) = body_of(unreachable).await;
+        assert_eq!((status, detail.code.as_str()), (503, "host_unreachable"));
     }
 }

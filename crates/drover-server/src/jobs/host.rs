@@ -99,7 +99,8 @@ pub(super) async fn run_add(
                 other => other.into(),
             })?;
         // Roles and the transfer port are not in `Host`; the agent's report records them.
-        let host = db::hosts::apply_info(&state.db, host_id, &info)
+        let assessment = crate::agents::health::assess(&info);
+        let host = db::hosts::apply_info(&state.db, host_id, &info, assessment)
             .await?
             .unwrap_or(host);
         state.publish(Event::HostChanged(host));

@@ -74,7 +74,8 @@ pub(super) async fn prepare_create(
     let host = db::hosts::get(&state.db, &request.host)
         .await?
         .ok_or_else(|| ApiError::HostNotFound(request.host.clone()))?;
-    if host.state != HostState::Responding {
+    // A host that Needs Attention still runs VMs; only an unreachable one cannot take work.
+    if host.state == HostState::NotResponding {
         return Err(ApiError::HostNotResponding(host.name));
     }
     if request.cpus > host.cpus || request.memory_mib > host.memory_mib {
