@@ -71,6 +71,7 @@ pub fn host_info(data_dir: &Path, accelerator: Accelerator) -> AgentHostInfo {
         accelerator,
         agent_version: drover_api::VERSION.to_owned(),
         roles: vec!["host".to_owned()],
+        transfer_port: None,
     }
 }
 

@@ -35,6 +35,9 @@ pub struct AgentHostInfo {
     pub agent_version: String,
     /// `host`, `library`.
     pub roles: Vec<String>,
+    /// The transfer endpoint's port (HTTPS, mutual TLS); `None` before issue 3's agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_port: Option<u16>,
 }
 
 /// Everything the agent needs to run a VM. The server's database is the source of truth; the

@@ -45,11 +45,21 @@ impl Cluster {
             admin_password: None,
         })
         .await?;
+        let mut agent_config = loopback_config("agent.control_port")?;
+        agent_config.set(
+            "agent.transfer_port",
+            "0".to_owned(),
+            Source::Flag("drover-bench".to_owned()),
+        )?;
         let agent = drover_agent::start(drover_agent::AgentOptions {
             data_dir: agent_dir.clone(),
-            config: loopback_config("agent.control_port")?,
+            config: agent_config,
             driver: Arc::new(QemuDriver::new(QemuConfig::default())),
             enrollment_code: None,
+            roles: drover_agent::ROLES
+                .iter()
+                .map(|role| (*role).to_owned())
+                .collect(),
         })
         .await?;
         let token = drover_server::http::issue_token(

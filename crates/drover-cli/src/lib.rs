@@ -9,6 +9,7 @@ mod error;
 mod host;
 mod hostgroup;
 mod job;
+mod library;
 mod login;
 pub mod output;
 mod placement;
@@ -20,6 +21,7 @@ pub use error::{CliError, print_error};
 pub use host::HostCommand;
 pub use hostgroup::HostGroupCommand;
 pub use job::JobCommand;
+pub use library::LibraryCommand;
 pub use login::LoginArgs;
 pub use output::OutputFormat;
 pub use placement::PlacementCommand;
@@ -55,6 +57,9 @@ pub enum Command {
     /// Jobs: every change is one.
     #[command(subcommand)]
     Job(JobCommand),
+    /// The library: servers, shares, disk images and ISOs.
+    #[command(subcommand)]
+    Library(LibraryCommand),
     /// The ports Drover uses, with the values in force and where each is set.
     Ports(PortsArgs),
 }
@@ -74,5 +79,6 @@ pub async fn run(command: &Command, global: &GlobalArgs) -> Result<(), CliError>
         }
         Command::Vm(command) => vm::run(&credentials::client()?, command, output).await,
         Command::Job(command) => job::run(&credentials::client()?, command, output).await,
+        Command::Library(command) => library::run(&credentials::client()?, command, output).await,
     }
 }

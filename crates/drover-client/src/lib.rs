@@ -10,6 +10,9 @@ pub use tokio_tungstenite::tungstenite::Message;
 
 use drover_api::auth::{LoginRequest, LoginResponse};
 use drover_api::hostgroup::{HostMaintenance, HostMove};
+use drover_api::library::{
+    LibraryImport, LibraryItem, LibraryRefresh, LibraryServer, LibraryShare, LibraryShareAdd,
+};
 use drover_api::page::{MAX_PAGE_SIZE, PageRequest};
 use drover_api::{
     ErrorBody, Event, Host, HostAdd, HostGroup, HostGroupCreate, HostGroupUpdate, Job, JobId,
@@ -346,6 +349,48 @@ impl Client {
         .await
     }
 
+    /// Hosts whose agent has the library role.
+    pub async fn library_servers(&self) -> Result<Vec<LibraryServer>, ClientError> {
+        self.all_pages(&["library", "servers"], &[]).await
+    }
+
+    pub async fn library_shares(&self) -> Result<Vec<LibraryShare>, ClientError> {
+        self.all_pages(&["library", "shares"], &[]).await
+    }
+
+    /// Starts the `library.share_add` job.
+    pub async fn add_library_share(&self, add: &LibraryShareAdd) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &["library", "shares"]).json(add))
+            .await
+    }
+
+    /// Every library item, or those of one share.
+    pub async fn library_items(
+        &self,
+        share: Option<&str>,
+    ) -> Result<Vec<LibraryItem>, ClientError> {
+        let query: Vec<(&str, String)> = share
+            .map(|share| ("share", share.to_owned()))
+            .into_iter()
+            .collect();
+        self.all_pages(&["library", "items"], &query).await
+    }
+
+    /// A library item by id or name.
+    pub async fn library_item(&self, item: &str) -> Result<LibraryItem, ClientError> {
+        self.send(self.request(Method::GET, &["library", "items", item]))
+            .await
+    }
+
+    /// Starts the `library.import` job.
+    pub async fn import_library_item(&self, import: &LibraryImport) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["library", "items"])
+                .json(import),
+        )
+        .await
+    }
+
     /// Deletes an empty group.
     pub async fn delete_host_group(&self, group: &str) -> Result<(), ClientError> {
         self.send_no_content(self.request(Method::DELETE, &["hostgroups", group]))
@@ -360,6 +405,21 @@ impl Client {
         self.send(
             self.request(Method::POST, &["placement", "rate"])
                 .json(request),
+        )
+        .await
+    }
+
+    /// Starts the `library.remove` job.
+    pub async fn remove_library_item(&self, item: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["library", "items", item]))
+            .await
+    }
+
+    /// Starts the `library.refresh` job.
+    pub async fn refresh_library(&self, refresh: &LibraryRefresh) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["library", "refresh"])
+                .json(refresh),
         )
         .await
     }

@@ -87,10 +87,12 @@ async fn start_agent(data_dir: &std::path::Path, port: u16) -> drover_agent::Age
         data_dir: data_dir.to_owned(),
         config: config(&[
             ("agent.control_port", &port.to_string()),
+            ("agent.transfer_port", "0"),
             ("agent.bind_address", "127.0.0.1"),
         ]),
         driver: Arc::new(QemuDriver::new(QemuConfig::default())),
         enrollment_code: None,
+        roles: vec!["host".to_owned()],
     })
     .await
     .expect("agent starts")

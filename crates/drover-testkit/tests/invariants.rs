@@ -84,4 +84,15 @@ fn crate_layering_holds() {
             );
         }
     }
+    assert_eq!(
+        graph["drover-image"],
+        ["drover-api"],
+        "drover-image knows nothing of the server, the agent or the hypervisor"
+    );
+    for crate_name in ["drover-server", "drover-client", "drover-cli"] {
+        assert!(
+            !graph[crate_name].iter().any(|d| d == "drover-image"),
+            "{crate_name} must not touch image files: the library servers do"
+        );
+    }
 }

@@ -58,6 +58,11 @@ pub struct AgentArgs {
     /// printed at start until the agent is enrolled).
     #[arg(long, value_name = "CODE")]
     pub enrollment_code: Option<String>,
+    /// What this agent does: `host` runs VMs, `library` serves library shares; both with
+    /// `host,library`.
+    #[arg(long, value_name = "ROLES", value_delimiter = ',', default_value = "host",
+        value_parser = clap::builder::PossibleValuesParser::new(drover_agent::ROLES))]
+    pub roles: Vec<String>,
 }
 
 /// Logs to stderr, `RUST_LOG` filtering (default `info`).
@@ -127,10 +132,12 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         config,
         driver: qemu_driver(),
         enrollment_code: args.enrollment_code,
+        roles: args.roles,
     })
     .await
     .with_context(|| format!("cannot start the agent in {}", data_dir.display()))?;
     println!("drover agent listening on {}", agent.control_addr);
+    println!("transfers on {}", agent.transfer_addr);
     match &agent.enrollment_code {
         Some(code) => println!("enrollment code: {code}"),
         None => println!("enrolled: this agent accepts only its server"),

@@ -98,6 +98,9 @@ mod tests {
             driver: Arc::new(driver),
             registry: Registry::default(),
             enrollment: Enrollment::open(data_dir, None).expect("enrollment"),
+            roles: vec!["host".to_owned()],
+            library: crate::library::Library::open(data_dir, &[]).expect("library"),
+            transfer_port: 0,
             changes: broadcast::channel(buffer).0,
             shutdown: CancellationToken::new(),
         })

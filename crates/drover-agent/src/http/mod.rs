@@ -6,16 +6,19 @@ mod console;
 mod enroll;
 mod events;
 mod host;
+mod library;
+mod transfer;
 mod vms;
 
 use crate::enrollment::Enrollment;
 use crate::error::AgentError;
+use crate::library::Library;
 use crate::registry::Registry;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use drover_api::agent::VmRuntime;
 use drover_hv::VmDriver;
 use std::path::PathBuf;
@@ -29,6 +32,11 @@ pub struct AgentState {
     pub driver: Arc<dyn VmDriver>,
     pub registry: Registry,
     pub enrollment: Enrollment,
+    /// `host`, `library`.
+    pub roles: Vec<String>,
+    pub library: Library,
+    /// Where the transfer endpoint listens.
+    pub transfer_port: u16,
     /// Every VM state change, as the actors publish them.
     pub changes: broadcast::Sender<VmRuntime>,
     /// Cancelled when the agent stops: ends event streams and console relays.
@@ -50,6 +58,18 @@ async fn route_not_found() -> AgentError {
     AgentError::RouteNotFound
 }
 
+/// The transfer endpoint's router (`agent.transfer_port`): enrolled peers only.
+pub fn transfer_router(state: Arc<AgentState>) -> Router {
+    Router::new()
+        .route("/v1/shares/{name}/files/{*path}", get(transfer::get_file))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_enrollment,
+        ))
+        .fallback(route_not_found)
+        .with_state(state)
+}
+
 pub fn router(state: Arc<AgentState>) -> Router {
     let enrolled_only = Router::new()
         .route("/v1/host", get(host::get))
@@ -59,6 +79,13 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms/{id}", put(vms::define).delete(vms::delete))
         .route("/v1/vms/{id}/actions", post(vms::change_state))
         .route("/v1/vms/{id}/console", get(console::attach))
+        .route("/v1/library/shares/{name}", put(library::add_share))
+        .route("/v1/library/shares/{name}/files", get(library::files))
+        .route("/v1/library/shares/{name}/import", post(library::import))
+        .route(
+            "/v1/library/shares/{name}/files/{*path}",
+            delete(library::remove_file),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_enrollment,

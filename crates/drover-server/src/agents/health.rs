@@ -48,6 +48,7 @@ mod tests {
             cpu_load_percent: 0,
             agent_version: version.into(),
             roles: vec!["host".into()],
+            transfer_port: None,
         }
     }
 

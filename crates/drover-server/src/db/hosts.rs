@@ -154,7 +154,7 @@ pub async fn apply_info(
         "UPDATE hosts SET state = CASE WHEN maintenance THEN ? ELSE ? END, \
          state_reason = CASE WHEN maintenance THEN NULL ELSE ? END, cpus = ?, memory_mib = ?, \
          memory_free_mib = ?, disk_free_bytes = ?, accelerator = ?, agent_version = ?, \
-         last_seen = ?, cpu_load_percent = ? WHERE id = ?",
+         last_seen = ?, cpu_load_percent = ?, roles = ?, transfer_port = ? WHERE id = ?",
     )
     .bind(HostState::Maintenance.as_str())
     .bind(state.as_str())
@@ -167,6 +167,8 @@ pub async fn apply_info(
     .bind(info.agent_version.clone())
     .bind(Utc::now())
     .bind(i64::from(info.cpu_load_percent))
+    .bind(info.roles.join(","))
+    .bind(info.transfer_port.map(i64::from))
     .bind(id.to_string())
     .execute(db.pool())
     .await?;

@@ -76,6 +76,20 @@ pub enum ApiError {
     JobNotCancelable { id: String, status: String },
     #[error("job {id} is {status}; only a failed or canceled job can be restarted")]
     JobNotRestartable { id: String, status: String },
+    #[error("no library share '{0}'")]
+    ShareNotFound(String),
+    #[error("a library share named '{0}' (or at that directory) already exists")]
+    ShareExists(String),
+    #[error("{0}")]
+    ShareRequired(String),
+    #[error("the share directory '{0}' is not an absolute path")]
+    InvalidSharePath(String),
+    #[error("host '{0}' is not a library server")]
+    NotLibraryServer(String),
+    #[error("no library item '{0}'")]
+    LibraryItemNotFound(String),
+    #[error("a library item named '{0}' already exists")]
+    LibraryItemExists(String),
     #[error("the agent refused the enrollment code")]
     EnrollmentCodeInvalid,
     /// The agent answered with its own error; its status and body pass through.
@@ -107,10 +121,15 @@ impl ApiError {
             | ApiError::VmNotFound(_)
             | ApiError::HostNotFound(_)
             | ApiError::JobNotFound(_)
-            | ApiError::HostGroupNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::HostGroupNotFound(_)
+            | ApiError::ShareNotFound(_)
+            | ApiError::LibraryItemNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::VmExists(_)
             | ApiError::HostExists(_)
             | ApiError::HostHasVms { .. }
+            | ApiError::ShareExists(_)
+            | ApiError::LibraryItemExists(_)
+            | ApiError::NotLibraryServer(_)
             | ApiError::HostNotResponding(_)
             | ApiError::HostNeedsAttention { .. }
             | ApiError::VmStateConflict { .. }
@@ -127,7 +146,9 @@ impl ApiError {
             | ApiError::InvalidVmSpec(_)
             | ApiError::InsufficientHostResources(_)
             | ApiError::HostGroupCycle { .. }
-            | ApiError::InvalidGroupSettings(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::InvalidGroupSettings(_)
+            | ApiError::ShareRequired(_)
+            | ApiError::InvalidSharePath(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Agent { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -240,6 +261,34 @@ impl ApiError {
             ApiError::JobNotRestartable { .. } => (
                 "job_not_restartable",
                 "restart only jobs that failed or were canceled",
+            ),
+            ApiError::ShareNotFound(_) => (
+                "share_not_found",
+                "list shares with `drover library share list`",
+            ),
+            ApiError::ShareExists(_) => (
+                "share_exists",
+                "choose another name or directory; see `drover library share list`",
+            ),
+            ApiError::ShareRequired(_) => (
+                "share_required",
+                "name the share with --share (see `drover library share list`), or add one with `drover library share add`",
+            ),
+            ApiError::InvalidSharePath(_) => (
+                "invalid_share_path",
+                "give the share's directory as an absolute path on the library server",
+            ),
+            ApiError::NotLibraryServer(_) => (
+                "not_a_library_server",
+                "run the host's agent with `--roles host,library`; see `drover library server list`",
+            ),
+            ApiError::LibraryItemNotFound(_) => (
+                "library_item_not_found",
+                "list items with `drover library list`; files dropped into a share appear after `drover library refresh`",
+            ),
+            ApiError::LibraryItemExists(_) => (
+                "library_item_exists",
+                "choose another name with --name, or remove the other item first",
             ),
             ApiError::EnrollmentCodeInvalid => (
                 "enrollment_code_invalid",
@@ -373,6 +422,29 @@ mod tests {
             (ApiError::InvalidVmSpec("x".into()), 422, "invalid_vm_spec"),
             (ApiError::VmExists("x".into()), 409, "vm_exists"),
             (ApiError::HostExists("x".into()), 409, "host_exists"),
+            (ApiError::ShareNotFound("s".into()), 404, "share_not_found"),
+            (ApiError::ShareExists("s".into()), 409, "share_exists"),
+            (ApiError::ShareRequired("x".into()), 422, "share_required"),
+            (
+                ApiError::InvalidSharePath("x".into()),
+                422,
+                "invalid_share_path",
+            ),
+            (
+                ApiError::NotLibraryServer("h".into()),
+                409,
+                "not_a_library_server",
+            ),
+            (
+                ApiError::LibraryItemNotFound("i".into()),
+                404,
+                "library_item_not_found",
+            ),
+            (
+                ApiError::LibraryItemExists("i".into()),
+                409,
+                "library_item_exists",
+            ),
             (
                 ApiError::HostHasVms {
                     host: "h".into(),

@@ -9,6 +9,7 @@ mod events;
 mod hostgroups;
 mod hosts;
 mod jobs;
+mod library;
 mod openapi;
 mod placement;
 mod vms;
@@ -49,6 +50,17 @@ pub fn router(state: AppState) -> Router {
         .route("/vms/{vm}", get(vms::get).delete(vms::delete))
         .route("/vms/{vm}/actions", post(vms::change_state))
         .route("/vms/{vm}/console", get(console::attach))
+        .route("/library/servers", get(library::servers))
+        .route(
+            "/library/shares",
+            get(library::shares).post(library::add_share),
+        )
+        .route("/library/items", get(library::items).post(library::import))
+        .route(
+            "/library/items/{item}",
+            get(library::item).delete(library::remove),
+        )
+        .route("/library/refresh", post(library::refresh))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job}", get(jobs::get))
         .route("/jobs/{job}/cancel", post(jobs::cancel))

@@ -1,7 +1,7 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI document, generated from the handlers' annotations and
 //! the API types' schemas, so it cannot drift from the code.
 
-use super::{auth, console, events, hostgroups, hosts, jobs, placement, vms};
+use super::{auth, console, events, hostgroups, hosts, jobs, library, placement, vms};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -31,6 +31,14 @@ use utoipa::OpenApi;
         vms::change_state,
         vms::delete,
         console::attach,
+        library::servers,
+        library::shares,
+        library::add_share,
+        library::items,
+        library::item,
+        library::import,
+        library::remove,
+        library::refresh,
         jobs::list,
         jobs::get,
         jobs::cancel,

@@ -90,7 +90,7 @@ pub(super) async fn run_add(
             disk_free_bytes: info.disk_free_bytes,
             cpu_load_percent: info.cpu_load_percent,
             accelerator: info.accelerator,
-            agent_version: info.agent_version,
+            agent_version: info.agent_version.clone(),
             vm_count: 0,
             group_id: db::hostgroups::root_id(),
             group_name: drover_api::hostgroup::ROOT_GROUP_NAME.to_owned(),
@@ -103,6 +103,11 @@ pub(super) async fn run_add(
                 db::DbError::Duplicate { .. } => ApiError::HostExists(name),
                 other => other.into(),
             })?;
+        // Roles and the transfer port are not in `Host`; the agent's report records them.
+        let assessment = crate::agents::health::assess(&info);
+        let host = db::hosts::apply_info(&state.db, host_id, &info, assessment)
+            .await?
+            .unwrap_or(host);
         state.publish(Event::HostChanged(host));
         state.supervisors.start(state, host_id, address.to_owned());
         Ok(())

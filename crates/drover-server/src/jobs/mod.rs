@@ -5,15 +5,19 @@
 //! as a [`JobSpec`] so that a failed or canceled job can be run again. HTTP lives in `http::jobs`.
 
 mod host;
+mod library;
 mod vm;
+
+pub(crate) use library::{find_item, find_share, schedule_refresh};
 
 use crate::db;
 use crate::http::ApiError;
 use crate::state::AppState;
 use chrono::Utc;
+use drover_api::library::{LibraryImport, LibraryRefresh, LibraryShareAdd};
 use drover_api::{
     ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep, JobTarget,
-    VmAction, VmCreate, VmId, VmState,
+    LibraryItemId, LibraryShareId, VmAction, VmCreate, VmId, VmState,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -49,6 +53,20 @@ pub enum JobSpec {
     VmDelete {
         vm_id: VmId,
     },
+    LibraryShareAdd {
+        share_id: LibraryShareId,
+        request: LibraryShareAdd,
+    },
+    LibraryImport {
+        item_id: LibraryItemId,
+        request: LibraryImport,
+    },
+    LibraryRefresh {
+        request: LibraryRefresh,
+    },
+    LibraryRemove {
+        item_id: LibraryItemId,
+    },
 }
 
 impl JobSpec {
@@ -63,6 +81,10 @@ impl JobSpec {
             JobSpec::VmCreate { .. } => "vm.create".to_owned(),
             JobSpec::VmAction { action, .. } => format!("vm.{action}"),
             JobSpec::VmDelete { .. } => "vm.delete".to_owned(),
+            JobSpec::LibraryShareAdd { .. } => "library.share_add".to_owned(),
+            JobSpec::LibraryImport { .. } => "library.import".to_owned(),
+            JobSpec::LibraryRefresh { .. } => "library.refresh".to_owned(),
+            JobSpec::LibraryRemove { .. } => "library.remove".to_owned(),
         }
     }
 }
@@ -125,6 +147,12 @@ pub async fn submit(
         JobSpec::VmCreate { vm_id, request } => vm::prepare_create(state, *vm_id, request).await?,
         JobSpec::VmAction { vm_id, action } => vm::prepare_action(state, *vm_id, *action).await?,
         JobSpec::VmDelete { vm_id } => vm::prepare_delete(state, *vm_id).await?,
+        JobSpec::LibraryShareAdd { share_id, request } => {
+            library::prepare_share_add(state, *share_id, request).await?
+        }
+        JobSpec::LibraryImport { request, .. } => library::prepare_import(state, request).await?,
+        JobSpec::LibraryRefresh { request } => library::prepare_refresh(state, request).await?,
+        JobSpec::LibraryRemove { item_id } => library::prepare_remove(state, *item_id).await?,
     };
     let now = Utc::now();
     let done = plan.done.into_iter().map(|(name, detail)| JobStep {
@@ -286,6 +314,16 @@ async fn execute(state: AppState, job: Job, spec: JobSpec) {
             vm::run_action(&state, &mut run, vm_id, action).await
         }
         JobSpec::VmDelete { vm_id } => vm::run_delete(&state, &mut run, vm_id).await,
+        JobSpec::LibraryShareAdd { share_id, request } => {
+            library::run_share_add(&state, &mut run, share_id, request).await
+        }
+        JobSpec::LibraryImport { item_id, request } => {
+            library::run_import(&state, &mut run, item_id, request).await
+        }
+        JobSpec::LibraryRefresh { request } => {
+            library::run_refresh(&state, &mut run, request).await
+        }
+        JobSpec::LibraryRemove { item_id } => library::run_remove(&state, &mut run, item_id).await,
     };
     run.finish(outcome).await;
 }
