@@ -58,6 +58,16 @@ pub struct AgentArgs {
     /// printed at start until the agent is enrolled).
     #[arg(long, value_name = "CODE")]
     pub enrollment_code: Option<String>,
+    /// The hypervisor driver: QEMU, or the simulated one for scale benches of the control
+    /// plane (no VM really runs).
+    #[arg(long, value_enum, default_value_t = DriverKind::Qemu)]
+    pub driver: DriverKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverKind {
+    Qemu,
+    Sim,
 }
 
 /// Logs to stderr, `RUST_LOG` filtering (default `info`).
@@ -125,7 +135,10 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let agent = drover_agent::start(drover_agent::AgentOptions {
         data_dir: data_dir.clone(),
         config,
-        driver: qemu_driver(),
+        driver: match args.driver {
+            DriverKind::Qemu => qemu_driver(),
+            DriverKind::Sim => Arc::new(drover_hv::sim::SimDriver),
+        },
         enrollment_code: args.enrollment_code,
     })
     .await
