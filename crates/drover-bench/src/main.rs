@@ -4,6 +4,7 @@
 
 mod cluster;
 mod core;
+mod scale;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -19,11 +20,21 @@ struct Args {
 enum Bench {
     /// Core (issue 2): create + start latency, power-off visibility, VM list paging at 20,000 rows.
     Core(core::CoreArgs),
+    /// Control-plane scale (issue 4): simulated hosts and VMs against one server on SQLite.
+    Scale(scale::ScaleArgs),
+    /// The server process `scale` starts and measures (internal).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Core(args) => core::run(args).await,
+        Bench::Scale(args) => scale::run(args).await,
+        Bench::Serve { data_dir } => scale::serve(data_dir).await,
     }
 }
