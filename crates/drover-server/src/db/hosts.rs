@@ -7,7 +7,7 @@ use drover_api::{Accelerator, Host, HostId, HostState};
 
 const SELECT: &str = "SELECT hosts.*, \
     (SELECT name FROM host_groups WHERE host_groups.id = hosts.group_id) AS group_name, \
-    (SELECT COUNT(*) FROM vms WHERE vms.host_id = hosts.id) AS vm_count FROM hosts";
+    claimed_vms AS vm_count FROM hosts";
 
 #[derive(sqlx::FromRow)]
 struct HostRow {
