@@ -241,6 +241,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
                 address: agent.control_addr.to_string(),
                 enrollment_code: format!("bench-code-{index}"),
                 name: Some(format!("sim{index:04}")),
+                group: None,
             };
             let client = &client;
             async move { finished(client, client.add_host(&add).await?).await }

@@ -226,6 +226,13 @@ async fn group_tree_inheritance_and_bad_input_changing_nothing() {
             StatusCode::NOT_FOUND,
             "host_group_not_found",
         ),
+        (
+            Method::POST,
+            "/api/v1/hosts",
+            Some(json!({"address": "127.0.0.1:1", "enrollment_code": "x", "group": "nowhere"})),
+            StatusCode::NOT_FOUND,
+            "host_group_not_found",
+        ),
     ];
     for (method, path, body, status, code) in bad {
         let answer = server

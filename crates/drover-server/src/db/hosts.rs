@@ -68,14 +68,15 @@ fn convert(rows: Vec<HostRow>) -> Result<Vec<Host>, DbError> {
     rows.into_iter().map(Host::try_from).collect()
 }
 
-/// Stores a new host (in its `group_id`); [`DbError::Duplicate`] when its name or address is
-/// taken.
-pub async fn insert(db: &Db, host: &Host) -> Result<(), DbError> {
-    sqlx::query(
+/// Stores a new host in its `group_id`, only while that group exists (`false` when it is gone);
+/// [`DbError::Duplicate`] when the host's name or address is taken.
+pub async fn insert(db: &Db, host: &Host) -> Result<bool, DbError> {
+    let inserted = sqlx::query(
         "INSERT INTO hosts (id, name, address, state, state_reason, cpus, memory_mib, \
          memory_free_mib, disk_free_bytes, accelerator, agent_version, last_seen, created_at, \
          cpu_load_percent, group_id, maintenance) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 \
+         WHERE EXISTS (SELECT 1 FROM host_groups WHERE id = ?15)",
     )
     .bind(host.id.to_string())
     .bind(host.name.clone())
@@ -95,8 +96,9 @@ pub async fn insert(db: &Db, host: &Host) -> Result<(), DbError> {
     .bind(host.state == HostState::Maintenance)
     .execute(db.pool())
     .await
-    .map_err(duplicate_as("host name or address"))?;
-    Ok(())
+    .map_err(duplicate_as("host name or address"))?
+    .rows_affected();
+    Ok(inserted > 0)
 }
 
 pub async fn get_by_id(db: &Db, id: HostId) -> Result<Option<Host>, DbError> {
