@@ -5,9 +5,16 @@ use chrono::{DateTime, Utc};
 use drover_api::agent::AgentHostInfo;
 use drover_api::{Accelerator, Host, HostId, HostState};
 
-const SELECT: &str = "SELECT hosts.*, \
-    (SELECT name FROM host_groups WHERE host_groups.id = hosts.group_id) AS group_name, \
-    claimed_vms AS vm_count FROM hosts";
+/// What a host row adds to its columns to become a [`Host`]. Bare `*` so that `RETURNING` (which
+/// takes no `table.*`) can use it too.
+macro_rules! host_columns {
+    () => {
+        "*, (SELECT name FROM host_groups WHERE host_groups.id = hosts.group_id) AS group_name, \
+         claimed_vms AS vm_count"
+    };
+}
+
+const SELECT: &str = concat!("SELECT ", host_columns!(), " FROM hosts");
 
 #[derive(sqlx::FromRow)]
 struct HostRow {
@@ -158,17 +165,19 @@ pub async fn all(db: &Db) -> Result<Vec<Host>, DbError> {
 }
 
 /// Records what the agent reports: the host responds (or is back in maintenance, if it was put
-/// there), with these figures.
+/// there), with these figures. One statement that answers the updated host: it runs for every
+/// heartbeat of every host (500 a second at 1,000 hosts).
 pub async fn apply_info(
     db: &Db,
     id: HostId,
     info: &AgentHostInfo,
 ) -> Result<Option<Host>, DbError> {
-    sqlx::query(
+    let row: Option<HostRow> = sqlx::query_as(concat!(
         "UPDATE hosts SET state = CASE WHEN maintenance THEN ? ELSE ? END, state_reason = NULL, \
          cpus = ?, memory_mib = ?, memory_free_mib = ?, disk_free_bytes = ?, accelerator = ?, \
-         agent_version = ?, last_seen = ?, cpu_load_percent = ? WHERE id = ?",
-    )
+         agent_version = ?, last_seen = ?, cpu_load_percent = ? WHERE id = ? RETURNING ",
+        host_columns!()
+    ))
     .bind(HostState::Maintenance.as_str())
     .bind(HostState::Responding.as_str())
     .bind(i64::from(info.cpus))
@@ -180,9 +189,9 @@ pub async fn apply_info(
     .bind(Utc::now())
     .bind(i64::from(info.cpu_load_percent))
     .bind(id.to_string())
-    .execute(db.pool())
+    .fetch_optional(db.pool())
     .await?;
-    get_by_id(db, id).await
+    row.map(Host::try_from).transpose()
 }
 
 /// Marks a host Not Responding; `None` when it already was (nothing to announce).
