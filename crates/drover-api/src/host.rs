@@ -108,4 +108,7 @@ pub struct HostAdd {
     /// Name in Drover; defaults to the host name the agent reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Host group id or name; "All Hosts" when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }

@@ -71,6 +71,7 @@ impl Cluster {
                 .clone()
                 .context("a fresh agent has an enrollment code")?,
             name: Some(HOST_NAME.to_owned()),
+            group: None,
         };
         let job = client.add_host(&add).await?;
         let job = client.wait_for_job(job.id, |_| {}).await?;

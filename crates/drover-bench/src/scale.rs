@@ -185,6 +185,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
                 address: agent.control_addr.to_string(),
                 enrollment_code: format!("bench-code-{index}"),
                 name: Some(format!("sim{index:04}")),
+                group: None,
             };
             let client = &client;
             async move { finished(client, client.add_host(&add).await?).await }
@@ -283,7 +284,30 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         samples.push(sent.elapsed());
     }
     println!(
-        "POST /placement/rate over {rated} hosts: {}",
+        "POST /placement/rate over {rated} hosts (HTTPS, every host's reasons in JSON): {}",
+        Samples::new(samples).summary()
+    );
+    // The same rating as the server does it for a `vm create`, without HTTP and JSON: this
+    // process opens the server's database (SQLite in WAL mode allows it) and calls the server's
+    // placement code.
+    let state = drover_server::AppState::open(&server_dir).await?;
+    let server_demand = Demand {
+        cpus: request.cpus,
+        memory_mib: request.memory_mib,
+        disk_bytes: request.disk_bytes,
+    };
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        let sent = Instant::now();
+        rated = drover_server::placement::rate_group(&state, None, &server_demand, request.goal)
+            .await?
+            .candidates
+            .len();
+        samples.push(sent.elapsed());
+    }
+    state.db.close().await;
+    println!(
+        "placement::rate_group over {rated} hosts (group tree, host figures and claims read from SQLite, rated, sorted): {}",
         Samples::new(samples).summary()
     );
     let facts: Vec<HostFacts> = hosts

@@ -20,6 +20,9 @@ pub enum HostCommand {
         /// Name in Drover (default: the host name the agent reports).
         #[arg(long)]
         name: Option<String>,
+        /// Host group (default: All Hosts).
+        #[arg(long)]
+        group: Option<String>,
         #[command(flatten)]
         job: JobOptions,
     },
@@ -110,12 +113,14 @@ pub async fn run(
             address,
             code,
             name,
+            group,
             job,
         } => {
             let add = HostAdd {
                 address: address.clone(),
                 enrollment_code: code.clone(),
                 name: name.clone(),
+                group: group.clone(),
             };
             let started = client.add_host(&add).await?;
             finish(client, started, *job, output).await

@@ -1,5 +1,5 @@
--- Issue 4: host groups (a tree rooted at "All Hosts"), maintenance mode, live CPU load and what
--- placement needs to count the capacity VMs have claimed.
+-- Issue 4: host groups (a tree rooted at "All Hosts"), maintenance mode, live CPU load and the
+-- capacity the VMs of each host have claimed.
 
 -- A NULL setting is inherited from the parent; the root sets every one.
 CREATE TABLE host_groups (
@@ -32,9 +32,44 @@ ALTER TABLE hosts ADD COLUMN maintenance INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE hosts ADD COLUMN cpu_load_percent INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX hosts_by_group ON hosts(group_id);
 
--- Disk space a VM may come to use on its host (a blank disk's size), summed by placement.
+-- Disk space a VM may come to use on its host (a blank disk's size).
 ALTER TABLE vms ADD COLUMN disk_bytes INTEGER NOT NULL DEFAULT 0;
 UPDATE vms SET disk_bytes = COALESCE(json_extract(disk, '$.size_bytes'), 0);
 
--- Covers the sums of what the VMs of a host have claimed, so rating 1,000 hosts reads no VM row.
-CREATE INDEX vms_claims ON vms(host_id, cpus, memory_mib, disk_bytes);
+-- What the VMs of each host have claimed, kept by triggers in the same statement as the change
+-- of the VM row, so placement reads 1,000 host rows instead of summing 20,000 VM rows, and the
+-- claim (an INSERT ... SELECT checking these columns) stays one atomic statement.
+ALTER TABLE hosts ADD COLUMN claimed_vms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN claimed_cpus INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN claimed_memory_mib INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN claimed_disk_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE hosts SET
+    claimed_vms = (SELECT COUNT(*) FROM vms WHERE vms.host_id = hosts.id),
+    claimed_cpus = (SELECT COALESCE(SUM(cpus), 0) FROM vms WHERE vms.host_id = hosts.id),
+    claimed_memory_mib = (SELECT COALESCE(SUM(memory_mib), 0) FROM vms WHERE vms.host_id = hosts.id),
+    claimed_disk_bytes = (SELECT COALESCE(SUM(disk_bytes), 0) FROM vms WHERE vms.host_id = hosts.id);
+
+CREATE TRIGGER vms_claim_added AFTER INSERT ON vms BEGIN
+    UPDATE hosts SET claimed_vms = claimed_vms + 1, claimed_cpus = claimed_cpus + NEW.cpus,
+        claimed_memory_mib = claimed_memory_mib + NEW.memory_mib,
+        claimed_disk_bytes = claimed_disk_bytes + NEW.disk_bytes
+    WHERE id = NEW.host_id;
+END;
+
+CREATE TRIGGER vms_claim_removed AFTER DELETE ON vms BEGIN
+    UPDATE hosts SET claimed_vms = claimed_vms - 1, claimed_cpus = claimed_cpus - OLD.cpus,
+        claimed_memory_mib = claimed_memory_mib - OLD.memory_mib,
+        claimed_disk_bytes = claimed_disk_bytes - OLD.disk_bytes
+    WHERE id = OLD.host_id;
+END;
+
+CREATE TRIGGER vms_claim_changed AFTER UPDATE OF host_id, cpus, memory_mib, disk_bytes ON vms BEGIN
+    UPDATE hosts SET claimed_vms = claimed_vms - 1, claimed_cpus = claimed_cpus - OLD.cpus,
+        claimed_memory_mib = claimed_memory_mib - OLD.memory_mib,
+        claimed_disk_bytes = claimed_disk_bytes - OLD.disk_bytes
+    WHERE id = OLD.host_id;
+    UPDATE hosts SET claimed_vms = claimed_vms + 1, claimed_cpus = claimed_cpus + NEW.cpus,
+        claimed_memory_mib = claimed_memory_mib + NEW.memory_mib,
+        claimed_disk_bytes = claimed_disk_bytes + NEW.disk_bytes
+    WHERE id = NEW.host_id;
+END;

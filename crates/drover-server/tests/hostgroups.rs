@@ -226,6 +226,13 @@ async fn group_tree_inheritance_and_bad_input_changing_nothing() {
             StatusCode::NOT_FOUND,
             "host_group_not_found",
         ),
+        (
+            Method::POST,
+            "/api/v1/hosts",
+            Some(json!({"address": "127.0.0.1:1", "enrollment_code": "x", "group": "nowhere"})),
+            StatusCode::NOT_FOUND,
+            "host_group_not_found",
+        ),
     ];
     for (method, path, body, status, code) in bad {
         let answer = server
@@ -390,4 +397,53 @@ async fn ratings_follow_reserves_groups_and_maintenance() {
     );
     let vms = server.call(Method::GET, "/api/v1/vms", None).await;
     assert_eq!(vms.body["items"], json!([]));
+
+    // The claims on a host follow its VM rows: added, moved in size, removed.
+    let host = server.call(Method::GET, "/api/v1/hosts/roomy", None).await;
+    let now = chrono::Utc::now();
+    let vm = drover_api::Vm {
+        id: drover_api::VmId::new(),
+        name: "claimer".to_owned(),
+        host_id: serde_json::from_value(host.body["id"].clone()).expect("host id"),
+        host_name: "roomy".to_owned(),
+        state: drover_api::VmState::Stopped,
+        state_reason: None,
+        cpus: 2,
+        memory_mib: 4096,
+        disk: drover_api::VmDisk::Blank {
+            size_bytes: 1 << 20,
+        },
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        created_at: now,
+        updated_at: now,
+    };
+    drover_server::db::vms::insert(&server.state.db, &vm)
+        .await
+        .expect("VM row");
+    let roomy_line = async |memory_mib: u64| {
+        let rated = rate(json!({"cpus": 1, "memory_mib": memory_mib, "group": "small"})).await;
+        rated["ratings"]
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["host_name"] == "roomy"))
+            .map(|r| r["reasons"].to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        roomy_line(256)
+            .await
+            .contains("memory: 1 GiB free after reserves and 1 VMs"),
+        "8 GiB less the 3 GiB reserve and the 4 GiB VM"
+    );
+    let shown = server.call(Method::GET, "/api/v1/hosts/roomy", None).await;
+    assert_eq!(shown.body["vm_count"], 1);
+    drover_server::db::vms::delete(&server.state.db, vm.id)
+        .await
+        .expect("deleted");
+    assert!(
+        roomy_line(256)
+            .await
+            .contains("memory: 5 GiB free after reserves and 0 VMs")
+    );
 }

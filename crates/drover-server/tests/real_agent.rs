@@ -506,23 +506,6 @@ async fn placement_picks_the_roomier_host_and_fifty_creates_never_overcommit() {
     let setup = setup().await;
     setup.add_host().await;
     let api = &setup.api;
-    let second_dir = tempfile::tempdir().expect("temp dir");
-    let second = start_agent(second_dir.path(), 0).await;
-    let enroll = json!({
-        "address": format!("127.0.0.1:{}", second.control_addr.port()),
-        "enrollment_code": second.enrollment_code.clone().expect("a code"),
-        "name": "second",
-    });
-    let added = api
-        .job(
-            reqwest::Method::POST,
-            "/hosts",
-            Some(enroll),
-            Duration::from_secs(30),
-        )
-        .await;
-    assert_eq!(added.status, JobStatus::Completed, "{added:?}");
-
     // Both agents report this machine's memory; the group's reserve leaves 10 VMs of 128 MiB
     // on each.
     const VM_MIB: u64 = 128;
@@ -537,17 +520,33 @@ async fn placement_picks_the_roomier_host_and_fifty_creates_never_overcommit() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    for host in ["local", "second"] {
-        let moved = api
-            .job(
-                reqwest::Method::POST,
-                &format!("/hosts/{host}/move"),
-                Some(json!({"group": "pool"})),
-                Duration::from_secs(10),
-            )
-            .await;
-        assert_eq!(moved.status, JobStatus::Completed, "{moved:?}");
-    }
+    let moved = api
+        .job(
+            reqwest::Method::POST,
+            "/hosts/local/move",
+            Some(json!({"group": "pool"})),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(moved.status, JobStatus::Completed, "{moved:?}");
+
+    let second_dir = tempfile::tempdir().expect("temp dir");
+    let second = start_agent(second_dir.path(), 0).await;
+    let enroll = json!({
+        "address": format!("127.0.0.1:{}", second.control_addr.port()),
+        "enrollment_code": second.enrollment_code.clone().expect("a code"),
+        "name": "second",
+        "group": "pool",
+    });
+    let added = api
+        .job(
+            reqwest::Method::POST,
+            "/hosts",
+            Some(enroll),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(added.status, JobStatus::Completed, "{added:?}");
 
     // 4 VMs' worth on local by name: second has more room, so placement picks it.
     let mut explicit = placed_vm("big-on-local", "pool", 4 * VM_MIB);

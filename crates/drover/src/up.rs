@@ -46,6 +46,7 @@ async fn add_local_host(
             address: agent_address.to_string(),
             enrollment_code: code.to_owned(),
             name: None,
+            group: None,
         })
         .await
         .context("cannot add the local agent as a host")?;

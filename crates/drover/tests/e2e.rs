@@ -962,3 +962,98 @@ async fn up_runs_a_server_and_the_local_host_and_logs_the_cli_in() {
         "a restart adds no second default share"
     );
 }
+
+/// Host groups, placement and maintenance through the CLI against real processes: a group tree
+/// with inherited reserves, both hosts moved in, a rating with reasons, a VM placed without
+/// --host on the roomier host, maintenance rating 0, and bad input refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_groups_placement_and_maintenance_through_the_cli() {
+    let cluster = Cluster::start("e2e_placement", 2).await;
+    let cli = &cluster.cli;
+    cli.ok(&["hostgroup", "create", "prod", "--reserve-memory", "1G"])
+        .await;
+    let web = cli
+        .json(&[
+            "hostgroup",
+            "create",
+            "web",
+            "--parent",
+            "prod",
+            "--weight-cpu",
+            "3",
+        ])
+        .await;
+    assert_eq!(web["path"], "All Hosts / prod / web");
+    let shown = cli.ok(&["hostgroup", "show", "web"]).await;
+    assert!(
+        shown.contains("reserve_memory_mib") && shown.contains("inherited from prod"),
+        "{shown}"
+    );
+    cli.fails(
+        &["hostgroup", "move", "prod", "--parent", "web"],
+        "host_group_cycle",
+    )
+    .await;
+    cli.fails(
+        &["hostgroup", "set", "web", "--reserve-cpu", "120"],
+        "invalid_group_settings",
+    )
+    .await;
+    for host in ["h1", "h2"] {
+        cli.ok(&["host", "move", host, "--group", "web"]).await;
+    }
+    cli.fails(&["hostgroup", "delete", "web"], "host_group_not_empty")
+        .await;
+    let list = cli.ok(&["hostgroup", "list"]).await;
+    assert!(list.contains("All Hosts / prod / web"), "{list}");
+
+    // h1 gets a big VM by name; the next VM goes to h2 without --host.
+    cli.ok(&[
+        "vm", "create", "big", "--host", "h1", "--memory", "2G", "--disk", "none",
+    ])
+    .await;
+    let rating = cli
+        .json(&["placement", "rate", "--memory", "128M", "--group", "prod"])
+        .await;
+    assert_eq!(rating["ratings"][0]["host_name"], "h2", "{rating}");
+    let reasons = rating["ratings"][0]["reasons"].to_string();
+    assert!(
+        reasons.contains("memory:") && reasons.contains("cpu:"),
+        "{reasons}"
+    );
+    let job = cli
+        .json(&[
+            "vm", "create", "placed", "--group", "prod", "--memory", "128M", "--disk", "none",
+        ])
+        .await;
+    assert_eq!(
+        job["steps"][0]["name"], "Rate hosts and place the VM",
+        "{job}"
+    );
+    assert_eq!(
+        cli.vm_field("placed", "host_name").await.as_deref(),
+        Some("h2")
+    );
+
+    cli.ok(&["host", "maintenance", "on", "h2"]).await;
+    let rating = cli.json(&["placement", "rate", "--group", "web"]).await;
+    let h2 = rating["ratings"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["host_name"] == "h2"))
+        .cloned()
+        .expect("h2 rated");
+    assert_eq!(h2["rating"], 0.0, "{h2}");
+    let table = cli.ok(&["placement", "rate", "--group", "web"]).await;
+    assert!(table.contains("maintenance mode"), "{table}");
+    cli.fails(
+        &["vm", "create", "nope", "--host", "h2", "--disk", "none"],
+        "host_in_maintenance",
+    )
+    .await;
+    cli.ok(&["host", "maintenance", "off", "h2"]).await;
+    cli.wait_host_state("h2", "responding", Duration::from_secs(10))
+        .await;
+    for vm in ["big", "placed"] {
+        cli.ok(&["vm", "delete", vm]).await;
+    }
+}

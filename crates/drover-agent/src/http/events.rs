@@ -1,6 +1,7 @@
 //! `GET /v1/events`: the NDJSON stream of [`AgentEvent`]s. A snapshot first, then every VM state
-//! change as the actors publish it, and the host's figures as a heartbeat. A reader too slow for
-//! the broadcast gets a fresh snapshot instead of a gap.
+//! change as the actors publish it, and the host's figures as a heartbeat and right after each
+//! VM change (memory and disk move when VMs come and go, and placement wants them fresh). A
+//! reader too slow for the broadcast gets a fresh snapshot instead of a gap.
 
 use super::AgentState;
 use axum::body::{Body, Bytes};
@@ -19,6 +20,7 @@ struct Feed {
     changes: broadcast::Receiver<VmRuntime>,
     heartbeat: Interval,
     snapshot_due: bool,
+    host_due: bool,
 }
 
 impl Feed {
@@ -32,6 +34,7 @@ impl Feed {
             state,
             heartbeat,
             snapshot_due: true,
+            host_due: false,
         }
     }
 
@@ -46,9 +49,15 @@ impl Feed {
         if std::mem::take(&mut self.snapshot_due) {
             return Some(self.snapshot());
         }
+        if std::mem::take(&mut self.host_due) {
+            return Some(AgentEvent::Host(self.state.host_info()));
+        }
         tokio::select! {
             change = self.changes.recv() => match change {
-                Ok(runtime) => Some(AgentEvent::Vm(runtime)),
+                Ok(runtime) => {
+                    self.host_due = true;
+                    Some(AgentEvent::Vm(runtime))
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "event reader lagged; sending a snapshot");
                     Some(self.snapshot())
@@ -127,6 +136,10 @@ mod tests {
         let running = change(VmState::Running);
         state.changes.send(running.clone()).expect("a subscriber");
         assert_eq!(feed.next().await, Some(AgentEvent::Vm(running)));
+        assert!(
+            matches!(feed.next().await, Some(AgentEvent::Host(_))),
+            "fresh host figures follow a VM change"
+        );
 
         let burst: Vec<VmRuntime> = (0..5).map(|_| change(VmState::Stopped)).collect();
         for runtime in &burst {
@@ -136,8 +149,9 @@ mod tests {
             matches!(feed.next().await, Some(AgentEvent::Snapshot { .. })),
             "a lagging reader is resynced"
         );
-        // What is still buffered follows: the newest changes.
+        // What is still buffered follows: the newest changes, each with the host's figures.
         assert_eq!(feed.next().await, Some(AgentEvent::Vm(burst[3].clone())));
+        assert!(matches!(feed.next().await, Some(AgentEvent::Host(_))));
         assert_eq!(feed.next().await, Some(AgentEvent::Vm(burst[4].clone())));
     }
 

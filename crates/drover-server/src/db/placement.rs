@@ -23,15 +23,13 @@ struct FactsRow {
     claimed_disk_bytes: i64,
 }
 
-/// Every host with its group and claims. The sums read only the `vms_claims` index.
+/// Every host with its group and claims (kept on the host row by the triggers of the
+/// placement migration).
 pub async fn facts(db: &Db) -> Result<Vec<(HostFacts, HostGroupId)>, DbError> {
     let rows: Vec<FactsRow> = sqlx::query_as(
-        "SELECT h.id, h.name, h.state, h.state_reason, h.cpus, h.memory_mib, h.memory_free_mib, \
-         h.disk_free_bytes, h.cpu_load_percent, h.group_id, \
-         COUNT(v.host_id) AS claimed_vms, COALESCE(SUM(v.cpus), 0) AS claimed_cpus, \
-         COALESCE(SUM(v.memory_mib), 0) AS claimed_memory_mib, \
-         COALESCE(SUM(v.disk_bytes), 0) AS claimed_disk_bytes \
-         FROM hosts h LEFT JOIN vms v ON v.host_id = h.id GROUP BY h.id",
+        "SELECT id, name, state, state_reason, cpus, memory_mib, memory_free_mib, \
+         disk_free_bytes, cpu_load_percent, group_id, claimed_vms, claimed_cpus, \
+         claimed_memory_mib, claimed_disk_bytes FROM hosts",
     )
     .fetch_all(db.pool())
     .await?;
@@ -71,19 +69,18 @@ pub struct Reserves {
 
 /// Inserts `vm` (in state Creating) only if its host still responds, is not in maintenance and
 /// has the memory and disk for it after `reserves` and every VM already on it. One INSERT ...
-/// SELECT: SQLite takes the write lock before reading, so two claims never both see the same
-/// free memory (CloudStack's lesson: check and take capacity in one step). `false` when it no
-/// longer fits; [`DbError::Duplicate`] when the name is taken.
+/// SELECT: SQLite takes the write lock before reading, and the insert's trigger adds the VM to
+/// the host's claimed sums within the same statement, so two claims never both see the same free
+/// memory (CloudStack's lesson: check and take capacity in one step). `false` when it no longer
+/// fits; [`DbError::Duplicate`] when the name is taken.
 pub async fn claim(db: &Db, vm: &Vm, reserves: Reserves) -> Result<bool, DbError> {
     let inserted = sqlx::query(
         "INSERT INTO vms (id, name, host_id, state, state_reason, cpus, memory_mib, disk, kernel, \
          initrd, cmdline, created_at, updated_at, disk_bytes) \
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 FROM hosts h \
          WHERE h.id = ?3 AND h.state = ?15 AND h.cpus >= ?6 \
-         AND h.memory_mib - ?16 - (SELECT COALESCE(SUM(memory_mib), 0) FROM vms \
-             WHERE host_id = h.id) >= ?7 \
-         AND h.disk_free_bytes - ?17 - (SELECT COALESCE(SUM(disk_bytes), 0) FROM vms \
-             WHERE host_id = h.id) >= ?14",
+         AND h.memory_mib - ?16 - h.claimed_memory_mib >= ?7 \
+         AND h.disk_free_bytes - ?17 - h.claimed_disk_bytes >= ?14",
     )
     .bind(vm.id.to_string())
     .bind(vm.name.clone())

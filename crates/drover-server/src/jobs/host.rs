@@ -39,6 +39,9 @@ pub(super) async fn prepare_add(
     if db::hosts::address_taken(&state.db, &request.address).await? {
         return Err(ApiError::HostExists(request.address.clone()));
     }
+    if let Some(group) = &request.group {
+        find_group(state, group).await?;
+    }
     let shown_name = request
         .name
         .clone()
@@ -72,6 +75,13 @@ pub(super) async fn run_add(
     })
     .await?;
     run.step(async {
+        let (group_id, group_name) = match &request.group {
+            Some(group) => find_group(state, group).await?,
+            None => (
+                db::hostgroups::root_id(),
+                drover_api::hostgroup::ROOT_GROUP_NAME.to_owned(),
+            ),
+        };
         let info = host_info_after_enrollment(state, address).await?;
         let name = request
             .name
@@ -92,17 +102,20 @@ pub(super) async fn run_add(
             accelerator: info.accelerator,
             agent_version: info.agent_version.clone(),
             vm_count: 0,
-            group_id: db::hostgroups::root_id(),
-            group_name: drover_api::hostgroup::ROOT_GROUP_NAME.to_owned(),
+            group_id,
+            group_name,
             last_seen: Some(Utc::now()),
             created_at: Utc::now(),
         };
-        db::hosts::insert(&state.db, &host)
+        let inserted = db::hosts::insert(&state.db, &host)
             .await
             .map_err(|error| match error {
                 db::DbError::Duplicate { .. } => ApiError::HostExists(name),
                 other => other.into(),
             })?;
+        if !inserted {
+            return Err(ApiError::HostGroupNotFound(host.group_name.clone()));
+        }
         // Roles and the transfer port are not in `Host`; the agent's report records them.
         let assessment = crate::agents::health::assess(&info);
         let host = db::hosts::apply_info(&state.db, host_id, &info, assessment)
@@ -173,6 +186,15 @@ pub(super) async fn run_remove(
         Ok(())
     })
     .await
+}
+
+/// A group's id and name by id or name.
+async fn find_group(state: &AppState, id_or_name: &str) -> Result<(HostGroupId, String), ApiError> {
+    let tree = db::hostgroups::tree(&state.db).await?;
+    let group = tree
+        .find(id_or_name)
+        .ok_or_else(|| ApiError::HostGroupNotFound(id_or_name.to_owned()))?;
+    Ok((group.id, group.name.clone()))
 }
 
 async fn find_host(state: &AppState, host_id: HostId) -> Result<Host, ApiError> {

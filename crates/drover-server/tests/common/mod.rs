@@ -131,8 +131,9 @@ pub async fn insert_host(state: &AppState, name: &str, cpus: u32, memory_mib: u6
         last_seen: Some(Utc::now()),
         created_at: Utc::now(),
     };
-    drover_server::db::hosts::insert(&state.db, &host)
+    let inserted = drover_server::db::hosts::insert(&state.db, &host)
         .await
         .expect("host row");
+    assert!(inserted, "the root group exists");
     host
 }
