@@ -6,7 +6,7 @@
 use crate::error::AgentError;
 use crate::store::{self, StoreError};
 use drover_api::agent::{AgentVmSpec, VmRuntime};
-use drover_api::{VmAction, VmId, VmState};
+use drover_api::{PortForward, VmAction, VmId, VmState};
 use drover_hv::{DriverError, RunStatus, RunningVm, VmDriver, VmEvent};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +25,11 @@ enum Command {
     Act {
         action: VmAction,
         reply: oneshot::Sender<Result<VmRuntime, AgentError>>,
+    },
+    /// Adds a port forward to the spec, and to the process when one runs.
+    AddPortForward {
+        forward: PortForward,
+        reply: oneshot::Sender<Result<(), AgentError>>,
     },
     /// Opens a console session, ending the previous one: QEMU serves one client at a time.
     OpenConsole {
@@ -49,8 +54,9 @@ pub struct ConsoleSession {
 #[derive(Clone)]
 pub struct VmHandle {
     vm_id: VmId,
-    /// Fixed for the actor's life: a define with another spec is refused.
-    spec: Arc<AgentVmSpec>,
+    /// The spec as of its last change (changes come through the actor: port forwards, NICs); a
+    /// define with another spec is refused.
+    spec: watch::Receiver<AgentVmSpec>,
     commands: mpsc::Sender<Command>,
     runtime: watch::Receiver<VmRuntime>,
 }
@@ -80,8 +86,14 @@ impl VmHandle {
         self.request(|reply| Command::Act { action, reply }).await?
     }
 
-    pub fn spec(&self) -> &AgentVmSpec {
-        &self.spec
+    pub fn spec(&self) -> AgentVmSpec {
+        self.spec.borrow().clone()
+    }
+
+    /// Forwards `127.0.0.1:host_port` to the guest; kept across restarts of the VM.
+    pub async fn add_port_forward(&self, forward: PortForward) -> Result<(), AgentError> {
+        self.request(|reply| Command::AddPortForward { forward, reply })
+            .await?
     }
 
     /// A session on the guest's serial console, while the VM runs.
@@ -114,17 +126,19 @@ pub struct VmSetup {
 pub fn actor(setup: VmSetup) -> (VmHandle, impl Future<Output = ()> + Send + 'static) {
     let (commands_sender, commands) = mpsc::channel(COMMAND_QUEUE);
     let (runtime_sender, runtime) = watch::channel(setup.runtime.clone());
+    let (spec_sender, spec) = watch::channel(setup.spec.clone());
     let vm_id = setup.spec.id;
     let mut process = setup.process;
     let vm_events = process.as_mut().and_then(|process| process.take_events());
     let handle = VmHandle {
         vm_id,
-        spec: Arc::new(setup.spec.clone()),
+        spec,
         commands: commands_sender,
         runtime,
     };
     let actor = VmActor {
         spec: setup.spec,
+        published_spec: spec_sender,
         vm_dir: setup.vm_dir,
         driver: setup.driver,
         process,
@@ -139,6 +153,7 @@ pub fn actor(setup: VmSetup) -> (VmHandle, impl Future<Output = ()> + Send + 'st
 
 struct VmActor {
     spec: AgentVmSpec,
+    published_spec: watch::Sender<AgentVmSpec>,
     vm_dir: PathBuf,
     driver: Arc<dyn VmDriver>,
     process: Option<Box<dyn RunningVm>>,
@@ -168,6 +183,9 @@ impl VmActor {
                     }
                     Some(Command::Act { action, reply }) => {
                         let _ = reply.send(self.act(action).await);
+                    }
+                    Some(Command::AddPortForward { forward, reply }) => {
+                        let _ = reply.send(self.add_port_forward(forward).await);
                     }
                     Some(Command::OpenConsole { reply }) => {
                         let _ = reply.send(self.open_console());
@@ -364,6 +382,45 @@ impl VmActor {
         }
         self.set_state(VmState::Running, None);
         Ok(())
+    }
+
+    /// Saves a changed spec (so a restarted agent and the next start use it) and shows it.
+    fn set_spec(&mut self, spec: AgentVmSpec) -> Result<(), AgentError> {
+        store::save_spec(&self.vm_dir, &spec).map_err(internal)?;
+        self.spec = spec.clone();
+        self.published_spec.send_replace(spec);
+        Ok(())
+    }
+
+    async fn add_port_forward(&mut self, forward: PortForward) -> Result<(), AgentError> {
+        if self.spec.port_forwards.contains(&forward) {
+            return Ok(());
+        }
+        let Some(nic) = self.spec.user_nic().map(|nic| nic.name.clone()) else {
+            return Err(AgentError::VmSpecInvalid(format!(
+                "VM {} has no user-mode NIC to forward ports through",
+                self.vm_id()
+            )));
+        };
+        if let Some(taken) = self
+            .spec
+            .port_forwards
+            .iter()
+            .find(|existing| existing.host_port == forward.host_port)
+        {
+            return Err(AgentError::VmSpecInvalid(format!(
+                "host port {} already forwards to guest port {}",
+                taken.host_port, taken.guest_port
+            )));
+        }
+        if let Some(process) = self.process.as_mut()
+            && let Err(error) = process.add_port_forward(&nic, &forward).await
+        {
+            return Err(self.driver_error(error));
+        }
+        let mut spec = self.spec.clone();
+        spec.port_forwards.push(forward);
+        self.set_spec(spec)
     }
 
     fn open_console(&mut self) -> Result<ConsoleSession, AgentError> {

@@ -52,3 +52,7 @@ object_id!(
     /// Identifies a job.
     JobId
 );
+object_id!(
+    /// Identifies a virtual network.
+    NetworkId
+);

@@ -10,6 +10,7 @@ pub mod event;
 pub mod host;
 pub mod id;
 pub mod job;
+pub mod network;
 pub mod page;
 pub mod ports;
 pub mod size;
@@ -18,8 +19,9 @@ pub mod vm;
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::Event;
 pub use host::{Accelerator, Host, HostAdd, HostState};
-pub use id::{HostId, JobId, VmId};
+pub use id::{HostId, JobId, NetworkId, VmId};
 pub use job::{Job, JobStatus, JobStep, JobTarget};
+pub use network::{Network, NetworkCreate, NetworkMode, PortForward, VmNic};
 pub use page::Page;
 pub use vm::{Vm, VmAction, VmActionRequest, VmCreate, VmDisk, VmState};
 

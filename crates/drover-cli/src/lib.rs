@@ -9,6 +9,7 @@ mod error;
 mod host;
 mod job;
 mod login;
+mod network;
 pub mod output;
 mod progress;
 pub mod settings;
@@ -18,6 +19,7 @@ pub use error::{CliError, print_error};
 pub use host::HostCommand;
 pub use job::JobCommand;
 pub use login::LoginArgs;
+pub use network::{NetworkCommand, NetworkCreateArgs};
 pub use output::OutputFormat;
 pub use progress::JobOptions;
 pub use settings::PortsArgs;
@@ -42,6 +44,9 @@ pub enum Command {
     /// Virtual machines.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Virtual networks: bridges, NAT, VLANs, DHCP, overlays.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Jobs: every change is one.
     #[command(subcommand)]
     Job(JobCommand),
@@ -57,6 +62,7 @@ pub async fn run(command: &Command, global: &GlobalArgs) -> Result<(), CliError>
         Command::Ports(args) => settings::ports(args, output),
         Command::Host(command) => host::run(&credentials::client()?, command, output).await,
         Command::Vm(command) => vm::run(&credentials::client()?, command, output).await,
+        Command::Network(command) => network::run(&credentials::client()?, command, output).await,
         Command::Job(command) => job::run(&credentials::client()?, command, output).await,
     }
 }

@@ -4,7 +4,7 @@ use crate::CliError;
 use crate::output::{OutputFormat, Table, print_fields, print_json, time};
 use crate::progress::{JobOptions, finish};
 use drover_api::size::{format_bytes, parse_bytes};
-use drover_api::{Vm, VmAction, VmCreate, VmDisk, VmState};
+use drover_api::{PortForward, Vm, VmAction, VmCreate, VmDisk, VmState};
 use drover_client::{Client, VmFilter};
 use std::path::Path;
 
@@ -40,6 +40,9 @@ pub struct VmCreateArgs {
     /// Start the VM once created (the create is undone if it cannot start).
     #[arg(long)]
     pub start: bool,
+    /// A NIC on this network (repeat for more NICs, in order); default: one NIC on `user`.
+    #[arg(long = "network", value_name = "NAME")]
+    pub networks: Vec<String>,
     #[command(flatten)]
     pub job: JobOptions,
 }
@@ -83,6 +86,15 @@ pub enum VmCommand {
     Delete(VmTarget),
     /// Attach the terminal to the VM's serial console (Ctrl-] detaches).
     Console { vm: String },
+    /// Forward 127.0.0.1:HOSTPORT on the VM's host to GUESTPORT (TCP, user-mode NIC); kept
+    /// across restarts and applied at once to a running VM.
+    PortForward {
+        vm: String,
+        #[arg(value_name = "HOSTPORT:GUESTPORT", value_parser = PortForward::parse)]
+        forward: PortForward,
+        #[command(flatten)]
+        job: JobOptions,
+    },
 }
 
 fn parse_memory_mib(text: &str) -> Result<u64, String> {
@@ -173,6 +185,16 @@ fn print_vm(vm: &Vm) {
             fields.push((label, value.clone()));
         }
     }
+    for nic in &vm.nics {
+        let mut text = format!("{} on {}", nic.mac, nic.network);
+        if let Some(ip) = &nic.ip {
+            text.push_str(&format!(", IP {ip}"));
+        }
+        fields.push(("NIC", format!("{}: {text}", nic.name)));
+    }
+    for forward in &vm.port_forwards {
+        fields.push(("Port forward", forward.to_string()));
+    }
     fields.extend([
         ("Created", time(&vm.created_at)),
         ("Updated", time(&vm.updated_at)),
@@ -220,6 +242,7 @@ pub async fn run(
                 initrd: args.initrd.as_deref().map(host_path),
                 cmdline: args.cmdline.clone(),
                 start: args.start,
+                networks: args.networks.clone(),
             };
             let started = client.create_vm(&create).await?;
             finish(client, started, args.job, output).await
@@ -259,6 +282,10 @@ pub async fn run(
             finish(client, started, target.job, output).await
         }
         VmCommand::Console { vm } => crate::console::attach(client, vm).await,
+        VmCommand::PortForward { vm, forward, job } => {
+            let started = client.add_port_forward(vm, forward).await?;
+            finish(client, started, *job, output).await
+        }
     }
 }
 

@@ -106,6 +106,12 @@ pub trait RunningVm: Send + 'static {
     async fn power_down(&mut self) -> Result<(), DriverError>;
     /// Hard stop: ends the process now and waits until it is gone.
     async fn kill(&mut self) -> Result<(), DriverError>;
+    /// Forwards `127.0.0.1:host_port` to the guest through the user-mode NIC `nic`, at once.
+    async fn add_port_forward(
+        &mut self,
+        nic: &str,
+        forward: &drover_api::PortForward,
+    ) -> Result<(), DriverError>;
     /// The process's events; the channel closes after [`VmEvent::Exited`].
     fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>>;
     /// Unix socket of the guest's serial console (one client at a time).

@@ -43,6 +43,36 @@ impl Qmp {
             .map(drop)
     }
 
+    /// Runs a human monitor (HMP) command and returns its output, for the few things QMP lacks.
+    pub async fn human_monitor_command(&self, command_line: &str) -> Result<String, QmpError> {
+        let value = self
+            .execute(
+                "human-monitor-command",
+                serde_json::json!({ "command-line": command_line }),
+            )
+            .await?;
+        value.as_str().map(str::to_owned).ok_or_else(|| {
+            QmpError::Protocol(format!("human-monitor-command reply is not text: {value}"))
+        })
+    }
+
+    /// Adds a host forwarding rule (`tcp:127.0.0.1:8080-:80`) to a running user-mode backend.
+    /// QMP has no command for it; HMP answers an empty text on success and the reason otherwise.
+    pub async fn hostfwd_add(&self, netdev: &str, rule: &str) -> Result<(), QmpError> {
+        let output = self
+            .human_monitor_command(&format!("hostfwd_add {netdev} {rule}"))
+            .await?;
+        let output = output.trim();
+        if output.is_empty() {
+            return Ok(());
+        }
+        Err(QmpError::Command {
+            command: "hostfwd_add".to_owned(),
+            class: "GenericError".to_owned(),
+            desc: output.to_owned(),
+        })
+    }
+
     /// Ends QEMU. QEMU may close the socket before its reply arrives, so a closed connection
     /// counts as success here.
     pub async fn quit(&self) -> Result<(), QmpError> {

@@ -277,6 +277,8 @@ fn vm_row(host: &drover_api::Host, name: &str, state: VmState) -> Vm {
         kernel: None,
         initrd: None,
         cmdline: None,
+        nics: vec![],
+        port_forwards: vec![],
         created_at: Utc::now(),
         updated_at: Utc::now(),
     }

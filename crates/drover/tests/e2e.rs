@@ -414,6 +414,29 @@ async fn console_round_trip(cli: &Cli, vm: &str) {
     reader.abort();
 }
 
+/// The body of `GET /` from 127.0.0.1:`port`, once it has `marker` (the guest's httpd may still
+/// be starting: slirp accepts the connection and closes it while nothing listens inside).
+async fn http_get_until(port: u16, marker: &str, timeout: Duration) -> String {
+    wait_until(
+        &format!("'{marker}' from 127.0.0.1:{port}"),
+        timeout,
+        async || {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+            let mut body = String::new();
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body))
+                .await
+                .ok()?
+                .ok()?;
+            body.contains(marker).then_some(body)
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
 fn qemu_pid_of(agent_dir: &Path, vm_id: &str) -> i32 {
     std::fs::read_to_string(agent_dir.join("vms").join(vm_id).join("qemu.pid"))
         .expect("qemu.pid of a running VM")
@@ -449,9 +472,37 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
     cli.ok(&["vm", "shutdown", "demo"]).await;
     cli.wait_vm_state("demo", "stopped", Duration::from_secs(30))
         .await;
+    // A port forward added to the stopped VM applies when it starts; one added to the running
+    // VM applies at once. Both reach the guest's httpd on the default user-mode NIC.
+    let (stopped_port, running_port) = (free_port(), free_port());
+    cli.ok(&["vm", "port-forward", "demo", &format!("{stopped_port}:80")])
+        .await;
     cli.ok(&["vm", "start", "demo"]).await;
     cli.wait_vm_state("demo", "running", Duration::from_secs(10))
         .await;
+    let hello = "tinyvm says hello";
+    http_get_until(stopped_port, hello, Duration::from_secs(60)).await;
+    cli.ok(&["vm", "port-forward", "demo", &format!("{running_port}:80")])
+        .await;
+    http_get_until(running_port, hello, Duration::from_secs(10)).await;
+    cli.fails(
+        &["vm", "port-forward", "demo", &format!("{running_port}:22")],
+        "port_forward_conflict",
+    )
+    .await;
+    let vm = cli.json(&["vm", "show", "demo"]).await;
+    assert_eq!(
+        vm["port_forwards"].as_array().map(Vec::len),
+        Some(2),
+        "{vm}"
+    );
+    assert_eq!(vm["nics"][0]["network"], "user", "{vm}");
+    assert!(
+        vm["nics"][0]["mac"]
+            .as_str()
+            .is_some_and(|mac| mac.starts_with("52:54:00:d0:")),
+        "{vm}"
+    );
     let agent2_dir = cluster.agents[1].2.clone();
     let qemu_pid = qemu_pid_of(&agent2_dir, &vm_id);
 
@@ -470,6 +521,7 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
     cli.wait_vm_state("demo", "running", Duration::from_secs(10))
         .await;
     assert_eq!(qemu_pid_of(&agent2_dir, &vm_id), qemu_pid);
+    http_get_until(running_port, hello, Duration::from_secs(10)).await;
 
     // A restarted server finds its hosts and VMs as they are.
     cluster.restart_server();

@@ -58,6 +58,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms/validate", post(vms::validate))
         .route("/v1/vms/{id}", put(vms::define).delete(vms::delete))
         .route("/v1/vms/{id}/actions", post(vms::change_state))
+        .route("/v1/vms/{id}/port-forwards", post(vms::add_port_forward))
         .route("/v1/vms/{id}/console", get(console::attach))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

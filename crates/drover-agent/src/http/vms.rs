@@ -10,7 +10,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use drover_api::agent::{AgentVmSpec, VmRuntime};
-use drover_api::{VmActionRequest, VmId};
+use drover_api::{PortForward, VmActionRequest, VmId};
 use std::sync::Arc;
 
 pub async fn list(State(state): State<Arc<AgentState>>) -> Json<Vec<VmRuntime>> {
@@ -47,7 +47,7 @@ pub async fn define(
     }
     check_name(&spec)?;
     if let Some(handle) = state.registry.find(vm_id)? {
-        return if *handle.spec() == spec {
+        return if handle.spec() == spec {
             Ok(Json(handle.runtime()))
         } else {
             Err(AgentError::VmSpecConflict(vm_id))
@@ -77,6 +77,19 @@ pub async fn change_state(
     let Json(request) = body?;
     let handle = state.registry.get(vm_id)?;
     handle.act(request.action).await.map(Json)
+}
+
+/// `POST /v1/vms/{id}/port-forwards`: idempotent; a forward the VM has already is fine.
+pub async fn add_port_forward(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<VmId>, PathRejection>,
+    body: Result<Json<PortForward>, JsonRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Path(vm_id) = path?;
+    let Json(forward) = body?;
+    let handle = state.registry.get(vm_id)?;
+    handle.add_port_forward(forward).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /v1/vms/{id}`: idempotent; an unknown VM is already deleted.

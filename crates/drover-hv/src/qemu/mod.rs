@@ -401,6 +401,8 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: vec![],
+            port_forwards: vec![],
         }
     }
 

@@ -160,6 +160,24 @@ impl RunningVm for QemuVm {
         }
     }
 
+    async fn add_port_forward(
+        &mut self,
+        nic: &str,
+        forward: &drover_api::PortForward,
+    ) -> Result<(), DriverError> {
+        let rule = super::command_line::hostfwd_rule(forward);
+        self.qmp
+            .hostfwd_add(&super::command_line::netdev_id(nic), &rule)
+            .await
+            .map_err(|error| match error {
+                // QEMU's own words say why (most often: the host port is taken).
+                QmpError::Command { desc, .. } => {
+                    DriverError::Unsupported(format!("cannot forward {forward}: {desc}"))
+                }
+                other => Self::monitor_error("hostfwd_add", other),
+            })
+    }
+
     fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>> {
         self.events.take()
     }

@@ -2,9 +2,10 @@
 
 use crate::pki::Pki;
 use drover_api::agent::{
-    AgentHostInfo, AgentVmSpec, EnrollBegin, EnrollComplete, EnrollCsr, VmRuntime,
+    AgentHostInfo, AgentNetwork, AgentNetworkStatus, AgentVmSpec, EnrollBegin, EnrollComplete,
+    EnrollCsr, VmRuntime,
 };
-use drover_api::{ErrorBody, ErrorDetail, VmAction, VmActionRequest, VmId};
+use drover_api::{ErrorBody, ErrorDetail, NetworkId, PortForward, VmAction, VmActionRequest, VmId};
 use drover_tls::{CertificateAuthority, TlsError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,6 +185,44 @@ impl AgentClient<'_> {
                 .json(&VmActionRequest { action }),
         )
         .await
+    }
+
+    /// Forwards a host port to the VM (idempotent).
+    pub async fn add_port_forward(
+        &self,
+        vm_id: VmId,
+        forward: PortForward,
+    ) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/vms/{vm_id}/port-forwards")))
+                .json(&forward),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Realizes a network on the host (idempotent).
+    pub async fn put_network(
+        &self,
+        network: &AgentNetwork,
+    ) -> Result<AgentNetworkStatus, AgentError> {
+        self.json(
+            self.http
+                .put(self.url(&format!("/v1/networks/{}", network.id)))
+                .json(network),
+        )
+        .await
+    }
+
+    /// Removes a network from the host (idempotent).
+    pub async fn delete_network(&self, network_id: NetworkId) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .delete(self.url(&format!("/v1/networks/{network_id}"))),
+        )
+        .await
+        .map(drop)
     }
 
     /// Ends the VM's process and removes its files (idempotent).

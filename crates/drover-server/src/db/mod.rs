@@ -4,6 +4,7 @@
 
 pub mod hosts;
 pub mod jobs;
+pub mod networks;
 pub mod users;
 pub mod vms;
 

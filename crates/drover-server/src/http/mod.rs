@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod hosts;
 mod jobs;
+mod networks;
 mod openapi;
 mod vms;
 
@@ -34,6 +35,12 @@ pub fn router(state: AppState) -> Router {
         .route("/vms/{vm}", get(vms::get).delete(vms::delete))
         .route("/vms/{vm}/actions", post(vms::change_state))
         .route("/vms/{vm}/console", get(console::attach))
+        .route("/vms/{vm}/port-forwards", post(vms::add_port_forward))
+        .route("/networks", get(networks::list).post(networks::create))
+        .route(
+            "/networks/{network}",
+            get(networks::get).delete(networks::delete),
+        )
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job}", get(jobs::get))
         .route("/jobs/{job}/cancel", post(jobs::cancel))

@@ -1,7 +1,7 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI document, generated from the handlers' annotations and
 //! the API types' schemas, so it cannot drift from the code.
 
-use super::{auth, console, events, hosts, jobs, vms};
+use super::{auth, console, events, hosts, jobs, networks, vms};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -22,6 +22,11 @@ use utoipa::OpenApi;
         vms::create,
         vms::change_state,
         vms::delete,
+        vms::add_port_forward,
+        networks::list,
+        networks::get,
+        networks::create,
+        networks::delete,
         console::attach,
         jobs::list,
         jobs::get,

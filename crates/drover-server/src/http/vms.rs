@@ -10,7 +10,7 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Json};
-use drover_api::{Page, Vm, VmActionRequest, VmCreate, VmId, VmState};
+use drover_api::{Page, PortForward, Vm, VmActionRequest, VmCreate, VmId, VmState};
 use serde::Deserialize;
 
 /// Query of `GET /api/v1/vms`.
@@ -112,5 +112,28 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let vm = find(&state, &vm).await?;
     let spec = JobSpec::VmDelete { vm_id: vm.id };
+    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/vms/{vm}/port-forwards", request_body = PortForward,
+    params(("vm" = String, Path, description = "id or name")),
+    responses((status = 202, body = drover_api::Job), (status = 404, body = drover_api::ErrorBody),
+        (status = 409, body = drover_api::ErrorBody)))]
+pub async fn add_port_forward(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path(vm): Path<String>,
+    ApiJson(forward): ApiJson<PortForward>,
+) -> Result<Response, ApiError> {
+    let vm = find(&state, &vm).await?;
+    if forward.host_port == 0 || forward.guest_port == 0 {
+        return Err(ApiError::InvalidPortForward(
+            "a port forward needs ports from 1 to 65535".to_owned(),
+        ));
+    }
+    let spec = JobSpec::VmPortForward {
+        vm_id: vm.id,
+        forward,
+    };
     Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
 }

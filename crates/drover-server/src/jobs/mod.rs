@@ -5,6 +5,7 @@
 //! as a [`JobSpec`] so that a failed or canceled job can be run again. HTTP lives in `http::jobs`.
 
 mod host;
+mod network;
 mod vm;
 
 use crate::db;
@@ -12,8 +13,8 @@ use crate::http::ApiError;
 use crate::state::AppState;
 use chrono::Utc;
 use drover_api::{
-    ErrorDetail, Event, HostAdd, HostId, Job, JobId, JobStatus, JobStep, JobTarget, VmAction,
-    VmCreate, VmId, VmState,
+    ErrorDetail, Event, HostAdd, HostId, Job, JobId, JobStatus, JobStep, JobTarget, NetworkCreate,
+    NetworkId, PortForward, VmAction, VmCreate, VmId, VmState,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -23,11 +24,35 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "operation")]
 pub enum JobSpec {
-    HostAdd { host_id: HostId, request: HostAdd },
-    HostRemove { host_id: HostId },
-    VmCreate { vm_id: VmId, request: VmCreate },
-    VmAction { vm_id: VmId, action: VmAction },
-    VmDelete { vm_id: VmId },
+    HostAdd {
+        host_id: HostId,
+        request: HostAdd,
+    },
+    HostRemove {
+        host_id: HostId,
+    },
+    VmCreate {
+        vm_id: VmId,
+        request: VmCreate,
+    },
+    VmAction {
+        vm_id: VmId,
+        action: VmAction,
+    },
+    VmDelete {
+        vm_id: VmId,
+    },
+    VmPortForward {
+        vm_id: VmId,
+        forward: PortForward,
+    },
+    NetworkCreate {
+        network_id: NetworkId,
+        request: NetworkCreate,
+    },
+    NetworkDelete {
+        network_id: NetworkId,
+    },
 }
 
 impl JobSpec {
@@ -39,6 +64,9 @@ impl JobSpec {
             JobSpec::VmCreate { .. } => "vm.create".to_owned(),
             JobSpec::VmAction { action, .. } => format!("vm.{action}"),
             JobSpec::VmDelete { .. } => "vm.delete".to_owned(),
+            JobSpec::VmPortForward { .. } => "vm.port_forward".to_owned(),
+            JobSpec::NetworkCreate { .. } => "network.create".to_owned(),
+            JobSpec::NetworkDelete { .. } => "network.delete".to_owned(),
         }
     }
 }
@@ -91,6 +119,16 @@ pub async fn submit(
         JobSpec::VmCreate { vm_id, request } => vm::prepare_create(state, *vm_id, request).await?,
         JobSpec::VmAction { vm_id, action } => vm::prepare_action(state, *vm_id, *action).await?,
         JobSpec::VmDelete { vm_id } => vm::prepare_delete(state, *vm_id).await?,
+        JobSpec::VmPortForward { vm_id, forward } => {
+            vm::prepare_port_forward(state, *vm_id, *forward).await?
+        }
+        JobSpec::NetworkCreate {
+            network_id,
+            request,
+        } => network::prepare_create(state, *network_id, request).await?,
+        JobSpec::NetworkDelete { network_id } => {
+            network::prepare_delete(state, *network_id).await?
+        }
     };
     let job = Job {
         id: JobId::new(),
@@ -235,6 +273,16 @@ async fn execute(state: AppState, job: Job, spec: JobSpec) {
             vm::run_action(&state, &mut run, vm_id, action).await
         }
         JobSpec::VmDelete { vm_id } => vm::run_delete(&state, &mut run, vm_id).await,
+        JobSpec::VmPortForward { vm_id, forward } => {
+            vm::run_port_forward(&state, &mut run, vm_id, forward).await
+        }
+        JobSpec::NetworkCreate {
+            network_id,
+            request,
+        } => network::run_create(&state, &mut run, network_id, request).await,
+        JobSpec::NetworkDelete { network_id } => {
+            network::run_delete(&state, &mut run, network_id).await
+        }
     };
     run.finish(outcome).await;
 }

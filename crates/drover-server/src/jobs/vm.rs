@@ -6,8 +6,11 @@ use crate::db;
 use crate::http::ApiError;
 use crate::state::AppState;
 use chrono::Utc;
-use drover_api::agent::AgentVmSpec;
-use drover_api::{Event, Host, HostState, JobTarget, Vm, VmAction, VmCreate, VmId, VmState};
+use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
+use drover_api::network::{NetworkHostState, USER_NETWORK, tap_name};
+use drover_api::{
+    Event, Host, HostState, JobTarget, Network, PortForward, Vm, VmAction, VmCreate, VmId, VmState,
+};
 
 /// Smallest memory a VM may have; below it no guest kernel boots.
 pub const MIN_MEMORY_MIB: u64 = 64;
@@ -33,7 +36,65 @@ fn agent_spec(vm: &Vm) -> AgentVmSpec {
         kernel: vm.kernel.clone(),
         initrd: vm.initrd.clone(),
         cmdline: vm.cmdline.clone(),
+        nics: vm
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(slot, nic)| AgentNic {
+                name: nic.name.clone(),
+                mac: nic.mac.clone(),
+                attachment: if nic.network == USER_NETWORK {
+                    NicAttachment::User
+                } else {
+                    NicAttachment::Network {
+                        bridge: crate::ipam::bridge_name(&nic.network),
+                        tap: tap_name(vm.id, slot),
+                        ip: nic.ip.clone(),
+                    }
+                },
+            })
+            .collect(),
+        port_forwards: vm.port_forwards.clone(),
     }
+}
+
+/// The networks of a create request's NICs, in order (`None` = user-mode); one user-mode NIC
+/// when the request names none.
+async fn nic_networks(
+    state: &AppState,
+    names: &[String],
+) -> Result<Vec<Option<Network>>, ApiError> {
+    if names.is_empty() {
+        return Ok(vec![None]);
+    }
+    let mut networks = Vec::with_capacity(names.len());
+    for name in names {
+        if name == USER_NETWORK {
+            networks.push(None);
+            continue;
+        }
+        let network = db::networks::get(&state.db, name)
+            .await?
+            .ok_or_else(|| ApiError::NetworkNotFound(name.clone()))?;
+        networks.push(Some(network));
+    }
+    Ok(networks)
+}
+
+/// Refuses a host that is known not to carry one of `networks`, with its reason.
+fn check_networks_on_host(networks: &[Option<Network>], host: &Host) -> Result<(), ApiError> {
+    for network in networks.iter().flatten() {
+        if let Some(entry) = network.hosts.iter().find(|entry| {
+            entry.host_name == host.name && entry.state == NetworkHostState::NeedsAttention
+        }) {
+            return Err(ApiError::NetworkNeedsAttention {
+                network: network.name.clone(),
+                host: host.name.clone(),
+                reason: entry.reason.clone().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
@@ -71,12 +132,14 @@ pub(super) async fn prepare_create(
             request.cpus, request.memory_mib
         )));
     }
+    let networks = nic_networks(state, &request.networks).await?;
     let host = db::hosts::get(&state.db, &request.host)
         .await?
         .ok_or_else(|| ApiError::HostNotFound(request.host.clone()))?;
     if host.state != HostState::Responding {
         return Err(ApiError::HostNotResponding(host.name));
     }
+    check_networks_on_host(&networks, &host)?;
     if request.cpus > host.cpus || request.memory_mib > host.memory_mib {
         return Err(ApiError::InsufficientHostResources(format!(
             "VM '{}' asks for {} vCPUs and {} MiB of memory; host '{}' has {} vCPUs and {} MiB",
@@ -97,6 +160,8 @@ pub(super) async fn prepare_create(
         kernel: request.kernel.clone(),
         initrd: request.initrd.clone(),
         cmdline: request.cmdline.clone(),
+        nics: Vec::new(),
+        port_forwards: Vec::new(),
         created_at: now,
         updated_at: now,
     };
@@ -114,6 +179,11 @@ pub(super) async fn prepare_create(
             db::DbError::Duplicate { .. } => ApiError::VmExists(vm.name.clone()),
             other => other.into(),
         })?;
+    if let Err(error) = db::networks::allocate_nics(&state.db, vm_id, &networks).await {
+        db::vms::delete(&state.db, vm_id).await?;
+        return Err(error.into());
+    }
+    let vm = find_vm(state, vm_id).await?;
     state.publish(Event::VmChanged(vm));
     let mut steps = vec![CREATE_STEP];
     if request.start {
@@ -155,6 +225,9 @@ async fn create_and_start(
     let host = host_of(state, &vm).await?;
     let agent = state.agents.at(&host.address);
     run.step(async {
+        for network in vm_networks(state, &vm).await? {
+            super::network::ensure_on_host(state, network, &host).await?;
+        }
         let runtime = agent.define(&agent_spec(&vm)).await?;
         record(
             state,
@@ -182,6 +255,20 @@ async fn create_and_start(
         .await?;
     }
     Ok(())
+}
+
+/// The networks (not user-mode) the VM's NICs are on, each once.
+async fn vm_networks(state: &AppState, vm: &Vm) -> Result<Vec<drover_api::NetworkId>, ApiError> {
+    let mut ids = Vec::new();
+    for nic in vm.nics.iter().filter(|nic| nic.network != USER_NETWORK) {
+        let network = db::networks::get(&state.db, &nic.network)
+            .await?
+            .ok_or_else(|| ApiError::NetworkNotFound(nic.network.clone()))?;
+        if !ids.contains(&network.id) {
+            ids.push(network.id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Records a VM state the job caused and announces it; with `expected`, only while the VM is
@@ -315,6 +402,60 @@ pub(super) async fn run_action(
         run.note(&format!("the VM was already {}", vm.state)).await;
     }
     Ok(())
+}
+
+pub(super) async fn prepare_port_forward(
+    state: &AppState,
+    vm_id: VmId,
+    forward: PortForward,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    if !vm.nics.iter().any(|nic| nic.network == USER_NETWORK) {
+        return Err(ApiError::NoUserNic(vm.name));
+    }
+    let forwarded = db::vms::forwarded_ports_on_host(&state.db, vm.host_id).await?;
+    if let Some((other, taken)) = forwarded.iter().find(|(name, taken)| {
+        taken.host_port == forward.host_port && !(*name == vm.name && *taken == forward)
+    }) {
+        return Err(ApiError::PortForwardConflict(format!(
+            "host port {} on host '{}' already forwards to port {} of VM '{other}'",
+            forward.host_port, vm.host_name, taken.guest_port
+        )));
+    }
+    Ok(Plan {
+        description: format!(
+            "Forward 127.0.0.1:{} to VM {} port {}",
+            forward.host_port, vm.name, forward.guest_port
+        ),
+        target: target(vm_id, &vm.name),
+        steps: vec!["Forward the port on the host"],
+    })
+}
+
+pub(super) async fn run_port_forward(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    forward: PortForward,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let host = host_of(state, &vm).await?;
+    run.step(async {
+        state
+            .agents
+            .at(&host.address)
+            .add_port_forward(vm_id, forward)
+            .await?;
+        let mut forwards = vm.port_forwards.clone();
+        if !forwards.contains(&forward) {
+            forwards.push(forward);
+        }
+        if let Some(vm) = db::vms::set_port_forwards(&state.db, vm_id, &forwards).await? {
+            state.publish(Event::VmChanged(vm));
+        }
+        Ok(())
+    })
+    .await
 }
 
 pub(super) async fn prepare_delete(state: &AppState, vm_id: VmId) -> Result<Plan, ApiError> {
