@@ -4,6 +4,7 @@
 //! the latest state. Not here: which VMs exist (see `registry`) and HTTP.
 
 use crate::error::AgentError;
+use crate::network::Networks;
 use crate::store::{self, StoreError};
 use drover_api::agent::{AgentVmSpec, VmRuntime};
 use drover_api::{PortForward, VmAction, VmId, VmState};
@@ -117,6 +118,7 @@ pub struct VmSetup {
     pub spec: AgentVmSpec,
     pub vm_dir: PathBuf,
     pub driver: Arc<dyn VmDriver>,
+    pub networks: Arc<Networks>,
     pub process: Option<Box<dyn RunningVm>>,
     pub runtime: VmRuntime,
     pub changes: broadcast::Sender<VmRuntime>,
@@ -141,6 +143,7 @@ pub fn actor(setup: VmSetup) -> (VmHandle, impl Future<Output = ()> + Send + 'st
         published_spec: spec_sender,
         vm_dir: setup.vm_dir,
         driver: setup.driver,
+        networks: setup.networks,
         process,
         vm_events,
         runtime: runtime_sender,
@@ -156,6 +159,7 @@ struct VmActor {
     published_spec: watch::Sender<AgentVmSpec>,
     vm_dir: PathBuf,
     driver: Arc<dyn VmDriver>,
+    networks: Arc<Networks>,
     process: Option<Box<dyn RunningVm>>,
     vm_events: Option<mpsc::Receiver<VmEvent>>,
     runtime: watch::Sender<VmRuntime>,
@@ -306,6 +310,8 @@ impl VmActor {
 
     async fn start(&mut self) -> Result<(), AgentError> {
         let before = self.runtime.borrow().clone();
+        // The taps must exist, each on its bridge, before QEMU opens them.
+        self.networks.plug(self.spec.clone()).await?;
         self.set_state(VmState::Starting, None);
         match self.driver.start(&self.spec, &self.vm_dir).await {
             Ok(mut process) => {
@@ -449,6 +455,7 @@ impl VmActor {
             self.lose_process();
         }
         self.driver.destroy(&self.vm_dir).await?;
+        self.networks.unplug(self.spec.clone()).await;
         store::remove_dir_optional(&self.vm_dir)
             .map_err(|error| AgentError::Internal(error.into()))?;
         tracing::info!("VM deleted");

@@ -13,6 +13,7 @@
 //! | `POST /v1/vms/{id}/actions` | [`crate::VmActionRequest`] | [`VmRuntime`] once the action is done |
 //! | `PUT /v1/networks/{id}` | [`AgentNetwork`] | [`AgentNetworkStatus`] (realizes the network; idempotent) |
 //! | `DELETE /v1/networks/{id}` | | 204 (removes bridge, rules and DHCP server; idempotent) |
+//! | `GET /v1/vms/{id}/leases` | | `Vec<NicLease>`: the addresses the guest's NICs hold, from the DHCP leases |
 //! | `POST /v1/vms/{id}/port-forwards` | [`crate::PortForward`] | 204 (kept in the spec; applied at once when the VM runs; idempotent) |
 //! | `DELETE /v1/vms/{id}` | | 204 (ends QEMU, removes the VM's files; idempotent) |
 //! | `GET /v1/vms/{id}/console` | | WebSocket: binary frames both ways, the guest's serial port |
@@ -142,6 +143,13 @@ pub struct AgentNetworkStatus {
     pub state: NetworkHostState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// The address a guest's NIC holds, as the host's DHCP server leased it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicLease {
+    pub nic: String,
+    pub ip: String,
 }
 
 /// A VM's state as its host sees it.

@@ -162,6 +162,10 @@ pub struct VmNic {
     /// The address reserved for the NIC in the network's pool (a static DHCP lease).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The address the guest holds, from its host's DHCP lease (shown for one VM, when its host
+    /// answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ip: Option<String>,
 }
 
 /// A TCP port of the guest reachable at `127.0.0.1:host_port` on the VM's host, through its

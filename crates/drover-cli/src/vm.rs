@@ -190,6 +190,9 @@ fn print_vm(vm: &Vm) {
         if let Some(ip) = &nic.ip {
             text.push_str(&format!(", IP {ip}"));
         }
+        if let Some(lease) = &nic.lease_ip {
+            text.push_str(&format!(", leased {lease}"));
+        }
         fields.push(("NIC", format!("{}: {text}", nic.name)));
     }
     for forward in &vm.port_forwards {

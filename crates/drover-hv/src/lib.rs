@@ -4,6 +4,7 @@
 //! the server, jobs or HTTP.
 
 pub mod qemu;
+pub mod revert;
 
 use async_trait::async_trait;
 use drover_api::Accelerator;

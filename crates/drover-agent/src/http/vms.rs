@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use drover_api::agent::{AgentVmSpec, VmRuntime};
+use drover_api::agent::{AgentVmSpec, NicLease, VmRuntime};
 use drover_api::{PortForward, VmActionRequest, VmId};
 use std::sync::Arc;
 
@@ -57,10 +57,12 @@ pub async fn define(
     let vm_dir = store::vm_dir(&state.data_dir, vm_id);
     let runtime = actor::define(state.driver.as_ref(), &spec, &vm_dir).await?;
     tracing::info!(vm_id = %vm_id, name = %spec.name, "VM defined");
+    state.networks.add_leases(spec.clone()).await;
     let handle = reservation.commit(VmSetup {
         spec,
         vm_dir,
         driver: state.driver.clone(),
+        networks: state.networks.clone(),
         process: None,
         runtime,
         changes: state.changes.clone(),
@@ -90,6 +92,16 @@ pub async fn add_port_forward(
     let handle = state.registry.get(vm_id)?;
     handle.add_port_forward(forward).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/vms/{id}/leases`: what the guest's NICs were given by DHCP.
+pub async fn leases(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<VmId>, PathRejection>,
+) -> Result<Json<Vec<NicLease>>, AgentError> {
+    let Path(vm_id) = path?;
+    let handle = state.registry.get(vm_id)?;
+    Ok(Json(state.networks.leases(&handle.spec())))
 }
 
 /// `DELETE /v1/vms/{id}`: idempotent; an unknown VM is already deleted.

@@ -3,7 +3,7 @@
 use crate::pki::Pki;
 use drover_api::agent::{
     AgentHostInfo, AgentNetwork, AgentNetworkStatus, AgentVmSpec, EnrollBegin, EnrollComplete,
-    EnrollCsr, VmRuntime,
+    EnrollCsr, NicLease, VmRuntime,
 };
 use drover_api::{ErrorBody, ErrorDetail, NetworkId, PortForward, VmAction, VmActionRequest, VmId};
 use drover_tls::{CertificateAuthority, TlsError};
@@ -200,6 +200,12 @@ impl AgentClient<'_> {
         )
         .await
         .map(drop)
+    }
+
+    /// The addresses a VM's NICs hold, from the host's DHCP leases.
+    pub async fn leases(&self, vm_id: VmId) -> Result<Vec<NicLease>, AgentError> {
+        self.json(self.http.get(self.url(&format!("/v1/vms/{vm_id}/leases"))))
+            .await
     }
 
     /// Realizes a network on the host (idempotent).

@@ -30,6 +30,7 @@ fn nics(text: &str) -> Result<Vec<VmNic>, DbError> {
             network: row.network,
             mac: row.mac,
             ip: row.ip,
+            lease_ip: None,
         })
         .collect())
 }

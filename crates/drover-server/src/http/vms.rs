@@ -12,6 +12,7 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use drover_api::{Page, PortForward, Vm, VmActionRequest, VmCreate, VmId, VmState};
 use serde::Deserialize;
+use std::time::Duration;
 
 /// Query of `GET /api/v1/vms`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -68,7 +69,32 @@ pub async fn get(
     State(state): State<AppState>,
     Path(vm): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    Ok(Json(find(&state, &vm).await?))
+    let mut vm = find(&state, &vm).await?;
+    add_leases(&state, &mut vm).await;
+    Ok(Json(vm))
+}
+
+/// How long showing a VM waits for its host's DHCP leases before showing it without them.
+const LEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Fills in the addresses the guest holds, when it runs on a network with DHCP and its host
+/// answers in time; otherwise the VM shows without them.
+async fn add_leases(state: &AppState, vm: &mut Vm) {
+    if !vm.state.has_process() || vm.nics.iter().all(|nic| nic.ip.is_none()) {
+        return;
+    }
+    let Ok(Some(host)) = db::hosts::get_by_id(&state.db, vm.host_id).await else {
+        return;
+    };
+    let agent = state.agents.at(&host.address);
+    let Ok(Ok(leases)) = tokio::time::timeout(LEASE_TIMEOUT, agent.leases(vm.id)).await else {
+        return;
+    };
+    for lease in leases {
+        if let Some(nic) = vm.nics.iter_mut().find(|nic| nic.name == lease.nic) {
+            nic.lease_ip = Some(lease.ip);
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/vms", request_body = VmCreate,
