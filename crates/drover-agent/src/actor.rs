@@ -6,7 +6,7 @@
 use crate::error::AgentError;
 use crate::network::Networks;
 use crate::store::{self, StoreError};
-use drover_api::agent::{AgentVmSpec, VmRuntime};
+use drover_api::agent::{AgentNic, AgentVmSpec, VmRuntime};
 use drover_api::{PortForward, VmAction, VmId, VmState};
 use drover_hv::{DriverError, RunStatus, RunningVm, VmDriver, VmEvent};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,16 @@ enum Command {
     /// Adds a port forward to the spec, and to the process when one runs.
     AddPortForward {
         forward: PortForward,
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
+    /// Adds a NIC to the spec, hot-plugged when the VM runs.
+    AddNic {
+        nic: AgentNic,
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
+    /// Removes a NIC from the spec, hot-unplugged when the VM runs.
+    RemoveNic {
+        name: String,
         reply: oneshot::Sender<Result<(), AgentError>>,
     },
     /// Opens a console session, ending the previous one: QEMU serves one client at a time.
@@ -94,6 +104,17 @@ impl VmHandle {
     /// Forwards `127.0.0.1:host_port` to the guest; kept across restarts of the VM.
     pub async fn add_port_forward(&self, forward: PortForward) -> Result<(), AgentError> {
         self.request(|reply| Command::AddPortForward { forward, reply })
+            .await?
+    }
+
+    /// Adds a NIC (idempotent); plugged in at once when the VM runs.
+    pub async fn add_nic(&self, nic: AgentNic) -> Result<(), AgentError> {
+        self.request(|reply| Command::AddNic { nic, reply }).await?
+    }
+
+    /// Removes the NIC `name` (idempotent); unplugged at once when the VM runs.
+    pub async fn remove_nic(&self, name: String) -> Result<(), AgentError> {
+        self.request(|reply| Command::RemoveNic { name, reply })
             .await?
     }
 
@@ -190,6 +211,12 @@ impl VmActor {
                     }
                     Some(Command::AddPortForward { forward, reply }) => {
                         let _ = reply.send(self.add_port_forward(forward).await);
+                    }
+                    Some(Command::AddNic { nic, reply }) => {
+                        let _ = reply.send(self.add_nic(nic).await);
+                    }
+                    Some(Command::RemoveNic { name, reply }) => {
+                        let _ = reply.send(self.remove_nic(&name).await);
                     }
                     Some(Command::OpenConsole { reply }) => {
                         let _ = reply.send(self.open_console());
@@ -427,6 +454,60 @@ impl VmActor {
         let mut spec = self.spec.clone();
         spec.port_forwards.push(forward);
         self.set_spec(spec)
+    }
+
+    /// The spec with `nic` alone, to plug or unplug just that NIC's tap and lease.
+    fn only(&self, nic: AgentNic) -> AgentVmSpec {
+        AgentVmSpec {
+            nics: vec![nic],
+            ..self.spec.clone()
+        }
+    }
+
+    async fn add_nic(&mut self, nic: AgentNic) -> Result<(), AgentError> {
+        if let Some(existing) = self.spec.nics.iter().find(|known| known.name == nic.name) {
+            return if *existing == nic {
+                Ok(())
+            } else {
+                Err(AgentError::VmSpecInvalid(format!(
+                    "VM {} already has a different NIC named {}",
+                    self.vm_id(),
+                    nic.name
+                )))
+            };
+        }
+        let mut spec = self.spec.clone();
+        spec.nics.push(nic.clone());
+        if self.process.is_some() {
+            self.networks.plug(self.only(nic.clone())).await?;
+            let plugged = match self.process.as_mut() {
+                Some(process) => process.add_nic(&nic).await,
+                None => Ok(()),
+            };
+            if let Err(error) = plugged {
+                self.networks.unplug(self.only(nic)).await;
+                return Err(self.driver_error(error));
+            }
+        }
+        self.set_spec(spec)?;
+        self.networks.add_leases(self.only(nic)).await;
+        Ok(())
+    }
+
+    async fn remove_nic(&mut self, name: &str) -> Result<(), AgentError> {
+        let Some(nic) = self.spec.nics.iter().find(|nic| nic.name == name).cloned() else {
+            return Ok(());
+        };
+        if let Some(process) = self.process.as_mut()
+            && let Err(error) = process.remove_nic(name).await
+        {
+            return Err(self.driver_error(error));
+        }
+        let mut spec = self.spec.clone();
+        spec.nics.retain(|known| known.name != name);
+        self.set_spec(spec)?;
+        self.networks.unplug(self.only(nic)).await;
+        Ok(())
     }
 
     fn open_console(&mut self) -> Result<ConsoleSession, AgentError> {

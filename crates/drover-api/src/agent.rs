@@ -13,6 +13,8 @@
 //! | `POST /v1/vms/{id}/actions` | [`crate::VmActionRequest`] | [`VmRuntime`] once the action is done |
 //! | `PUT /v1/networks/{id}` | [`AgentNetwork`] | [`AgentNetworkStatus`] (realizes the network; idempotent) |
 //! | `DELETE /v1/networks/{id}` | | 204 (removes bridge, rules and DHCP server; idempotent) |
+//! | `POST /v1/vms/{id}/nics` | [`AgentNic`] | 204 (hot-plugged when the VM runs; idempotent) |
+//! | `DELETE /v1/vms/{id}/nics/{name}` | | 204 (hot-unplugged when the VM runs; idempotent) |
 //! | `GET /v1/vms/{id}/leases` | | `Vec<NicLease>`: the addresses the guest's NICs hold, from the DHCP leases |
 //! | `POST /v1/vms/{id}/port-forwards` | [`crate::PortForward`] | 204 (kept in the spec; applied at once when the VM runs; idempotent) |
 //! | `DELETE /v1/vms/{id}` | | 204 (ends QEMU, removes the VM's files; idempotent) |

@@ -21,7 +21,7 @@ pub use event::Event;
 pub use host::{Accelerator, Host, HostAdd, HostState};
 pub use id::{HostId, JobId, NetworkId, VmId};
 pub use job::{Job, JobStatus, JobStep, JobTarget};
-pub use network::{Network, NetworkCreate, NetworkMode, PortForward, VmNic};
+pub use network::{Network, NetworkCreate, NetworkMode, NicAdd, PortForward, VmNic};
 pub use page::Page;
 pub use vm::{Vm, VmAction, VmActionRequest, VmCreate, VmDisk, VmState};
 

@@ -168,6 +168,13 @@ pub struct VmNic {
     pub lease_ip: Option<String>,
 }
 
+/// Body of `POST /api/v1/vms/{vm}/nics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NicAdd {
+    /// Network name, or [`USER_NETWORK`].
+    pub network: String,
+}
+
 /// A TCP port of the guest reachable at `127.0.0.1:host_port` on the VM's host, through its
 /// user-mode NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -198,11 +205,11 @@ impl fmt::Display for PortForward {
     }
 }
 
-/// The tap of a VM's NIC on a bridge: `dt` and the first 8 hex digits of the VM's id and the
-/// slot, within the 15-byte interface name limit.
-pub fn tap_name(vm_id: crate::VmId, slot: usize) -> String {
+/// The tap of a VM's NIC on a bridge: `dt`, the first 8 hex digits of the VM's id and the NIC's
+/// name (`nic0`), within the 15-byte interface name limit up to `nic99`.
+pub fn tap_name(vm_id: crate::VmId, nic: &str) -> String {
     let id = vm_id.0.simple().to_string();
-    format!("dt{}n{slot}", &id[..8])
+    format!("dt{}{nic}", &id[..8])
 }
 
 /// A MAC address of the pool as text: `52:54:00:d0:` and the two bytes of `index`.

@@ -86,12 +86,35 @@ pub enum VmCommand {
     Delete(VmTarget),
     /// Attach the terminal to the VM's serial console (Ctrl-] detaches).
     Console { vm: String },
+    /// Add or remove network adapters (hot-plugged when the VM runs).
+    #[command(subcommand)]
+    Nic(NicCommand),
     /// Forward 127.0.0.1:HOSTPORT on the VM's host to GUESTPORT (TCP, user-mode NIC); kept
     /// across restarts and applied at once to a running VM.
     PortForward {
         vm: String,
         #[arg(value_name = "HOSTPORT:GUESTPORT", value_parser = PortForward::parse)]
         forward: PortForward,
+        #[command(flatten)]
+        job: JobOptions,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum NicCommand {
+    /// Add a NIC on a network (its MAC and IP come from the pools).
+    Add {
+        vm: String,
+        #[arg(long, value_name = "NAME")]
+        network: String,
+        #[command(flatten)]
+        job: JobOptions,
+    },
+    /// Remove the VM's last NIC on a network (its MAC and IP return to the pools).
+    Remove {
+        vm: String,
+        #[arg(long, value_name = "NAME")]
+        network: String,
         #[command(flatten)]
         job: JobOptions,
     },
@@ -285,6 +308,22 @@ pub async fn run(
             finish(client, started, target.job, output).await
         }
         VmCommand::Console { vm } => crate::console::attach(client, vm).await,
+        VmCommand::Nic(NicCommand::Add { vm, network, job }) => {
+            let started = client.add_nic(vm, network).await?;
+            finish(client, started, *job, output).await
+        }
+        VmCommand::Nic(NicCommand::Remove { vm, network, job }) => {
+            let shown = client.vm(vm).await?;
+            let Some(nic) = shown.nics.iter().rev().find(|nic| nic.network == *network) else {
+                return Err(CliError::local(
+                    "nic_not_found",
+                    format!("VM {vm} has no NIC on network {network}"),
+                    "list the VM's NICs with `drover vm show`",
+                ));
+            };
+            let started = client.remove_nic(vm, &nic.name).await?;
+            finish(client, started, *job, output).await
+        }
         VmCommand::PortForward { vm, forward, job } => {
             let started = client.add_port_forward(vm, forward).await?;
             finish(client, started, *job, output).await

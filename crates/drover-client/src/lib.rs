@@ -11,7 +11,7 @@ pub use tokio_tungstenite::tungstenite::Message;
 use drover_api::auth::{LoginRequest, LoginResponse};
 use drover_api::page::{MAX_PAGE_SIZE, PageRequest};
 use drover_api::{
-    ErrorBody, Event, Host, HostAdd, Job, JobId, JobStatus, Network, NetworkCreate, Page,
+    ErrorBody, Event, Host, HostAdd, Job, JobId, JobStatus, Network, NetworkCreate, NicAdd, Page,
     PortForward, Vm, VmAction, VmActionRequest, VmCreate, VmState,
 };
 use futures_util::stream::BoxStream;
@@ -344,6 +344,21 @@ impl Client {
                 .json(forward),
         )
         .await
+    }
+
+    /// Adds a NIC on `network` to the VM, hot-plugged when it runs (job `vm.nic_add`).
+    pub async fn add_nic(&self, vm: &str, network: &str) -> Result<Job, ClientError> {
+        let body = NicAdd {
+            network: network.to_owned(),
+        };
+        self.send(self.request(Method::POST, &["vms", vm, "nics"]).json(&body))
+            .await
+    }
+
+    /// Removes the VM's NIC `nic` (`nic1`), hot-unplugged when it runs (job `vm.nic_remove`).
+    pub async fn remove_nic(&self, vm: &str, nic: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["vms", vm, "nics", nic]))
+            .await
     }
 
     /// Every network, all pages.

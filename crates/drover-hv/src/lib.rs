@@ -113,6 +113,10 @@ pub trait RunningVm: Send + 'static {
         nic: &str,
         forward: &drover_api::PortForward,
     ) -> Result<(), DriverError>;
+    /// Hot-plugs a NIC (its tap, if any, already on its bridge).
+    async fn add_nic(&mut self, nic: &drover_api::agent::AgentNic) -> Result<(), DriverError>;
+    /// Hot-unplugs the NIC `name`; returns once the guest released it and its backend is gone.
+    async fn remove_nic(&mut self, name: &str) -> Result<(), DriverError>;
     /// The process's events; the channel closes after [`VmEvent::Exited`].
     fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>>;
     /// Unix socket of the guest's serial console (one client at a time).

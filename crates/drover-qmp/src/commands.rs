@@ -43,6 +43,30 @@ impl Qmp {
             .map(drop)
     }
 
+    /// Adds a network backend; `arguments` holds its `type`, `id` and the type's options.
+    pub async fn netdev_add(&self, arguments: Value) -> Result<(), QmpError> {
+        self.execute("netdev_add", arguments).await.map(drop)
+    }
+
+    pub async fn netdev_del(&self, id: &str) -> Result<(), QmpError> {
+        self.execute("netdev_del", serde_json::json!({ "id": id }))
+            .await
+            .map(drop)
+    }
+
+    /// Adds a device; `arguments` holds its `driver`, `id` and properties.
+    pub async fn device_add(&self, arguments: Value) -> Result<(), QmpError> {
+        self.execute("device_add", arguments).await.map(drop)
+    }
+
+    /// Asks for a device's removal. For a PCI device the guest must agree: the device is gone
+    /// only when the `DEVICE_DELETED` event with its id comes.
+    pub async fn device_del(&self, id: &str) -> Result<(), QmpError> {
+        self.execute("device_del", serde_json::json!({ "id": id }))
+            .await
+            .map(drop)
+    }
+
     /// Runs a human monitor (HMP) command and returns its output, for the few things QMP lacks.
     pub async fn human_monitor_command(&self, command_line: &str) -> Result<String, QmpError> {
         let value = self

@@ -472,6 +472,37 @@ async fn nat_isolated_bridged_and_overlay_networks_across_two_hosts_in_namespace
         );
     }
 
+    // NIC hot-plug: a NIC on the nat network comes to the running guest on host 2, gets its
+    // reserved address by DHCP, and goes again.
+    cli.ok(&["vm", "nic", "add", "b", "--network", "natnet"])
+        .await;
+    let eth2_appears = "n=0; while [ ! -e /sys/class/net/eth2 ] && [ $n -lt 100 ]; do sleep 0.2; n=$((n+1)); done; test -e /sys/class/net/eth2";
+    assert!(
+        b.succeeds(eth2_appears, Duration::from_secs(40)).await,
+        "{}",
+        b.output()
+    );
+    assert!(
+        b.succeeds(&dhcp("eth2"), Duration::from_secs(30)).await,
+        "{}",
+        b.output()
+    );
+    assert_eq!(leased(&cli, "b", 2).await, "10.240.0.3");
+    cli.ok(&["vm", "nic", "remove", "b", "--network", "natnet"])
+        .await;
+    assert!(
+        b.succeeds("! test -e /sys/class/net/eth2", Duration::from_secs(10))
+            .await,
+        "{}",
+        b.output()
+    );
+    let b_shown = cli.json(&["vm", "show", "b"]).await;
+    assert_eq!(
+        b_shown["nics"].as_array().map(Vec::len),
+        Some(2),
+        "{b_shown}"
+    );
+
     // An agent restart re-adopts its bridges and DHCP servers: same dnsmasq, traffic goes on.
     let dnsmasq_pid = |index: usize, bridge: &str| {
         std::fs::read_to_string(

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use drover_api::agent::VmRuntime;
 use drover_hv::VmDriver;
 use std::path::PathBuf;
@@ -67,6 +67,8 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms/{id}/actions", post(vms::change_state))
         .route("/v1/vms/{id}/port-forwards", post(vms::add_port_forward))
         .route("/v1/vms/{id}/leases", get(vms::leases))
+        .route("/v1/vms/{id}/nics", post(vms::add_nic))
+        .route("/v1/vms/{id}/nics/{name}", delete(vms::remove_nic))
         .route("/v1/vms/{id}/console", get(console::attach))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use drover_api::agent::{AgentVmSpec, NicLease, VmRuntime};
+use drover_api::agent::{AgentNic, AgentVmSpec, NicLease, VmRuntime};
 use drover_api::{PortForward, VmActionRequest, VmId};
 use std::sync::Arc;
 
@@ -91,6 +91,28 @@ pub async fn add_port_forward(
     let Json(forward) = body?;
     let handle = state.registry.get(vm_id)?;
     handle.add_port_forward(forward).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/vms/{id}/nics`: idempotent; hot-plugs the NIC into a running VM.
+pub async fn add_nic(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<VmId>, PathRejection>,
+    body: Result<Json<AgentNic>, JsonRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Path(vm_id) = path?;
+    let Json(nic) = body?;
+    state.registry.get(vm_id)?.add_nic(nic).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/vms/{id}/nics/{name}`: idempotent; hot-unplugs the NIC from a running VM.
+pub async fn remove_nic(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<(VmId, String)>, PathRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Path((vm_id, name)) = path?;
+    state.registry.get(vm_id)?.remove_nic(name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -12,7 +12,7 @@
 
 use drover_api::Accelerator;
 use drover_api::PortForward;
-use drover_api::agent::{AgentVmSpec, NicAttachment};
+use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
 use drover_api::vm::VmDisk;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -81,8 +81,6 @@ pub fn command_line(
         let netdev = netdev_id(&nic.name);
         let mut backend = match &nic.attachment {
             NicAttachment::User => format!("user,id={netdev}"),
-            // The agent made the tap and put it on the bridge. No vhost: /dev/vhost-net is
-            // missing on some hosts, and under TCG it would gain nothing.
             NicAttachment::Network { tap, .. } => {
                 format!("tap,id={netdev},ifname={tap},script=no,downscript=no,vhost=off")
             }
@@ -99,6 +97,27 @@ pub fn command_line(
         ));
     }
     args.0
+}
+
+/// The `netdev_add` arguments of a NIC's backend, as `-netdev` gives them at start. The agent
+/// made the tap and put it on the bridge. No vhost: /dev/vhost-net is missing on some hosts, and
+/// under TCG it would gain nothing.
+pub fn netdev_arguments(nic: &AgentNic) -> serde_json::Value {
+    let id = netdev_id(&nic.name);
+    match &nic.attachment {
+        NicAttachment::User => serde_json::json!({ "type": "user", "id": id }),
+        NicAttachment::Network { tap, .. } => serde_json::json!({
+            "type": "tap", "id": id, "ifname": tap, "script": "no", "downscript": "no",
+            "vhost": false,
+        }),
+    }
+}
+
+/// The `device_add` arguments of a NIC.
+pub fn device_arguments(nic: &AgentNic) -> serde_json::Value {
+    serde_json::json!({
+        "driver": "virtio-net-pci", "id": nic.name, "netdev": netdev_id(&nic.name), "mac": nic.mac,
+    })
 }
 
 /// The id of a NIC's backend (`-netdev`), named after its device.
@@ -158,7 +177,6 @@ pub fn display(program: &Path, args: &[OsString]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drover_api::agent::AgentNic;
     use drover_api::id::VmId;
 
     fn spec(disk: VmDisk) -> AgentVmSpec {

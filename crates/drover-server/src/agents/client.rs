@@ -2,8 +2,8 @@
 
 use crate::pki::Pki;
 use drover_api::agent::{
-    AgentHostInfo, AgentNetwork, AgentNetworkStatus, AgentVmSpec, EnrollBegin, EnrollComplete,
-    EnrollCsr, NicLease, VmRuntime,
+    AgentHostInfo, AgentNetwork, AgentNetworkStatus, AgentNic, AgentVmSpec, EnrollBegin,
+    EnrollComplete, EnrollCsr, NicLease, VmRuntime,
 };
 use drover_api::{ErrorBody, ErrorDetail, NetworkId, PortForward, VmAction, VmActionRequest, VmId};
 use drover_tls::{CertificateAuthority, TlsError};
@@ -197,6 +197,27 @@ impl AgentClient<'_> {
             self.http
                 .post(self.url(&format!("/v1/vms/{vm_id}/port-forwards")))
                 .json(&forward),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Adds a NIC to the VM, hot-plugged when it runs (idempotent).
+    pub async fn add_nic(&self, vm_id: VmId, nic: &AgentNic) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/vms/{vm_id}/nics")))
+                .json(nic),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Removes a NIC from the VM, hot-unplugged when it runs (idempotent).
+    pub async fn remove_nic(&self, vm_id: VmId, nic: &str) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .delete(self.url(&format!("/v1/vms/{vm_id}/nics/{nic}"))),
         )
         .await
         .map(drop)

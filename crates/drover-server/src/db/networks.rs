@@ -181,51 +181,86 @@ pub enum AllocationError {
     Db(#[from] DbError),
 }
 
-/// Gives `vm_id` one NIC per entry of `networks` (`None` = user-mode), in slot order: a MAC from
-/// the global pool and, on a network with a DHCP range, the lowest free address of it. Picks are
-/// inserted at once; a unique index refusing one (another create took it meanwhile) means pick
-/// again. On error, NICs already made stay: the caller deletes the VM, which removes them.
+/// Gives `vm_id` one NIC per entry of `networks` (`None` = user-mode), in slot order from 0.
+/// On error, NICs already made stay: the caller deletes the VM, which removes them.
 pub async fn allocate_nics(
     db: &Db,
     vm_id: VmId,
     networks: &[Option<Network>],
 ) -> Result<(), AllocationError> {
     for (slot, network) in networks.iter().enumerate() {
-        let slot = i64::try_from(slot).unwrap_or(i64::MAX);
-        let mut inserted = false;
-        for _ in 0..ALLOCATION_ATTEMPTS {
-            let ip = match network {
-                Some(network) => free_ip(db, network).await?,
-                None => None,
-            };
-            let mac = pool_mac(rand::random());
-            let result = sqlx::query(
-                "INSERT INTO vm_nics (vm_id, slot, network_id, mac, ip) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(vm_id.to_string())
-            .bind(slot)
-            .bind(network.as_ref().map(|network| network.id.to_string()))
-            .bind(mac)
-            .bind(ip.map(|ip| ip.to_string()))
-            .execute(db.pool())
-            .await;
-            match result {
-                Ok(_) => {
-                    inserted = true;
-                    break;
-                }
-                Err(error)
-                    if error
-                        .as_database_error()
-                        .is_some_and(|error| error.is_unique_violation()) => {}
-                Err(error) => return Err(DbError::Query(error).into()),
-            }
-        }
-        if !inserted {
-            return Err(AllocationError::MacPoolExhausted);
-        }
+        allocate_nic(
+            db,
+            vm_id,
+            i64::try_from(slot).unwrap_or(i64::MAX),
+            network.as_ref(),
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// Adds one NIC to `vm_id` in the slot after its last; the slot.
+pub async fn add_nic(
+    db: &Db,
+    vm_id: VmId,
+    network: Option<&Network>,
+) -> Result<i64, AllocationError> {
+    let slot: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(slot) + 1, 0) FROM vm_nics WHERE vm_id = ?")
+            .bind(vm_id.to_string())
+            .fetch_one(db.pool())
+            .await
+            .map_err(DbError::Query)?;
+    allocate_nic(db, vm_id, slot, network).await?;
+    Ok(slot)
+}
+
+/// Removes a VM's NIC, returning its MAC and IP to the pools.
+pub async fn remove_nic(db: &Db, vm_id: VmId, slot: i64) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM vm_nics WHERE vm_id = ? AND slot = ?")
+        .bind(vm_id.to_string())
+        .bind(slot)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Makes NIC `slot` of `vm_id`: a MAC from the global pool and, on a network with a DHCP range,
+/// the lowest free address of it. Picks are inserted at once; a unique index refusing one
+/// (another allocation took it meanwhile) means pick again.
+async fn allocate_nic(
+    db: &Db,
+    vm_id: VmId,
+    slot: i64,
+    network: Option<&Network>,
+) -> Result<(), AllocationError> {
+    for _ in 0..ALLOCATION_ATTEMPTS {
+        let ip = match network {
+            Some(network) => free_ip(db, network).await?,
+            None => None,
+        };
+        let mac = pool_mac(rand::random());
+        let result = sqlx::query(
+            "INSERT INTO vm_nics (vm_id, slot, network_id, mac, ip) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(vm_id.to_string())
+        .bind(slot)
+        .bind(network.map(|network| network.id.to_string()))
+        .bind(mac)
+        .bind(ip.map(|ip| ip.to_string()))
+        .execute(db.pool())
+        .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(error)
+                if error
+                    .as_database_error()
+                    .is_some_and(|error| error.is_unique_violation()) => {}
+            Err(error) => return Err(DbError::Query(error).into()),
+        }
+    }
+    Err(AllocationError::MacPoolExhausted)
 }
 
 /// The lowest free address of the network's DHCP range; `None` for a network without one.

@@ -58,6 +58,8 @@ pub enum ApiError {
     JobNotCancelable { id: String, status: String },
     #[error("job {id} is {status}; only a failed or canceled job can be restarted")]
     JobNotRestartable { id: String, status: String },
+    #[error("VM '{vm}' has no NIC '{nic}'")]
+    NicNotFound { vm: String, nic: String },
     #[error("no network '{0}'")]
     NetworkNotFound(String),
     #[error("a network named '{0}' already exists")]
@@ -119,7 +121,8 @@ impl ApiError {
             | ApiError::VmNotFound(_)
             | ApiError::HostNotFound(_)
             | ApiError::JobNotFound(_)
-            | ApiError::NetworkNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::NetworkNotFound(_)
+            | ApiError::NicNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::VmExists(_)
             | ApiError::HostExists(_)
             | ApiError::HostHasVms { .. }
@@ -219,6 +222,9 @@ impl ApiError {
                 "job_not_restartable",
                 "restart only jobs that failed or were canceled",
             ),
+            ApiError::NicNotFound { .. } => {
+                ("nic_not_found", "list the VM's NICs with `drover vm show`")
+            }
             ApiError::NetworkNotFound(_) => (
                 "network_not_found",
                 "list networks with `drover network list`",

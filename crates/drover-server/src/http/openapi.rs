@@ -23,6 +23,8 @@ use utoipa::OpenApi;
         vms::change_state,
         vms::delete,
         vms::add_port_forward,
+        vms::add_nic,
+        vms::remove_nic,
         networks::list,
         networks::get,
         networks::create,

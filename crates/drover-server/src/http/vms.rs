@@ -10,7 +10,7 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Json};
-use drover_api::{Page, PortForward, Vm, VmActionRequest, VmCreate, VmId, VmState};
+use drover_api::{NicAdd, Page, PortForward, Vm, VmActionRequest, VmCreate, VmId, VmState};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -161,5 +161,36 @@ pub async fn add_port_forward(
         vm_id: vm.id,
         forward,
     };
+    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/vms/{vm}/nics", request_body = NicAdd,
+    params(("vm" = String, Path, description = "id or name")),
+    responses((status = 202, body = drover_api::Job), (status = 404, body = drover_api::ErrorBody),
+        (status = 409, body = drover_api::ErrorBody)))]
+pub async fn add_nic(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path(vm): Path<String>,
+    ApiJson(request): ApiJson<NicAdd>,
+) -> Result<Response, ApiError> {
+    let vm = find(&state, &vm).await?;
+    let spec = JobSpec::VmNicAdd {
+        vm_id: vm.id,
+        network: request.network,
+    };
+    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/vms/{vm}/nics/{nic}",
+    params(("vm" = String, Path, description = "id or name"), ("nic" = String, Path, description = "nic0, nic1, ...")),
+    responses((status = 202, body = drover_api::Job), (status = 404, body = drover_api::ErrorBody)))]
+pub async fn remove_nic(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path((vm, nic)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let vm = find(&state, &vm).await?;
+    let spec = JobSpec::VmNicRemove { vm_id: vm.id, nic };
     Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
 }

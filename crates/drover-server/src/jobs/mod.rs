@@ -46,6 +46,14 @@ pub enum JobSpec {
         vm_id: VmId,
         forward: PortForward,
     },
+    VmNicAdd {
+        vm_id: VmId,
+        network: String,
+    },
+    VmNicRemove {
+        vm_id: VmId,
+        nic: String,
+    },
     NetworkCreate {
         network_id: NetworkId,
         request: NetworkCreate,
@@ -65,6 +73,8 @@ impl JobSpec {
             JobSpec::VmAction { action, .. } => format!("vm.{action}"),
             JobSpec::VmDelete { .. } => "vm.delete".to_owned(),
             JobSpec::VmPortForward { .. } => "vm.port_forward".to_owned(),
+            JobSpec::VmNicAdd { .. } => "vm.nic_add".to_owned(),
+            JobSpec::VmNicRemove { .. } => "vm.nic_remove".to_owned(),
             JobSpec::NetworkCreate { .. } => "network.create".to_owned(),
             JobSpec::NetworkDelete { .. } => "network.delete".to_owned(),
         }
@@ -122,6 +132,8 @@ pub async fn submit(
         JobSpec::VmPortForward { vm_id, forward } => {
             vm::prepare_port_forward(state, *vm_id, *forward).await?
         }
+        JobSpec::VmNicAdd { vm_id, network } => vm::prepare_nic_add(state, *vm_id, network).await?,
+        JobSpec::VmNicRemove { vm_id, nic } => vm::prepare_nic_remove(state, *vm_id, nic).await?,
         JobSpec::NetworkCreate {
             network_id,
             request,
@@ -275,6 +287,12 @@ async fn execute(state: AppState, job: Job, spec: JobSpec) {
         JobSpec::VmDelete { vm_id } => vm::run_delete(&state, &mut run, vm_id).await,
         JobSpec::VmPortForward { vm_id, forward } => {
             vm::run_port_forward(&state, &mut run, vm_id, forward).await
+        }
+        JobSpec::VmNicAdd { vm_id, network } => {
+            vm::run_nic_add(&state, &mut run, vm_id, network).await
+        }
+        JobSpec::VmNicRemove { vm_id, nic } => {
+            vm::run_nic_remove(&state, &mut run, vm_id, nic).await
         }
         JobSpec::NetworkCreate {
             network_id,

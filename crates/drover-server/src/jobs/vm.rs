@@ -9,7 +9,8 @@ use chrono::Utc;
 use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
 use drover_api::network::{NetworkHostState, USER_NETWORK, tap_name};
 use drover_api::{
-    Event, Host, HostState, JobTarget, Network, PortForward, Vm, VmAction, VmCreate, VmId, VmState,
+    Event, Host, HostState, JobTarget, Network, PortForward, Vm, VmAction, VmCreate, VmId, VmNic,
+    VmState,
 };
 
 /// Smallest memory a VM may have; below it no guest kernel boots.
@@ -36,26 +37,37 @@ fn agent_spec(vm: &Vm) -> AgentVmSpec {
         kernel: vm.kernel.clone(),
         initrd: vm.initrd.clone(),
         cmdline: vm.cmdline.clone(),
-        nics: vm
-            .nics
-            .iter()
-            .enumerate()
-            .map(|(slot, nic)| AgentNic {
-                name: nic.name.clone(),
-                mac: nic.mac.clone(),
-                attachment: if nic.network == USER_NETWORK {
-                    NicAttachment::User
-                } else {
-                    NicAttachment::Network {
-                        bridge: crate::ipam::bridge_name(&nic.network),
-                        tap: tap_name(vm.id, slot),
-                        ip: nic.ip.clone(),
-                    }
-                },
-            })
-            .collect(),
+        nics: vm.nics.iter().map(|nic| agent_nic(vm.id, nic)).collect(),
         port_forwards: vm.port_forwards.clone(),
     }
+}
+
+/// A NIC as its host builds it.
+fn agent_nic(vm_id: VmId, nic: &VmNic) -> AgentNic {
+    AgentNic {
+        name: nic.name.clone(),
+        mac: nic.mac.clone(),
+        attachment: if nic.network == USER_NETWORK {
+            NicAttachment::User
+        } else {
+            NicAttachment::Network {
+                bridge: crate::ipam::bridge_name(&nic.network),
+                tap: tap_name(vm_id, &nic.name),
+                ip: nic.ip.clone(),
+            }
+        },
+    }
+}
+
+/// The network a NIC request names (`None` = user-mode).
+async fn named_network(state: &AppState, name: &str) -> Result<Option<Network>, ApiError> {
+    if name == USER_NETWORK {
+        return Ok(None);
+    }
+    db::networks::get(&state.db, name)
+        .await?
+        .map(Some)
+        .ok_or_else(|| ApiError::NetworkNotFound(name.to_owned()))
 }
 
 /// The networks of a create request's NICs, in order (`None` = user-mode); one user-mode NIC
@@ -69,14 +81,7 @@ async fn nic_networks(
     }
     let mut networks = Vec::with_capacity(names.len());
     for name in names {
-        if name == USER_NETWORK {
-            networks.push(None);
-            continue;
-        }
-        let network = db::networks::get(&state.db, name)
-            .await?
-            .ok_or_else(|| ApiError::NetworkNotFound(name.clone()))?;
-        networks.push(Some(network));
+        networks.push(named_network(state, name).await?);
     }
     Ok(networks)
 }
@@ -453,6 +458,119 @@ pub(super) async fn run_port_forward(
         if let Some(vm) = db::vms::set_port_forwards(&state.db, vm_id, &forwards).await? {
             state.publish(Event::VmChanged(vm));
         }
+        Ok(())
+    })
+    .await
+}
+
+pub(super) async fn prepare_nic_add(
+    state: &AppState,
+    vm_id: VmId,
+    network: &str,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let found = named_network(state, network).await?;
+    check_networks_on_host(&[found], &host_of(state, &vm).await?)?;
+    Ok(Plan {
+        description: format!("Add a NIC on network {network} to VM {}", vm.name),
+        target: target(vm_id, &vm.name),
+        steps: vec![
+            "Reserve a MAC address and an IP address",
+            "Plug the NIC into the VM",
+        ],
+    })
+}
+
+pub(super) async fn run_nic_add(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    network: String,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let host = host_of(state, &vm).await?;
+    let slot = run
+        .step(async {
+            let network = named_network(state, &network).await?;
+            if let Some(network) = &network {
+                super::network::ensure_on_host(state, network.id, &host).await?;
+            }
+            Ok(db::networks::add_nic(&state.db, vm_id, network.as_ref()).await?)
+        })
+        .await?;
+    let plugged = run
+        .step(async {
+            let vm = find_vm(state, vm_id).await?;
+            let name = format!("nic{slot}");
+            let nic = vm
+                .nics
+                .iter()
+                .find(|nic| nic.name == name)
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("NIC {name} vanished")))?;
+            state
+                .agents
+                .at(&host.address)
+                .add_nic(vm_id, &agent_nic(vm_id, nic))
+                .await?;
+            state.publish(Event::VmChanged(vm));
+            Ok(())
+        })
+        .await;
+    if plugged.is_err() {
+        db::networks::remove_nic(&state.db, vm_id, slot).await?;
+    }
+    plugged
+}
+
+/// The slot of the VM's NIC `name` (`nic3` is slot 3).
+fn nic_slot(vm: &Vm, name: &str) -> Result<i64, ApiError> {
+    vm.nics
+        .iter()
+        .find(|nic| nic.name == name)
+        .and_then(|nic| nic.name.strip_prefix("nic")?.parse().ok())
+        .ok_or_else(|| ApiError::NicNotFound {
+            vm: vm.name.clone(),
+            nic: name.to_owned(),
+        })
+}
+
+pub(super) async fn prepare_nic_remove(
+    state: &AppState,
+    vm_id: VmId,
+    nic: &str,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    nic_slot(&vm, nic)?;
+    Ok(Plan {
+        description: format!("Remove NIC {nic} from VM {}", vm.name),
+        target: target(vm_id, &vm.name),
+        steps: vec![
+            "Unplug the NIC from the VM",
+            "Return its MAC and IP addresses",
+        ],
+    })
+}
+
+pub(super) async fn run_nic_remove(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    nic: String,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let host = host_of(state, &vm).await?;
+    let slot = nic_slot(&vm, &nic)?;
+    run.step(async {
+        Ok(state
+            .agents
+            .at(&host.address)
+            .remove_nic(vm_id, &nic)
+            .await?)
+    })
+    .await?;
+    run.step(async {
+        db::networks::remove_nic(&state.db, vm_id, slot).await?;
+        state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
         Ok(())
     })
     .await
