@@ -9,7 +9,7 @@ mod enrollment;
 mod error;
 mod host;
 mod http;
-mod network;
+pub mod network;
 mod registry;
 mod store;
 
