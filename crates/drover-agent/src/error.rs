@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use drover_api::{ErrorBody, ErrorDetail, VmAction, VmId, VmState};
 use drover_hv::DriverError;
+use drover_image::ImageError;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,6 +54,20 @@ pub enum AgentError {
     StartFailed(String),
     #[error("network {0}")]
     Network(#[from] crate::network::NetworkError),
+    #[error("this agent does not have the library role")]
+    NotLibraryServer,
+    #[error("this agent serves no share named '{0}'")]
+    ShareNotFound(String),
+    #[error("cannot use {path} as a share directory")]
+    ShareUnusable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Image(#[from] drover_image::ImageError),
+    #[error("the download of {url} failed: {detail}")]
+    DownloadFailed { url: String, detail: String },
     #[error("the hypervisor driver failed")]
     Driver(#[source] DriverError),
     #[error("internal error")]
@@ -191,12 +206,78 @@ impl AgentError {
                 "network_setup_failed",
                 "Read the failed command and its output; check that ip, bridge, nft and dnsmasq are installed and the agent runs as root.",
             ),
+            AgentError::NotLibraryServer => (
+                StatusCode::CONFLICT,
+                "not_a_library_server",
+                "Run the agent with `--roles host,library` (or `--roles library`) to serve library shares.",
+            ),
+            AgentError::ShareNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "share_not_found",
+                "Add the share to this library server with `drover library share add` first.",
+            ),
+            AgentError::ShareUnusable { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "share_unusable",
+                "Name a directory the agent can create, read and write.",
+            ),
+            AgentError::Image(error) => image_mapping(error),
+            AgentError::DownloadFailed { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "import_download_failed",
+                "Check that the URL is reachable from the library server and serves the whole file, then import again.",
+            ),
             AgentError::Driver(_) | AgentError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "Retry; if it fails again, read the agent's log.",
             ),
         }
+    }
+}
+
+fn image_mapping(error: &ImageError) -> (StatusCode, &'static str, &'static str) {
+    match error {
+        ImageError::Unreadable { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_unreadable",
+            "The file is truncated, corrupt or (for a VMDK descriptor) names a missing extent; import a complete copy.",
+        ),
+        ImageError::NotAnImage { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_not_an_image",
+            "Import a qcow2, raw (.raw or .img), VMDK, VHD, VHDX or ISO file.",
+        ),
+        ImageError::CheckFailed { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_corrupt",
+            "The image failed `qemu-img check`; repair it (`qemu-img check -r all`) or import a good copy.",
+        ),
+        ImageError::OutsideShare { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "path_outside_share",
+            "Name a path relative to the share, without `..` or a leading `/`.",
+        ),
+        ImageError::Exists { .. } => (
+            StatusCode::CONFLICT,
+            "library_file_exists",
+            "Choose another name with --name, or remove the existing item first.",
+        ),
+        ImageError::Missing { .. } => (
+            StatusCode::NOT_FOUND,
+            "library_file_not_found",
+            "Run `drover library refresh` to re-index the share.",
+        ),
+        ImageError::Io { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_io_failed",
+            "Check that the file exists on the library server and that the agent can read it and write the share.",
+        ),
+        ImageError::QemuImgMissing(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Install qemu-utils on the library server.",
+        ),
     }
 }
 

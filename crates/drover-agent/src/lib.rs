@@ -9,6 +9,7 @@ mod enrollment;
 mod error;
 mod host;
 mod http;
+mod library;
 pub mod network;
 mod registry;
 mod store;
@@ -40,17 +41,26 @@ pub struct AgentOptions {
     pub driver: Arc<dyn VmDriver>,
     /// A fixed enrollment code (`drover up` passes one); `None` makes one at first start.
     pub enrollment_code: Option<String>,
+    /// What this agent does: `host` (runs VMs), `library` (serves library shares), or both.
+    pub roles: Vec<String>,
 }
+
+/// The roles an agent can have.
+pub const ROLES: &[&str] = &["host", drover_api::library::LIBRARY_ROLE];
 
 /// A running agent.
 pub struct AgentHandle {
     /// Where the control API listens (with the real port when the configured one was 0).
     pub control_addr: SocketAddr,
+    /// Where the transfer endpoint listens.
+    pub transfer_addr: SocketAddr,
     /// The code a server must present to enroll this agent; `None` once enrolled.
     pub enrollment_code: Option<String>,
     state: Arc<AgentState>,
     server: axum_server::Handle,
     serve_task: JoinHandle<std::io::Result<()>>,
+    transfer_server: axum_server::Handle,
+    transfer_task: JoinHandle<std::io::Result<()>>,
 }
 
 impl AgentHandle {
@@ -58,8 +68,11 @@ impl AgentHandle {
     pub async fn shutdown(self) {
         self.state.shutdown.cancel();
         self.server.shutdown();
+        self.transfer_server.shutdown();
         self.serve_task.abort();
+        self.transfer_task.abort();
         let _ = self.serve_task.await;
+        let _ = self.transfer_task.await;
         self.state.registry.detach_all().await;
         tracing::info!("agent stopped; VMs keep running");
     }
@@ -67,6 +80,7 @@ impl AgentHandle {
     /// Serves until the listener fails.
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.serve_task.await;
+        self.transfer_task.abort();
         self.state.shutdown.cancel();
         self.state.registry.detach_all().await;
         result
@@ -83,7 +97,26 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
         config,
         driver,
         enrollment_code,
+        roles,
     } = options;
+    if let Some(unknown) = roles.iter().find(|role| !ROLES.contains(&role.as_str())) {
+        anyhow::bail!(
+            "unknown role '{unknown}'; the roles are {}",
+            ROLES.join(", ")
+        );
+    }
+    let library = library::Library::open(&data_dir, &roles)
+        .context("cannot read the library shares of this agent")?;
+    // Both listeners are bound before anything else starts, so a port in use fails the start.
+    let bind_to = SocketAddr::new(config.agent_bind_address(), config.agent_control_port());
+    let listener = std::net::TcpListener::bind(bind_to)
+        .with_context(|| format!("cannot listen on {bind_to} (agent.control_port)"))?;
+    let transfer_to = SocketAddr::new(config.agent_bind_address(), config.agent_transfer_port());
+    let transfer_listener = std::net::TcpListener::bind(transfer_to)
+        .with_context(|| format!("cannot listen on {transfer_to} (agent.transfer_port)"))?;
+    let transfer_addr = transfer_listener
+        .local_addr()
+        .context("transfer listener address")?;
     store::create_private_dir(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let enrollment = enrollment::Enrollment::open(&data_dir, enrollment_code)
@@ -98,21 +131,26 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
         networks,
         registry: Registry::default(),
         enrollment,
+        roles,
+        library,
+        transfer_port: transfer_addr.port(),
         changes,
         shutdown: CancellationToken::new(),
     });
     recover_vms(&state).await?;
     state.networks.readopt().await;
 
-    let bind_to = SocketAddr::new(config.agent_bind_address(), config.agent_control_port());
-    let listener = std::net::TcpListener::bind(bind_to)
-        .with_context(|| format!("cannot listen on {bind_to} (agent.control_port)"))?;
     let control_addr = listener.local_addr().context("listener address")?;
     let server = axum_server::Handle::new();
-    let serve = axum_server::from_tcp_rustls(listener, tls_config)
+    let serve = axum_server::from_tcp_rustls(listener, tls_config.clone())
         .handle(server.clone())
         .serve(http::router(state.clone()).into_make_service());
     let serve_task = tokio::spawn(serve);
+    let transfer_server = axum_server::Handle::new();
+    let transfer_serve = axum_server::from_tcp_rustls(transfer_listener, tls_config)
+        .handle(transfer_server.clone())
+        .serve(http::transfer_router(state.clone()).into_make_service());
+    let transfer_task = tokio::spawn(transfer_serve);
 
     let enrollment_code = state.enrollment.pending_code();
     match &enrollment_code {
@@ -121,10 +159,13 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
     }
     Ok(AgentHandle {
         control_addr,
+        transfer_addr,
         enrollment_code,
         state,
         server,
         serve_task,
+        transfer_server,
+        transfer_task,
     })
 }
 

@@ -87,9 +87,14 @@ impl Drop for DataDir {
 }
 
 async fn start_agent(data_dir: &Path) -> AgentHandle {
+    start_agent_with_roles(data_dir, &["host"]).await
+}
+
+async fn start_agent_with_roles(data_dir: &Path, roles: &[&str]) -> AgentHandle {
     let mut config = Config::default();
     for (key, value) in [
         ("agent.control_port", "0"),
+        ("agent.transfer_port", "0"),
         ("agent.bind_address", "127.0.0.1"),
     ] {
         config
@@ -101,6 +106,7 @@ async fn start_agent(data_dir: &Path) -> AgentHandle {
         config,
         driver: Arc::new(QemuDriver::new(QemuConfig::default())),
         enrollment_code: None,
+        roles: roles.iter().map(|role| (*role).to_owned()).collect(),
     })
     .await
     .expect("agent starts")
@@ -659,4 +665,260 @@ async fn killed_qemu_fails_and_a_restarted_agent_readopts_its_vm() {
     .await
     .expect("delete ends QEMU");
     handle.shutdown().await;
+}
+
+/// Serves `body` once on 127.0.0.1 as an HTTP/1.1 response announcing `announced` bytes, then
+/// closes the connection: a download that fails midway when `announced` is larger.
+async fn serve_once(body: Vec<u8>, announced: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accept");
+        let mut request = [0_u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let head =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n");
+        let _ = socket.write_all(head.as_bytes()).await;
+        let _ = socket.write_all(&body).await;
+        let _ = socket.shutdown().await;
+    });
+    format!("http://{address}/images/disk.qcow2")
+}
+
+fn make_qcow2(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&path)
+        .arg("4M")
+        .status()
+        .expect("qemu-img");
+    assert!(status.success());
+    path
+}
+
+fn share_listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read share")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn library_shares_imports_and_ranged_transfers() {
+    use drover_api::library::{AgentImport, AgentShare, LibraryFile};
+    let data_dir = DataDir::new("library_shares_imports_and_ranged_transfers");
+    let sources = tempfile::tempdir().expect("temp dir");
+    let share_dir = data_dir.path().join("share");
+    let handle = start_agent_with_roles(data_dir.path(), &["host", "library"]).await;
+    let server = Server::new();
+    server.enroll(&handle).await;
+    let agent = Agent::new(&server, &handle);
+
+    let info: AgentHostInfo = agent
+        .client
+        .get(format!("{}/v1/host", agent.base))
+        .send()
+        .await
+        .expect("GET host")
+        .json()
+        .await
+        .expect("host info");
+    assert_eq!(info.roles, ["host", "library"]);
+    assert_eq!(info.transfer_port, Some(handle.transfer_addr.port()));
+
+    let shares = format!("{}/v1/library/shares", agent.base);
+    let add = |path: String| {
+        agent
+            .client
+            .put(format!("{shares}/main"))
+            .json(&AgentShare { path })
+            .send()
+    };
+    assert_eq!(
+        add("relative/dir".into()).await.expect("PUT").status(),
+        StatusCode::BAD_REQUEST
+    );
+    let share_path = share_dir.display().to_string();
+    assert_eq!(
+        add(share_path.clone()).await.expect("PUT").status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        add(share_path).await.expect("PUT again").status(),
+        StatusCode::NO_CONTENT
+    );
+
+    let import = |source: String, name: &str| {
+        agent
+            .client
+            .post(format!("{shares}/main/import"))
+            .json(&AgentImport {
+                source,
+                name: name.to_owned(),
+            })
+            .send()
+    };
+    let qcow2 = make_qcow2(sources.path(), "base.qcow2");
+    let response = import(qcow2.display().to_string(), "base")
+        .await
+        .expect("import");
+    assert_eq!(response.status(), StatusCode::OK);
+    let imported: LibraryFile = response.json().await.expect("file");
+    assert_eq!(imported.path, "base.qcow2");
+
+    // Bad input leaves the share as it was.
+    let text = sources.path().join("notes.txt");
+    std::fs::write(&text, "hello\n").expect("write");
+    let bad: [(String, &str, StatusCode, &str); 4] = [
+        (
+            text.display().to_string(),
+            "notes",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_not_an_image",
+        ),
+        (
+            qcow2.display().to_string(),
+            "../up",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "path_outside_share",
+        ),
+        (
+            qcow2.display().to_string(),
+            "base",
+            StatusCode::CONFLICT,
+            "library_file_exists",
+        ),
+        (
+            serve_once(std::fs::read(&qcow2).expect("read"), 10 << 20).await,
+            "cut",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "import_download_failed",
+        ),
+    ];
+    for (source, name, status, code) in bad {
+        let (got_status, got_code, message) =
+            error_code(import(source.clone(), name).await.expect("import")).await;
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (status, code),
+            "{source}: {message}"
+        );
+    }
+    assert_eq!(share_listing(&share_dir), ["base.qcow2"]);
+
+    // A whole download imports.
+    let bytes = std::fs::read(&qcow2).expect("read");
+    let url = serve_once(bytes.clone(), bytes.len()).await;
+    let response = import(url, "fetched").await.expect("import URL");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Files dropped by hand are indexed; files that are not images are not.
+    std::fs::write(share_dir.join("dropped.img"), vec![0_u8; 1 << 20]).expect("write");
+    std::fs::write(share_dir.join("readme.txt"), "notes").expect("write");
+    let files: Vec<LibraryFile> = agent
+        .client
+        .get(format!("{shares}/main/files"))
+        .send()
+        .await
+        .expect("GET files")
+        .json()
+        .await
+        .expect("files");
+    let listed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|file| (file.path.as_str(), file.format.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("base.qcow2", "qcow2"),
+            ("dropped.img", "raw"),
+            ("fetched.qcow2", "qcow2")
+        ]
+    );
+
+    // The transfer port: ranges with the SHA-256 as a strong ETag.
+    let stored = std::fs::read(share_dir.join("base.qcow2")).expect("read");
+    let file_url = format!(
+        "https://{}/v1/shares/main/files/base.qcow2",
+        handle.transfer_addr
+    );
+    let etag = format!("\"{}\"", imported.sha256);
+    let whole = agent.client.get(&file_url).send().await.expect("GET file");
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.headers()["etag"].to_str().expect("ascii"), etag);
+    assert_eq!(whole.bytes().await.expect("body"), stored);
+    let tail = agent
+        .client
+        .get(&file_url)
+        .header("range", "bytes=1000-")
+        .header("if-range", &etag)
+        .send()
+        .await
+        .expect("GET range");
+    assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        tail.headers()["content-range"].to_str().expect("ascii"),
+        format!("bytes 1000-{}/{}", stored.len() - 1, stored.len())
+    );
+    assert_eq!(tail.bytes().await.expect("body"), stored[1000..]);
+    let changed = agent
+        .client
+        .get(&file_url)
+        .header("range", "bytes=1000-")
+        .header("if-range", "\"another-version\"")
+        .send()
+        .await
+        .expect("GET stale range");
+    assert_eq!(changed.status(), StatusCode::OK);
+    let refused = agent
+        .client
+        .get(&file_url)
+        .header("if-match", "\"another-version\"")
+        .send()
+        .await
+        .expect("GET if-match");
+    assert_eq!(refused.status(), StatusCode::PRECONDITION_FAILED);
+    let escape = agent
+        .client
+        .get(format!(
+            "https://{}/v1/shares/main/files/..%2F..%2Fidentity.pem",
+            handle.transfer_addr
+        ))
+        .send()
+        .await
+        .expect("GET escape");
+    assert_eq!(error_code(escape).await.1, "path_outside_share");
+    // Without a certificate from the CA, the transfer port does not answer at all.
+    assert!(first_use_client().get(&file_url).send().await.is_err());
+    handle.shutdown().await;
+
+    // A host-only agent holds no shares.
+    let host_dir = DataDir::new("library_shares_imports_and_ranged_transfers_host");
+    let host = start_agent(host_dir.path()).await;
+    server.enroll(&host).await;
+    let host_agent = Agent::new(&server, &host);
+    let response = host_agent
+        .client
+        .put(format!("{}/v1/library/shares/main", host_agent.base))
+        .json(&AgentShare {
+            path: host_dir.path().join("s").display().to_string(),
+        })
+        .send()
+        .await
+        .expect("PUT share");
+    assert_eq!(error_code(response).await.1, "not_a_library_server");
+    host.shutdown().await;
 }

@@ -35,10 +35,16 @@ pub struct AgentHostInfo {
     pub memory_free_mib: u64,
     /// Free space where the agent keeps VM disks.
     pub disk_free_bytes: u64,
+    /// CPU load over the last minute as a share of all CPUs, 0 to 100 (from `/proc/loadavg`).
+    #[serde(default)]
+    pub cpu_load_percent: u32,
     pub accelerator: Accelerator,
     pub agent_version: String,
     /// `host`, `library`.
     pub roles: Vec<String>,
+    /// The transfer endpoint's port (HTTPS, mutual TLS); `None` before issue 3's agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_port: Option<u16>,
 }
 
 /// Everything the agent needs to run a VM. The server's database is the source of truth; the

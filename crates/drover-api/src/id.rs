@@ -53,6 +53,18 @@ object_id!(
     JobId
 );
 object_id!(
+    /// Identifies a host group.
+    HostGroupId
+);
+object_id!(
+    /// Identifies a library share (a directory served by a library server).
+    LibraryShareId
+);
+object_id!(
+    /// Identifies a library item (a disk image or ISO in a share).
+    LibraryItemId
+);
+object_id!(
     /// Identifies a virtual network.
     NetworkId
 );

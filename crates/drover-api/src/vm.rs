@@ -98,12 +98,27 @@ pub enum VmDisk {
     Image { path: String },
 }
 
+impl VmDisk {
+    /// Host disk space the VM may come to use: a blank disk's size. An overlay's growth is
+    /// unknown ahead (it is counted as 0) and a VM without a disk uses none.
+    pub fn committed_bytes(&self) -> u64 {
+        match self {
+            VmDisk::Blank { size_bytes } => *size_bytes,
+            VmDisk::None | VmDisk::Image { .. } => 0,
+        }
+    }
+}
+
 /// Body of `POST /api/v1/vms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmCreate {
     pub name: String,
-    /// Host id or name.
-    pub host: String,
+    /// Host id or name; when absent, the best-rated host of `group` is chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Group id or name to place the VM in when no host is given ("All Hosts" when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub cpus: u32,
     pub memory_mib: u64,
     pub disk: VmDisk,

@@ -7,20 +7,26 @@ pub mod console;
 pub mod credentials;
 mod error;
 mod host;
+mod hostgroup;
 mod job;
+mod library;
 mod login;
 mod network;
 pub mod output;
+mod placement;
 mod progress;
 pub mod settings;
 mod vm;
 
 pub use error::{CliError, print_error};
 pub use host::HostCommand;
+pub use hostgroup::HostGroupCommand;
 pub use job::JobCommand;
+pub use library::LibraryCommand;
 pub use login::LoginArgs;
 pub use network::{NetworkCommand, NetworkCreateArgs};
 pub use output::OutputFormat;
+pub use placement::PlacementCommand;
 pub use progress::JobOptions;
 pub use settings::PortsArgs;
 pub use vm::{VmCommand, VmCreateArgs, VmTarget};
@@ -41,6 +47,12 @@ pub enum Command {
     /// Virtualization hosts.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Host groups: the tree of hosts, with reserves and rating weights.
+    #[command(subcommand)]
+    Hostgroup(HostGroupCommand),
+    /// Intelligent placement: rate hosts for a VM.
+    #[command(subcommand)]
+    Placement(PlacementCommand),
     /// Virtual machines.
     #[command(subcommand)]
     Vm(VmCommand),
@@ -50,6 +62,9 @@ pub enum Command {
     /// Jobs: every change is one.
     #[command(subcommand)]
     Job(JobCommand),
+    /// The library: servers, shares, disk images and ISOs.
+    #[command(subcommand)]
+    Library(LibraryCommand),
     /// The ports Drover uses, with the values in force and where each is set.
     Ports(PortsArgs),
 }
@@ -61,8 +76,15 @@ pub async fn run(command: &Command, global: &GlobalArgs) -> Result<(), CliError>
         Command::Login(args) => login::login(args).await,
         Command::Ports(args) => settings::ports(args, output),
         Command::Host(command) => host::run(&credentials::client()?, command, output).await,
+        Command::Hostgroup(command) => {
+            hostgroup::run(&credentials::client()?, command, output).await
+        }
+        Command::Placement(command) => {
+            placement::run(&credentials::client()?, command, output).await
+        }
         Command::Vm(command) => vm::run(&credentials::client()?, command, output).await,
         Command::Network(command) => network::run(&credentials::client()?, command, output).await,
         Command::Job(command) => job::run(&credentials::client()?, command, output).await,
+        Command::Library(command) => library::run(&credentials::client()?, command, output).await,
     }
 }

@@ -9,9 +9,14 @@ pub use error::ClientError;
 pub use tokio_tungstenite::tungstenite::Message;
 
 use drover_api::auth::{LoginRequest, LoginResponse};
+use drover_api::hostgroup::{HostMaintenance, HostMove};
+use drover_api::library::{
+    LibraryImport, LibraryItem, LibraryRefresh, LibraryServer, LibraryShare, LibraryShareAdd,
+};
 use drover_api::page::{MAX_PAGE_SIZE, PageRequest};
 use drover_api::{
-    ErrorBody, Event, Host, HostAdd, Job, JobId, JobStatus, Network, NetworkCreate, NicAdd, Page,
+    ErrorBody, Event, Host, HostAdd, HostGroup, HostGroupCreate, HostGroupUpdate, Job, JobId,
+    JobStatus, Network, NetworkCreate, NicAdd, Page, PlacementRating, PlacementRequest,
     PortForward, Vm, VmAction, VmActionRequest, VmCreate, VmState,
 };
 use futures_util::stream::BoxStream;
@@ -182,6 +187,21 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let (url, status, body) = self.exchange(request).await?;
+        serde_json::from_slice(&body).map_err(|_| ClientError::Unexpected {
+            url: url.to_string(),
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// For calls that answer 204 with no body.
+    async fn send_no_content(&self, request: RequestBuilder) -> Result<(), ClientError> {
+        self.exchange(request).await.map(|_| ())
+    }
+
+    /// Sends a request; the URL, status and body of a successful answer, or the API's error.
+    async fn exchange(&self, request: RequestBuilder) -> Result<(Url, u16, Vec<u8>), ClientError> {
         let request = request.build().map_err(ClientError::Build)?;
         let url = request.url().clone();
         let response =
@@ -203,11 +223,7 @@ impl Client {
         if !status.is_success() {
             return Err(error_from_body(&url, status.as_u16(), &body));
         }
-        serde_json::from_slice(&body).map_err(|_| ClientError::Unexpected {
-            url: url.to_string(),
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        Ok((url, status.as_u16(), body.to_vec()))
     }
 
     /// Follows `next_cursor` until the last page.
@@ -277,6 +293,135 @@ impl Client {
     pub async fn remove_host(&self, host: &str) -> Result<Job, ClientError> {
         self.send(self.request(Method::DELETE, &["hosts", host]))
             .await
+    }
+
+    /// Moves a host to another group; the job `host.move` does it.
+    pub async fn move_host(&self, host: &str, group: &str) -> Result<Job, ClientError> {
+        let body = HostMove {
+            group: group.to_owned(),
+        };
+        self.send(
+            self.request(Method::POST, &["hosts", host, "move"])
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Puts a host in maintenance mode (`enabled`) or returns it to service; a job.
+    pub async fn host_maintenance(&self, host: &str, enabled: bool) -> Result<Job, ClientError> {
+        let body = HostMaintenance { enabled };
+        self.send(
+            self.request(Method::POST, &["hosts", host, "maintenance"])
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Every host group, in tree order.
+    pub async fn host_groups(&self) -> Result<Vec<HostGroup>, ClientError> {
+        self.all_pages(&["hostgroups"], &[]).await
+    }
+
+    /// A host group by id or name.
+    pub async fn host_group(&self, group: &str) -> Result<HostGroup, ClientError> {
+        self.send(self.request(Method::GET, &["hostgroups", group]))
+            .await
+    }
+
+    pub async fn create_host_group(
+        &self,
+        create: &HostGroupCreate,
+    ) -> Result<HostGroup, ClientError> {
+        self.send(self.request(Method::POST, &["hostgroups"]).json(create))
+            .await
+    }
+
+    /// Changes a group's parent or settings; all of it or nothing.
+    pub async fn update_host_group(
+        &self,
+        group: &str,
+        update: &HostGroupUpdate,
+    ) -> Result<HostGroup, ClientError> {
+        self.send(
+            self.request(Method::PATCH, &["hostgroups", group])
+                .json(update),
+        )
+        .await
+    }
+
+    /// Hosts whose agent has the library role.
+    pub async fn library_servers(&self) -> Result<Vec<LibraryServer>, ClientError> {
+        self.all_pages(&["library", "servers"], &[]).await
+    }
+
+    pub async fn library_shares(&self) -> Result<Vec<LibraryShare>, ClientError> {
+        self.all_pages(&["library", "shares"], &[]).await
+    }
+
+    /// Starts the `library.share_add` job.
+    pub async fn add_library_share(&self, add: &LibraryShareAdd) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &["library", "shares"]).json(add))
+            .await
+    }
+
+    /// Every library item, or those of one share.
+    pub async fn library_items(
+        &self,
+        share: Option<&str>,
+    ) -> Result<Vec<LibraryItem>, ClientError> {
+        let query: Vec<(&str, String)> = share
+            .map(|share| ("share", share.to_owned()))
+            .into_iter()
+            .collect();
+        self.all_pages(&["library", "items"], &query).await
+    }
+
+    /// A library item by id or name.
+    pub async fn library_item(&self, item: &str) -> Result<LibraryItem, ClientError> {
+        self.send(self.request(Method::GET, &["library", "items", item]))
+            .await
+    }
+
+    /// Starts the `library.import` job.
+    pub async fn import_library_item(&self, import: &LibraryImport) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["library", "items"])
+                .json(import),
+        )
+        .await
+    }
+
+    /// Deletes an empty group.
+    pub async fn delete_host_group(&self, group: &str) -> Result<(), ClientError> {
+        self.send_no_content(self.request(Method::DELETE, &["hostgroups", group]))
+            .await
+    }
+
+    /// Rates every host of a group for a VM, best first, with reasons.
+    pub async fn rate_placement(
+        &self,
+        request: &PlacementRequest,
+    ) -> Result<PlacementRating, ClientError> {
+        self.send(
+            self.request(Method::POST, &["placement", "rate"])
+                .json(request),
+        )
+        .await
+    }
+
+    /// Starts the `library.remove` job.
+    pub async fn remove_library_item(&self, item: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["library", "items", item]))
+            .await
+    }
+
+    /// Starts the `library.refresh` job.
+    pub async fn refresh_library(&self, refresh: &LibraryRefresh) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["library", "refresh"])
+                .json(refresh),
+        )
+        .await
     }
 
     fn vm_query(filter: &VmFilter) -> Vec<(&'static str, String)> {

@@ -9,6 +9,7 @@ pub mod http;
 pub mod ipam;
 pub mod jobs;
 pub mod pki;
+pub mod placement;
 pub mod state;
 
 pub use http::router;
@@ -44,12 +45,14 @@ pub struct ServerHandle {
     pub state: AppState,
     server: axum_server::Handle,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    library_refresh: tokio::task::JoinHandle<()>,
 }
 
 impl ServerHandle {
     /// Stops accepting requests, lets open ones finish briefly, stops the host supervisors and
     /// closes the database.
     pub async fn shutdown(self) {
+        self.library_refresh.abort();
         self.server.graceful_shutdown(Some(SHUTDOWN_GRACE));
         if let Err(error) = self.serving.await {
             tracing::warn!(%error, "the API task ended abnormally");
@@ -61,6 +64,7 @@ impl ServerHandle {
     /// Runs until the API server stops (it stops on its own only on an error).
     pub async fn wait(self) -> anyhow::Result<()> {
         let outcome = self.serving.await.context("the API task panicked")?;
+        self.library_refresh.abort();
         self.state.supervisors.stop_all();
         self.state.db.close().await;
         outcome.context("the API server failed")
@@ -111,6 +115,7 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<ServerHandle> {
         anyhow::bail!("the API server stopped before listening on {address}");
     };
     tracing::info!(%api_addr, "API listening");
+    let library_refresh = jobs::schedule_refresh(state.clone());
     Ok(ServerHandle {
         api_addr,
         ca_pem: state.pki.ca.cert_pem().to_owned(),
@@ -118,5 +123,6 @@ pub async fn start(options: ServerOptions) -> anyhow::Result<ServerHandle> {
         state,
         server,
         serving,
+        library_refresh,
     })
 }

@@ -70,6 +70,45 @@ async fn add_local_host(
         .unwrap_or(address))
 }
 
+/// Makes `DATA/library` the default share of the local library server, once.
+async fn add_default_share(
+    client: &Client,
+    host_name: &str,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let shares = client
+        .library_shares()
+        .await
+        .context("cannot list library shares")?;
+    if shares
+        .iter()
+        .any(|share| share.name == drover_api::library::DEFAULT_SHARE)
+    {
+        return Ok(());
+    }
+    let job = client
+        .add_library_share(&drover_api::library::LibraryShareAdd {
+            name: drover_api::library::DEFAULT_SHARE.to_owned(),
+            server: host_name.to_owned(),
+            path: data_dir.join("library").display().to_string(),
+        })
+        .await
+        .context("cannot add the default library share")?;
+    let finished = client
+        .wait_for_job(job.id, |_| {})
+        .await
+        .context("cannot follow the library.share_add job")?;
+    if let Some(error) = finished.error {
+        anyhow::bail!(
+            "adding the default library share failed: {} ({}); {}",
+            error.message,
+            error.code,
+            error.action
+        );
+    }
+    Ok(())
+}
+
 /// The guest built by `scripts/guest.sh`, when run from a checkout where it was built.
 fn tiny_guest_dir() -> Option<std::path::PathBuf> {
     let dir = std::env::current_dir().ok()?.join("target/guest");
@@ -93,10 +132,11 @@ fn print_next_steps(host_name: &str) {
         initrd.display()
     );
     println!("  drover vm console demo        (Ctrl-] detaches)");
+    println!("  drover library import /path/to/disk.vmdk   (into the default share)");
     println!("  drover vm shutdown demo; drover vm delete demo");
     println!();
     println!(
-        "Commands: drover login | host add|list|show|remove | vm create|list|show|start|stop|shutdown|pause|resume|restart|delete|console | job list|show|watch|cancel|restart | ports"
+        "Commands: drover login | host add|list|show|remove | vm create|list|show|start|stop|shutdown|pause|resume|restart|delete|console | job list|show|watch|cancel|restart | library server|share|import|list|show|remove|refresh | ports"
     );
     println!("Press Ctrl-C to stop the server and the agent; VMs keep running.");
 }
@@ -132,6 +172,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         config,
         driver: qemu_driver(),
         enrollment_code: None,
+        // The `drover up` machine is also the default library server, as SCVMM's VMM server was.
+        roles: drover_agent::ROLES
+            .iter()
+            .map(|role| (*role).to_owned())
+            .collect(),
     })
     .await
     .context("cannot start the local agent")?;
@@ -173,6 +218,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .and_then(|hosts| hosts.into_iter().next().map(|host| host.name)),
         (None, None) => None,
     };
+    if let (Some(client), Some(host_name)) = (&client, &host_name) {
+        add_default_share(client, host_name, &data_dir).await?;
+    }
 
     println!("Drover is up.");
     println!("  API:            {api_url}");

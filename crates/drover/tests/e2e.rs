@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, qemu_pids};
-use drover_testkit::{artifacts_dir, guest, wait_until};
+use drover_testkit::{artifacts_dir, guest, wait_for_text, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,10 @@ impl Cluster {
             &dir.to_string_lossy(),
             "--control-port",
             &port,
+            "--transfer-port",
+            "0",
+            "--roles",
+            "host,library",
             "--bind-address",
             "127.0.0.1",
         ]
@@ -329,6 +333,41 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
     );
     assert!(outcome.stderr.contains("action: "), "{}", outcome.stderr);
     cli.fails(&["vm", "pause", "nope"], "vm_not_found").await;
+
+    // QEMU itself refuses to start (the kernel file is not a kernel): the create job fails and
+    // takes back everything it made: the VM's row, its directory on the host, any process.
+    let not_a_kernel = cluster.root.join("not-a-kernel");
+    std::fs::write(&not_a_kernel, vec![0x5a; 4096]).expect("write a file that is not a kernel");
+    let vm_dirs_before = std::fs::read_dir(cluster.agents[0].2.join("vms"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    cli.fails(
+        &[
+            "vm",
+            "create",
+            "x4",
+            "--host",
+            "h1",
+            "--disk",
+            "1G",
+            "--kernel",
+            &not_a_kernel.to_string_lossy(),
+            "--start",
+        ],
+        "vm_start_failed",
+    )
+    .await;
+    let vm_dirs_after = std::fs::read_dir(cluster.agents[0].2.join("vms"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(
+        vm_dirs_after, vm_dirs_before,
+        "no VM directory or disk is left on h1"
+    );
+    assert!(
+        qemu_pids(&cluster.agents[0].2).is_empty(),
+        "no QEMU process is left on h1"
+    );
     let names: Vec<String> = cli
         .json(&["vm", "list"])
         .await
@@ -467,4 +506,251 @@ async fn ports_show_each_value_and_where_it_was_set() {
     assert_eq!(row("agent.transfer_port")["source"], "default");
     let table = cli.run(&["ports"]).await;
     assert!(table.stdout.contains("CONFIG KEY"), "{}", table.stdout);
+}
+
+fn qemu_img_create(path: &Path, format: &str, options: &[&str]) {
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", format])
+        .args(options)
+        .arg(path)
+        .arg("16M")
+        .status()
+        .expect("qemu-img runs");
+    assert!(status.success(), "qemu-img create {format}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_shares_imports_refresh_and_removal_through_the_cli() {
+    let cluster = Cluster::start("e2e_library", 1).await;
+    let cli = cluster.cli.clone();
+    let share_dir = cluster.root.join("share");
+    let sources = cluster.root.join("sources");
+    std::fs::create_dir_all(&sources).expect("sources dir");
+
+    let servers = cli.json(&["library", "server", "list"]).await;
+    let servers = servers.as_array().expect("array");
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0]["name"], "h1");
+    let transfer = servers[0]["transfer_address"].as_str().expect("address");
+    assert!(
+        transfer.starts_with("127.0.0.1:") && !transfer.ends_with(":0"),
+        "{transfer}"
+    );
+
+    cli.fails(
+        &[
+            "library", "share", "add", "main", "--server", "h1", "--path", "relative",
+        ],
+        "invalid_share_path",
+    )
+    .await;
+    cli.fails(
+        &["library", "import", "/nowhere/disk.qcow2"],
+        "share_required",
+    )
+    .await;
+    let share_path = share_dir.display().to_string();
+    cli.ok(&[
+        "library",
+        "share",
+        "add",
+        "main",
+        "--server",
+        "h1",
+        "--path",
+        &share_path,
+    ])
+    .await;
+    cli.fails(
+        &[
+            "library",
+            "share",
+            "add",
+            "main",
+            "--server",
+            "h1",
+            "--path",
+            &share_path,
+        ],
+        "share_exists",
+    )
+    .await;
+    let shares = cli.json(&["library", "share", "list"]).await;
+    assert_eq!(shares[0]["server"], "h1");
+
+    // A stream-optimized VMDK, the kind an OVA carries, becomes a checked qcow2.
+    let vmdk = sources.join("appliance.vmdk");
+    qemu_img_create(&vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
+    cli.ok(&["library", "import", &vmdk.display().to_string()])
+        .await;
+    let item = cli.json(&["library", "show", "appliance"]).await;
+    assert_eq!(item["format"], "qcow2");
+    assert_eq!(item["kind"], "disk");
+    assert_eq!(item["virtual_size"], 16 << 20);
+    let stored = share_dir.join("appliance.qcow2");
+    let sha256 = item["sha256"].as_str().expect("sha256");
+    let digest = std::process::Command::new("sha256sum")
+        .arg(&stored)
+        .output()
+        .expect("sha256sum");
+    assert!(String::from_utf8_lossy(&digest.stdout).starts_with(sha256));
+
+    // Bad input: a clear error, and neither an item nor a file left behind.
+    let text = sources.join("notes.txt");
+    std::fs::write(&text, "not a disk\n").expect("write");
+    cli.fails(
+        &["library", "import", &text.display().to_string()],
+        "image_not_an_image",
+    )
+    .await;
+    let cut = sources.join("cut.qcow2");
+    let whole = sources.join("whole.qcow2");
+    qemu_img_create(&whole, "qcow2", &["-o", "preallocation=metadata"]);
+    let bytes = std::fs::read(&whole).expect("read");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let outcome = cli
+        .run(&["library", "import", &cut.display().to_string()])
+        .await;
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains("code: image_corrupt")
+            || outcome.stderr.contains("code: image_unreadable"),
+        "{}",
+        outcome.stderr
+    );
+    cli.fails(
+        &[
+            "library",
+            "import",
+            &vmdk.display().to_string(),
+            "--name",
+            "appliance",
+        ],
+        "library_item_exists",
+    )
+    .await;
+    let mut files: Vec<String> = std::fs::read_dir(&share_dir)
+        .expect("share")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files, ["appliance.qcow2"]);
+
+    // A file dropped into the share by hand appears after a refresh.
+    qemu_img_create(&share_dir.join("dropped.qcow2"), "qcow2", &[]);
+    cli.ok(&["library", "refresh"]).await;
+    let items = cli.json(&["library", "list"]).await;
+    let names: Vec<&str> = items
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|item| item["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["appliance", "dropped"]);
+    cli.ok(&["library", "refresh", "--share", "main"]).await;
+    assert_eq!(
+        cli.json(&["library", "list", "--share", "main"])
+            .await
+            .as_array()
+            .expect("array")
+            .len(),
+        2,
+        "a second refresh adds nothing"
+    );
+
+    cli.ok(&["library", "remove", "appliance"]).await;
+    assert!(!stored.exists());
+    cli.fails(&["library", "show", "appliance"], "library_item_not_found")
+        .await;
+}
+
+/// The README's first command ends in `drover up`: one process runs the server and a local agent,
+/// enrolls the agent as a host and logs the CLI in, so `drover host list` works at once; a second
+/// start on the same data directory comes back without a new password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_a_server_and_the_local_host_and_logs_the_cli_in() {
+    let artifacts = artifacts_dir("e2e_up");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data = temp.path().join("data");
+    let cli = Cli {
+        config_home: temp.path().join("config"),
+        netns: None,
+    };
+    let _reaper = QemuReaper {
+        agent_dirs: vec![data.join("agent")],
+    };
+    let (api_port, control_port) = (free_port().to_string(), free_port().to_string());
+    let args = [
+        "up",
+        "--data-dir",
+        &data.to_string_lossy(),
+        "--api-port",
+        &api_port,
+        "--control-port",
+        &control_port,
+    ]
+    .map(str::to_owned);
+    let loopback = Path::new("127.0.0.1");
+    let transfer_port = free_port().to_string();
+    let env = [
+        ("XDG_CONFIG_HOME", cli.config_home.as_path()),
+        ("DROVER_SERVER_BIND_ADDRESS", loopback),
+        ("DROVER_AGENT_BIND_ADDRESS", loopback),
+        ("DROVER_AGENT_TRANSFER_PORT", Path::new(&transfer_port)),
+    ];
+    let mut first = Daemon::spawn_with_env(&artifacts, "up-1", &as_strs(&args), &env);
+    let password = first.printed("  admin password:").await;
+    assert!(!password.is_empty(), "a generated admin password is shown");
+    let api = first.printed("  API:").await;
+    assert_eq!(api, format!("https://127.0.0.1:{api_port}"));
+
+    let hosts = cli.json(&["host", "list"]).await;
+    let hosts = hosts.as_array().expect("a JSON array of hosts");
+    assert_eq!(hosts.len(), 1, "the local host was added: {hosts:?}");
+    assert_eq!(hosts[0]["state"], "responding");
+    assert_eq!(hosts[0]["accelerator"], "tcg");
+    let host_name = hosts[0]["name"].as_str().expect("host name").to_owned();
+    // The `drover up` machine is also the default library server, with a share in its data dir.
+    let shares = cli.json(&["library", "share", "list"]).await;
+    assert_eq!(shares[0]["name"], "default", "{shares}");
+    assert_eq!(shares[0]["server"], host_name.as_str());
+    assert_eq!(
+        shares[0]["path"],
+        data.join("library").to_string_lossy().as_ref()
+    );
+    let servers = cli.json(&["library", "server", "list"]).await;
+    assert_eq!(
+        servers[0]["transfer_address"],
+        format!("127.0.0.1:{transfer_port}")
+    );
+
+    first.stop(Signal::SIGTERM);
+    let second = Daemon::spawn_with_env(&artifacts, "up-2", &as_strs(&args), &env);
+    let text = wait_for_text(&second.stdout_log, "Drover is up.", Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        !text.contains("admin password:") && text.contains("shown at the first start"),
+        "a restart shows no new password: {text}"
+    );
+    cli.wait_host_state(&host_name, "responding", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        cli.json(&["host", "list"]).await.as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        cli.json(&["library", "share", "list"])
+            .await
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "a restart adds no second default share"
+    );
 }

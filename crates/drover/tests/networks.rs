@@ -247,6 +247,7 @@ async fn nat_isolated_bridged_and_overlay_networks_across_two_hosts_in_namespace
             "--bind-address".to_owned(),
             "127.0.0.1".to_owned(),
         ]),
+        &[],
     );
     let agent_args = |index: usize| -> Vec<String> {
         vec![
@@ -266,6 +267,7 @@ async fn nat_isolated_bridged_and_overlay_networks_across_two_hosts_in_namespace
                 &artifacts,
                 &format!("agent{}", index + 1),
                 &as_strs(&agent_args(index)),
+                &[],
             )
         })
         .collect();
@@ -520,6 +522,7 @@ async fn nat_isolated_bridged_and_overlay_networks_across_two_hosts_in_namespace
         &artifacts,
         "agent1-2",
         &as_strs(&agent_args(0)),
+        &[],
     );
     cli.wait_host_state("h1", "responding", Duration::from_secs(30))
         .await;

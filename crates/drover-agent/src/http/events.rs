@@ -99,6 +99,9 @@ mod tests {
             networks: crate::network::Networks::open(data_dir, 0).expect("networks"),
             registry: Registry::default(),
             enrollment: Enrollment::open(data_dir, None).expect("enrollment"),
+            roles: vec!["host".to_owned()],
+            library: crate::library::Library::open(data_dir, &[]).expect("library"),
+            transfer_port: 0,
             changes: broadcast::channel(buffer).0,
             shutdown: CancellationToken::new(),
         })

@@ -12,6 +12,9 @@ pub async fn get(State(state): State<Arc<AgentState>>) -> Json<AgentHostInfo> {
 
 impl AgentState {
     pub fn host_info(&self) -> AgentHostInfo {
-        crate::host::host_info(&self.data_dir, self.driver.accelerator())
+        let mut info = crate::host::host_info(&self.data_dir, self.driver.accelerator());
+        info.roles.clone_from(&self.roles);
+        info.transfer_port = Some(self.transfer_port);
+        info
     }
 }

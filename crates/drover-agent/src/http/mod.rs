@@ -6,11 +6,14 @@ mod console;
 mod enroll;
 mod events;
 mod host;
+mod library;
 mod networks;
+mod transfer;
 mod vms;
 
 use crate::enrollment::Enrollment;
 use crate::error::AgentError;
+use crate::library::Library;
 use crate::network::Networks;
 use crate::registry::Registry;
 use axum::Router;
@@ -32,6 +35,11 @@ pub struct AgentState {
     pub networks: Arc<Networks>,
     pub registry: Registry,
     pub enrollment: Enrollment,
+    /// `host`, `library`.
+    pub roles: Vec<String>,
+    pub library: Library,
+    /// Where the transfer endpoint listens.
+    pub transfer_port: u16,
     /// Every VM state change, as the actors publish them.
     pub changes: broadcast::Sender<VmRuntime>,
     /// Cancelled when the agent stops: ends event streams and console relays.
@@ -53,6 +61,18 @@ async fn route_not_found() -> AgentError {
     AgentError::RouteNotFound
 }
 
+/// The transfer endpoint's router (`agent.transfer_port`): enrolled peers only.
+pub fn transfer_router(state: Arc<AgentState>) -> Router {
+    Router::new()
+        .route("/v1/shares/{name}/files/{*path}", get(transfer::get_file))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_enrollment,
+        ))
+        .fallback(route_not_found)
+        .with_state(state)
+}
+
 pub fn router(state: Arc<AgentState>) -> Router {
     let enrolled_only = Router::new()
         .route("/v1/host", get(host::get))
@@ -70,6 +90,13 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms/{id}/nics", post(vms::add_nic))
         .route("/v1/vms/{id}/nics/{name}", delete(vms::remove_nic))
         .route("/v1/vms/{id}/console", get(console::attach))
+        .route("/v1/library/shares/{name}", put(library::add_share))
+        .route("/v1/library/shares/{name}/files", get(library::files))
+        .route("/v1/library/shares/{name}/import", post(library::import))
+        .route(
+            "/v1/library/shares/{name}/files/{*path}",
+            delete(library::remove_file),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_enrollment,

@@ -5,6 +5,7 @@ use drover_api::agent::{
     AgentHostInfo, AgentNetwork, AgentNetworkStatus, AgentNic, AgentVmSpec, EnrollBegin,
     EnrollComplete, EnrollCsr, NicLease, VmRuntime,
 };
+use drover_api::library::{AgentImport, AgentShare, LibraryFile};
 use drover_api::{ErrorBody, ErrorDetail, NetworkId, PortForward, VmAction, VmActionRequest, VmId};
 use drover_tls::{CertificateAuthority, TlsError};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 /// this bounds a hung agent, not a slow one.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// An import downloads, converts and hashes images of many GiB.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -133,14 +136,23 @@ impl AgentClient<'_> {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, AgentError> {
-        let response = request
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|source| AgentError::Unreachable {
-                address: self.address.to_owned(),
-                source,
-            })?;
+        self.send_within(request, CALL_TIMEOUT).await
+    }
+
+    async fn send_within(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, AgentError> {
+        let response =
+            request
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|source| AgentError::Unreachable {
+                    address: self.address.to_owned(),
+                    source,
+                })?;
         checked(self.address, response).await
     }
 
@@ -148,7 +160,15 @@ impl AgentClient<'_> {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, AgentError> {
-        let response = self.send(request).await?;
+        self.json_within(request, CALL_TIMEOUT).await
+    }
+
+    async fn json_within<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, AgentError> {
+        let response = self.send_within(request, timeout).await?;
         let status = response.status().as_u16();
         response.json().await.map_err(|_| AgentError::BadAnswer {
             address: self.address.to_owned(),
@@ -257,6 +277,55 @@ impl AgentClient<'_> {
         self.send(self.http.delete(self.url(&format!("/v1/vms/{vm_id}"))))
             .await
             .map(drop)
+    }
+
+    /// Serves `path` as library share `name` (idempotent).
+    pub async fn add_share(&self, name: &str, path: &str) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .put(self.url(&format!("/v1/library/shares/{name}")))
+                .json(&AgentShare {
+                    path: path.to_owned(),
+                }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Indexes every image and ISO in share `name`.
+    pub async fn share_files(&self, name: &str) -> Result<Vec<LibraryFile>, AgentError> {
+        // Fingerprinting a share's files reads every byte of them.
+        self.json_within(
+            self.http
+                .get(self.url(&format!("/v1/library/shares/{name}/files"))),
+            IMPORT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Imports a file or URL into share `name`; answers once converted, checked and fingerprinted.
+    pub async fn import(
+        &self,
+        share: &str,
+        request: &AgentImport,
+    ) -> Result<LibraryFile, AgentError> {
+        self.json_within(
+            self.http
+                .post(self.url(&format!("/v1/library/shares/{share}/import")))
+                .json(request),
+            IMPORT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Removes a file from share `name` (idempotent).
+    pub async fn remove_file(&self, share: &str, path: &str) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .delete(self.url(&format!("/v1/library/shares/{share}/files/{path}"))),
+        )
+        .await
+        .map(drop)
     }
 
     /// Opens the NDJSON event stream (no overall timeout: it lives as long as the connection).

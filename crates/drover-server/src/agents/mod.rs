@@ -3,6 +3,7 @@
 //! event stream and applies it to the database. Nothing here answers HTTP requests.
 
 mod client;
+pub mod health;
 mod supervisor;
 
 pub use client::{AgentClient, AgentError, Agents, ConsoleStream, address_host, enroll};

@@ -142,7 +142,8 @@ impl Follower<'_> {
 
     /// Announces host figures only when they change: heartbeats alone are not news.
     async fn apply_host(&mut self, info: AgentHostInfo) -> Result<(), db::DbError> {
-        let host = db::hosts::apply_info(&self.state.db, self.host_id, &info).await?;
+        let assessment = super::health::assess(&info);
+        let host = db::hosts::apply_info(&self.state.db, self.host_id, &info, assessment).await?;
         if self.last_info.as_ref() != Some(&info) {
             if let Some(host) = host {
                 self.state.publish(Event::HostChanged(host));

@@ -2,9 +2,12 @@
 //! `crates/drover-server/migrations`. One submodule per table family; rows become API types here,
 //! in one place per type. Nothing outside this module writes SQL; nothing in it knows HTTP.
 
+pub mod hostgroups;
 pub mod hosts;
 pub mod jobs;
+pub mod library;
 pub mod networks;
+pub mod placement;
 pub mod users;
 pub mod vms;
 
@@ -81,6 +84,31 @@ fn set_private(path: &Path) {
 }
 
 /// Maps a unique-constraint violation to [`DbError::Duplicate`], leaving other errors alone.
+/// The object whose `id_column` or `name_column` equals `id_or_name` (a UUID is taken as an
+/// id, anything else as a name), read with `select` (a SELECT without a WHERE clause) and
+/// converted to its API type.
+async fn lookup<Row, Object>(
+    db: &Db,
+    select: &str,
+    (id_column, name_column): (&str, &str),
+    id_or_name: &str,
+) -> Result<Option<Object>, DbError>
+where
+    Row: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    Object: TryFrom<Row, Error = DbError>,
+{
+    let column = match id_or_name.parse::<uuid::Uuid>() {
+        Ok(_) => id_column,
+        Err(_) => name_column,
+    };
+    let row: Option<Row> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{select} WHERE {column} = ?")))
+            .bind(id_or_name.to_owned())
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(Object::try_from).transpose()
+}
+
 fn duplicate_as(what: &'static str) -> impl Fn(sqlx::Error) -> DbError {
     move |error| match error.as_database_error() {
         Some(database_error) if database_error.is_unique_violation() => DbError::Duplicate { what },

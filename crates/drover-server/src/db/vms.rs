@@ -1,6 +1,6 @@
 //! The vms table and its conversion to [`drover_api::Vm`].
 
-use super::{Db, DbError, duplicate_as, from_json, parse_id, signed, to_json, unsigned};
+use super::{Db, DbError, duplicate_as, from_json, lookup, parse_id, signed, to_json, unsigned};
 use chrono::{DateTime, Utc};
 use drover_api::{HostId, PortForward, Vm, VmId, VmNic, VmState};
 
@@ -90,12 +90,14 @@ pub struct VmFilter {
     pub state: Option<VmState>,
 }
 
-/// Stores a new VM; [`DbError::Duplicate`] when its name is taken.
+/// Stores a VM without checking its host's capacity (placement claims with
+/// [`super::placement::claim`]); for tools that load many VMs at once, such as the scale bench.
+/// [`DbError::Duplicate`] when its name is taken.
 pub async fn insert(db: &Db, vm: &Vm) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO vms (id, name, host_id, state, state_reason, cpus, memory_mib, disk, kernel, \
-         initrd, cmdline, port_forwards, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         initrd, cmdline, port_forwards, created_at, updated_at, disk_bytes) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(vm.id.to_string())
     .bind(vm.name.clone())
@@ -111,6 +113,7 @@ pub async fn insert(db: &Db, vm: &Vm) -> Result<(), DbError> {
     .bind(to_json("vm port forwards", &vm.port_forwards)?)
     .bind(vm.created_at)
     .bind(vm.updated_at)
+    .bind(signed(vm.disk.committed_bytes()))
     .execute(db.pool())
     .await
     .map_err(duplicate_as("vm name"))?;
@@ -118,25 +121,12 @@ pub async fn insert(db: &Db, vm: &Vm) -> Result<(), DbError> {
 }
 
 pub async fn get_by_id(db: &Db, id: VmId) -> Result<Option<Vm>, DbError> {
-    let row: Option<VmRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE vms.id = ?")))
-            .bind(id.to_string())
-            .fetch_optional(db.pool())
-            .await?;
-    row.map(Vm::try_from).transpose()
+    get(db, &id.to_string()).await
 }
 
 /// Looks a VM up by id or by name.
 pub async fn get(db: &Db, id_or_name: &str) -> Result<Option<Vm>, DbError> {
-    if let Ok(id) = id_or_name.parse::<VmId>() {
-        return get_by_id(db, id).await;
-    }
-    let row: Option<VmRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE vms.name = ?")))
-            .bind(id_or_name.to_owned())
-            .fetch_optional(db.pool())
-            .await?;
-    row.map(Vm::try_from).transpose()
+    lookup::<VmRow, Vm>(db, SELECT, ("vms.id", "vms.name"), id_or_name).await
 }
 
 /// Up to `limit` VMs in (name, id) order after the key `after`. Each filter has its own index

@@ -30,6 +30,22 @@ pub enum ApiError {
     HostNotFound(String),
     #[error("no job '{0}'")]
     JobNotFound(String),
+    #[error("no host group '{0}'")]
+    HostGroupNotFound(String),
+    #[error("a host group named '{0}' already exists")]
+    HostGroupExists(String),
+    #[error("host group '{group}' is not empty: {holds}")]
+    HostGroupNotEmpty { group: String, holds: String },
+    #[error("cannot move host group '{group}' under '{parent}': '{parent}' is inside '{group}'")]
+    HostGroupCycle { group: String, parent: String },
+    #[error("{0}")]
+    InvalidGroupSettings(String),
+    #[error("{0}")]
+    RootGroupFixed(String),
+    #[error("host '{0}' is in maintenance mode")]
+    HostInMaintenance(String),
+    #[error("no host in '{group}' can take the VM:\n{reasons}")]
+    NoSuitableHost { group: String, reasons: String },
     #[error("{0}")]
     InvalidName(String),
     #[error("invalid address '{address}': {reason}")]
@@ -44,6 +60,8 @@ pub enum ApiError {
     HostHasVms { host: String, vms: String },
     #[error("host '{0}' is not responding")]
     HostNotResponding(String),
+    #[error("host '{host}' needs attention: {reason}")]
+    HostNeedsAttention { host: String, reason: String },
     #[error("{0}")]
     InsufficientHostResources(String),
     #[error("VM '{vm}' is {state}; cannot {action} it")]
@@ -90,6 +108,20 @@ pub enum ApiError {
     InvalidPortForward(String),
     #[error("VM '{0}' has no NIC on the user-mode network to forward ports through")]
     NoUserNic(String),
+    #[error("no library share '{0}'")]
+    ShareNotFound(String),
+    #[error("a library share named '{0}' (or at that directory) already exists")]
+    ShareExists(String),
+    #[error("{0}")]
+    ShareRequired(String),
+    #[error("the share directory '{0}' is not an absolute path")]
+    InvalidSharePath(String),
+    #[error("host '{0}' is not a library server")]
+    NotLibraryServer(String),
+    #[error("no library item '{0}'")]
+    LibraryItemNotFound(String),
+    #[error("a library item named '{0}' already exists")]
+    LibraryItemExists(String),
     #[error("the agent refused the enrollment code")]
     EnrollmentCodeInvalid,
     /// The agent answered with its own error; its status and body pass through.
@@ -122,11 +154,18 @@ impl ApiError {
             | ApiError::HostNotFound(_)
             | ApiError::JobNotFound(_)
             | ApiError::NetworkNotFound(_)
-            | ApiError::NicNotFound { .. } => StatusCode::NOT_FOUND,
+            | ApiError::NicNotFound { .. }
+            | ApiError::HostGroupNotFound(_)
+            | ApiError::ShareNotFound(_)
+            | ApiError::LibraryItemNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::VmExists(_)
             | ApiError::HostExists(_)
             | ApiError::HostHasVms { .. }
+            | ApiError::ShareExists(_)
+            | ApiError::LibraryItemExists(_)
+            | ApiError::NotLibraryServer(_)
             | ApiError::HostNotResponding(_)
+            | ApiError::HostNeedsAttention { .. }
             | ApiError::VmStateConflict { .. }
             | ApiError::VmNotRunning(_)
             | ApiError::JobNotCancelable { .. }
@@ -138,13 +177,22 @@ impl ApiError {
             | ApiError::PortForwardConflict(_)
             | ApiError::MacPoolExhausted
             | ApiError::NetworkNeedsAttention { .. }
-            | ApiError::NoUserNic(_) => StatusCode::CONFLICT,
+            | ApiError::NoUserNic(_)
+            | ApiError::HostGroupExists(_)
+            | ApiError::HostGroupNotEmpty { .. }
+            | ApiError::RootGroupFixed(_)
+            | ApiError::HostInMaintenance(_)
+            | ApiError::NoSuitableHost { .. } => StatusCode::CONFLICT,
             ApiError::InvalidName(_)
             | ApiError::InvalidAddress { .. }
             | ApiError::InvalidVmSpec(_)
+            | ApiError::InsufficientHostResources(_)
+            | ApiError::HostGroupCycle { .. }
+            | ApiError::InvalidGroupSettings(_)
+            | ApiError::ShareRequired(_)
+            | ApiError::InvalidSharePath(_)
             | ApiError::InvalidNetwork(_)
-            | ApiError::InvalidPortForward(_)
-            | ApiError::InsufficientHostResources(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::InvalidPortForward(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Agent { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -184,6 +232,38 @@ impl ApiError {
             ApiError::VmNotFound(_) => ("vm_not_found", "list VMs with `drover vm list`"),
             ApiError::HostNotFound(_) => ("host_not_found", "list hosts with `drover host list`"),
             ApiError::JobNotFound(_) => ("job_not_found", "list jobs with `drover job list`"),
+            ApiError::HostGroupNotFound(_) => (
+                "host_group_not_found",
+                "list host groups with `drover hostgroup list`",
+            ),
+            ApiError::HostGroupExists(_) => (
+                "host_group_exists",
+                "choose another name; group names are unique in the whole tree",
+            ),
+            ApiError::HostGroupNotEmpty { .. } => (
+                "host_group_not_empty",
+                "move its hosts (`drover host move`) and groups (`drover hostgroup move`) elsewhere first",
+            ),
+            ApiError::HostGroupCycle { .. } => (
+                "host_group_cycle",
+                "choose a parent that is not the group itself or below it",
+            ),
+            ApiError::InvalidGroupSettings(_) => (
+                "invalid_group_settings",
+                "give reserves of 0 to 100 % CPU and weights of 0 to 100",
+            ),
+            ApiError::RootGroupFixed(_) => (
+                "host_group_root",
+                "\"All Hosts\" is the root: it cannot be deleted or moved and sets every setting",
+            ),
+            ApiError::HostInMaintenance(_) => (
+                "host_in_maintenance",
+                "choose another host, or end maintenance with `drover host maintenance off HOST`",
+            ),
+            ApiError::NoSuitableHost { .. } => (
+                "no_suitable_host",
+                "see each host's reasons; ask for less, free capacity, or lower the group's reserves",
+            ),
             ApiError::InvalidName(_) => ("invalid_name", "choose another name"),
             ApiError::InvalidAddress { .. } => (
                 "invalid_address",
@@ -204,6 +284,10 @@ impl ApiError {
             ApiError::HostNotResponding(_) => (
                 "host_not_responding",
                 "check that the agent runs on the host and is reachable, then retry",
+            ),
+            ApiError::HostNeedsAttention { .. } => (
+                "host_needs_attention",
+                "fix what the reason names (`drover host show HOST`), or choose another host",
             ),
             ApiError::InsufficientHostResources(_) => (
                 "insufficient_host_resources",
@@ -269,6 +353,34 @@ impl ApiError {
                 "vm_has_no_user_nic",
                 "port forwards need a NIC on the `user` network; create the VM with `--network user`",
             ),
+            ApiError::ShareNotFound(_) => (
+                "share_not_found",
+                "list shares with `drover library share list`",
+            ),
+            ApiError::ShareExists(_) => (
+                "share_exists",
+                "choose another name or directory; see `drover library share list`",
+            ),
+            ApiError::ShareRequired(_) => (
+                "share_required",
+                "name the share with --share (see `drover library share list`), or add one with `drover library share add`",
+            ),
+            ApiError::InvalidSharePath(_) => (
+                "invalid_share_path",
+                "give the share's directory as an absolute path on the library server",
+            ),
+            ApiError::NotLibraryServer(_) => (
+                "not_a_library_server",
+                "run the host's agent with `--roles host,library`; see `drover library server list`",
+            ),
+            ApiError::LibraryItemNotFound(_) => (
+                "library_item_not_found",
+                "list items with `drover library list`; files dropped into a share appear after `drover library refresh`",
+            ),
+            ApiError::LibraryItemExists(_) => (
+                "library_item_exists",
+                "choose another name with --name, or remove the other item first",
+            ),
             ApiError::EnrollmentCodeInvalid => (
                 "enrollment_code_invalid",
                 "use the one-time code the agent printed at its start (or run `drover agent enroll-code` on the host)",
@@ -281,7 +393,7 @@ impl ApiError {
             ApiError::Internal(_) => {
                 return ErrorDetail::new(
                     "internal_error",
-                    "the server failed unexpectedly",
+                    "the server failed unexpectedly; the cause is in the server log",
                     "retry; if it fails again, report it with the server log",
                 );
             }
@@ -293,12 +405,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = ?anyhow::Error::from(self), "request failed");
-            let body = ErrorBody::from(ApiError::Internal(anyhow::anyhow!("logged")).detail());
-            return (status, axum::Json(body)).into_response();
-        }
-        (status, axum::Json(ErrorBody::from(self.detail()))).into_response()
+        let detail = match &self {
+            // The cause stays in the log; the caller gets an id to find it there.
+            ApiError::Internal(cause) => {
+                let request_id = format!("{:08x}", rand::random::<u32>());
+                tracing::error!(%request_id, error = ?cause, "request failed");
+                internal_detail(&request_id)
+            }
+            _ => self.detail(),
+        };
+        (status, axum::Json(ErrorBody::from(detail))).into_response()
     }
 }
 
@@ -311,6 +427,15 @@ impl From<crate::db::networks::AllocationError> for ApiError {
             AllocationError::Db(error) => error.into(),
         }
     }
+}
+
+/// What a caller sees of an internal fault: no cause, only where to find it.
+fn internal_detail(request_id: &str) -> ErrorDetail {
+    ErrorDetail::new(
+        "internal_error",
+        format!("the server failed unexpectedly (request id {request_id})"),
+        "retry; if it fails again, report it with the request id and the server log",
+    )
 }
 
 impl From<crate::db::DbError> for ApiError {
@@ -342,6 +467,51 @@ mod tests {
             (ApiError::VmNotFound("x".into()), 404, "vm_not_found"),
             (ApiError::HostNotFound("x".into()), 404, "host_not_found"),
             (ApiError::JobNotFound("x".into()), 404, "job_not_found"),
+            (
+                ApiError::HostGroupNotFound("x".into()),
+                404,
+                "host_group_not_found",
+            ),
+            (
+                ApiError::HostGroupExists("x".into()),
+                409,
+                "host_group_exists",
+            ),
+            (
+                ApiError::HostGroupNotEmpty {
+                    group: "g".into(),
+                    holds: "1 host".into(),
+                },
+                409,
+                "host_group_not_empty",
+            ),
+            (
+                ApiError::HostGroupCycle {
+                    group: "a".into(),
+                    parent: "b".into(),
+                },
+                422,
+                "host_group_cycle",
+            ),
+            (
+                ApiError::InvalidGroupSettings("x".into()),
+                422,
+                "invalid_group_settings",
+            ),
+            (ApiError::RootGroupFixed("x".into()), 409, "host_group_root"),
+            (
+                ApiError::HostInMaintenance("h".into()),
+                409,
+                "host_in_maintenance",
+            ),
+            (
+                ApiError::NoSuitableHost {
+                    group: "g".into(),
+                    reasons: "r".into(),
+                },
+                409,
+                "no_suitable_host",
+            ),
             (ApiError::InvalidName("x".into()), 422, "invalid_name"),
             (
                 ApiError::InvalidAddress {
@@ -354,6 +524,29 @@ mod tests {
             (ApiError::InvalidVmSpec("x".into()), 422, "invalid_vm_spec"),
             (ApiError::VmExists("x".into()), 409, "vm_exists"),
             (ApiError::HostExists("x".into()), 409, "host_exists"),
+            (ApiError::ShareNotFound("s".into()), 404, "share_not_found"),
+            (ApiError::ShareExists("s".into()), 409, "share_exists"),
+            (ApiError::ShareRequired("x".into()), 422, "share_required"),
+            (
+                ApiError::InvalidSharePath("x".into()),
+                422,
+                "invalid_share_path",
+            ),
+            (
+                ApiError::NotLibraryServer("h".into()),
+                409,
+                "not_a_library_server",
+            ),
+            (
+                ApiError::LibraryItemNotFound("i".into()),
+                404,
+                "library_item_not_found",
+            ),
+            (
+                ApiError::LibraryItemExists("i".into()),
+                409,
+                "library_item_exists",
+            ),
             (
                 ApiError::HostHasVms {
                     host: "h".into(),
@@ -366,6 +559,14 @@ mod tests {
                 ApiError::HostNotResponding("h".into()),
                 409,
                 "host_not_responding",
+            ),
+            (
+                ApiError::HostNeedsAttention {
+                    host: "h".into(),
+                    reason: "r".into(),
+                },
+                409,
+                "host_needs_attention",
             ),
             (
                 ApiError::InsufficientHostResources("x".into()),
@@ -489,5 +690,27 @@ mod tests {
     fn internal_errors_hide_their_cause() {
         let detail = ApiError::internal(anyhow::anyhow!("secret path /etc/x")).detail();
         assert!(!detail.message.contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn internal_responses_carry_a_request_id_and_other_5xx_keep_their_code() {
+        let body_of = async |error: ApiError| {
+            let response = error.into_response();
+            let status = response.status().as_u16();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("body");
+            let body: ErrorBody = serde_json::from_slice(&bytes).expect("error body");
+            (status, body.error)
+        };
+        let (status, internal) = body_of(ApiError::internal(anyhow::anyhow!("secret"))).await;
+        assert_eq!((status, internal.code.as_str()), (500, "internal_error"));
+        assert!(internal.message.contains("request id "), "{internal:?}");
+        assert!(!internal.message.contains("secret"));
+        let unreachable = ApiError::HostUnreachable {
+            address: "127.0.0.1:8101".into(),
+        };
+        let (status, detail) = body_of(unreachable).await;
+        assert_eq!((status, detail.code.as_str()), (503, "host_unreachable"));
     }
 }

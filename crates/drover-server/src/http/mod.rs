@@ -6,10 +6,13 @@ mod auth;
 mod console;
 mod error;
 mod events;
+mod hostgroups;
 mod hosts;
 mod jobs;
+mod library;
 mod networks;
 mod openapi;
+mod placement;
 mod vms;
 
 pub use auth::{ADMIN, CurrentUser, ensure_admin, issue_token};
@@ -31,6 +34,19 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/hosts", get(hosts::list).post(hosts::create))
         .route("/hosts/{host}", get(hosts::get).delete(hosts::delete))
+        .route("/hosts/{host}/move", post(hosts::move_to_group))
+        .route("/hosts/{host}/maintenance", post(hosts::maintenance))
+        .route(
+            "/hostgroups",
+            get(hostgroups::list).post(hostgroups::create),
+        )
+        .route(
+            "/hostgroups/{group}",
+            get(hostgroups::get)
+                .patch(hostgroups::update)
+                .delete(hostgroups::delete),
+        )
+        .route("/placement/rate", post(placement::rate))
         .route("/vms", get(vms::list).post(vms::create))
         .route("/vms/{vm}", get(vms::get).delete(vms::delete))
         .route("/vms/{vm}/actions", post(vms::change_state))
@@ -43,6 +59,17 @@ pub fn router(state: AppState) -> Router {
             "/networks/{network}",
             get(networks::get).delete(networks::delete),
         )
+        .route("/library/servers", get(library::servers))
+        .route(
+            "/library/shares",
+            get(library::shares).post(library::add_share),
+        )
+        .route("/library/items", get(library::items).post(library::import))
+        .route(
+            "/library/items/{item}",
+            get(library::item).delete(library::remove),
+        )
+        .route("/library/refresh", post(library::refresh))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job}", get(jobs::get))
         .route("/jobs/{job}/cancel", post(jobs::cancel))

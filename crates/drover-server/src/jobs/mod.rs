@@ -5,16 +5,21 @@
 //! as a [`JobSpec`] so that a failed or canceled job can be run again. HTTP lives in `http::jobs`.
 
 mod host;
+mod library;
 mod network;
 mod vm;
+
+pub(crate) use library::{find_item, find_share, schedule_refresh};
 
 use crate::db;
 use crate::http::ApiError;
 use crate::state::AppState;
 use chrono::Utc;
+use drover_api::library::{LibraryImport, LibraryRefresh, LibraryShareAdd};
 use drover_api::{
-    ErrorDetail, Event, HostAdd, HostId, Job, JobId, JobStatus, JobStep, JobTarget, NetworkCreate,
-    NetworkId, PortForward, VmAction, VmCreate, VmId, VmState,
+    ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep, JobTarget,
+    LibraryItemId, LibraryShareId, NetworkCreate, NetworkId, PortForward, VmAction, VmCreate, VmId,
+    VmState,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -30,6 +35,14 @@ pub enum JobSpec {
     },
     HostRemove {
         host_id: HostId,
+    },
+    HostMove {
+        host_id: HostId,
+        group_id: HostGroupId,
+    },
+    HostMaintenance {
+        host_id: HostId,
+        enabled: bool,
     },
     VmCreate {
         vm_id: VmId,
@@ -61,6 +74,20 @@ pub enum JobSpec {
     NetworkDelete {
         network_id: NetworkId,
     },
+    LibraryShareAdd {
+        share_id: LibraryShareId,
+        request: LibraryShareAdd,
+    },
+    LibraryImport {
+        item_id: LibraryItemId,
+        request: LibraryImport,
+    },
+    LibraryRefresh {
+        request: LibraryRefresh,
+    },
+    LibraryRemove {
+        item_id: LibraryItemId,
+    },
 }
 
 impl JobSpec {
@@ -69,6 +96,9 @@ impl JobSpec {
         match self {
             JobSpec::HostAdd { .. } => "host.add".to_owned(),
             JobSpec::HostRemove { .. } => "host.remove".to_owned(),
+            JobSpec::HostMove { .. } => "host.move".to_owned(),
+            JobSpec::HostMaintenance { enabled: true, .. } => "host.maintenance_on".to_owned(),
+            JobSpec::HostMaintenance { enabled: false, .. } => "host.maintenance_off".to_owned(),
             JobSpec::VmCreate { .. } => "vm.create".to_owned(),
             JobSpec::VmAction { action, .. } => format!("vm.{action}"),
             JobSpec::VmDelete { .. } => "vm.delete".to_owned(),
@@ -77,15 +107,23 @@ impl JobSpec {
             JobSpec::VmNicRemove { .. } => "vm.nic_remove".to_owned(),
             JobSpec::NetworkCreate { .. } => "network.create".to_owned(),
             JobSpec::NetworkDelete { .. } => "network.delete".to_owned(),
+            JobSpec::LibraryShareAdd { .. } => "library.share_add".to_owned(),
+            JobSpec::LibraryImport { .. } => "library.import".to_owned(),
+            JobSpec::LibraryRefresh { .. } => "library.refresh".to_owned(),
+            JobSpec::LibraryRemove { .. } => "library.remove".to_owned(),
         }
     }
 }
+
+pub use vm::check_vm_size;
 
 /// What [`submit`] learns while checking a request: how to show the job.
 #[derive(Debug)]
 struct Plan {
     description: String,
     target: JobTarget,
+    /// Steps already done while checking (placement), with what they found.
+    done: Vec<(&'static str, String)>,
     steps: Vec<&'static str>,
 }
 
@@ -126,6 +164,12 @@ pub async fn submit(
             host::prepare_add(state, *host_id, request).await?
         }
         JobSpec::HostRemove { host_id } => host::prepare_remove(state, *host_id).await?,
+        JobSpec::HostMove { host_id, group_id } => {
+            host::prepare_move(state, *host_id, *group_id).await?
+        }
+        JobSpec::HostMaintenance { host_id, enabled } => {
+            host::prepare_maintenance(state, *host_id, *enabled).await?
+        }
         JobSpec::VmCreate { vm_id, request } => vm::prepare_create(state, *vm_id, request).await?,
         JobSpec::VmAction { vm_id, action } => vm::prepare_action(state, *vm_id, *action).await?,
         JobSpec::VmDelete { vm_id } => vm::prepare_delete(state, *vm_id).await?,
@@ -141,7 +185,21 @@ pub async fn submit(
         JobSpec::NetworkDelete { network_id } => {
             network::prepare_delete(state, *network_id).await?
         }
+        JobSpec::LibraryShareAdd { share_id, request } => {
+            library::prepare_share_add(state, *share_id, request).await?
+        }
+        JobSpec::LibraryImport { request, .. } => library::prepare_import(state, request).await?,
+        JobSpec::LibraryRefresh { request } => library::prepare_refresh(state, request).await?,
+        JobSpec::LibraryRemove { item_id } => library::prepare_remove(state, *item_id).await?,
     };
+    let now = Utc::now();
+    let done = plan.done.into_iter().map(|(name, detail)| JobStep {
+        name: name.to_owned(),
+        status: JobStatus::Completed,
+        detail: Some(detail),
+        started_at: Some(now),
+        ended_at: Some(now),
+    });
     let job = Job {
         id: JobId::new(),
         kind: spec.kind(),
@@ -149,16 +207,14 @@ pub async fn submit(
         target: plan.target,
         status: JobStatus::Queued,
         progress: 0,
-        steps: plan
-            .steps
-            .into_iter()
-            .map(|name| JobStep {
+        steps: done
+            .chain(plan.steps.into_iter().map(|name| JobStep {
                 name: name.to_owned(),
                 status: JobStatus::Queued,
                 detail: None,
                 started_at: None,
                 ended_at: None,
-            })
+            }))
             .collect(),
         error: None,
         owner: owner.to_owned(),
@@ -265,10 +321,15 @@ async fn execute(state: AppState, job: Job, spec: JobSpec) {
             return;
         }
     }
+    let next_step = job
+        .steps
+        .iter()
+        .take_while(|step| step.status == JobStatus::Completed)
+        .count();
     let mut run = JobRun {
         state: state.clone(),
         job,
-        next_step: 0,
+        next_step,
     };
     run.job.status = JobStatus::Running;
     run.job.started_at = Some(Utc::now());
@@ -278,6 +339,12 @@ async fn execute(state: AppState, job: Job, spec: JobSpec) {
             host::run_add(&state, &mut run, host_id, request).await
         }
         JobSpec::HostRemove { host_id } => host::run_remove(&state, &mut run, host_id).await,
+        JobSpec::HostMove { host_id, group_id } => {
+            host::run_move(&state, &mut run, host_id, group_id).await
+        }
+        JobSpec::HostMaintenance { host_id, enabled } => {
+            host::run_maintenance(&state, &mut run, host_id, enabled).await
+        }
         JobSpec::VmCreate { vm_id, request } => {
             vm::run_create(&state, &mut run, vm_id, request).await
         }
@@ -301,6 +368,16 @@ async fn execute(state: AppState, job: Job, spec: JobSpec) {
         JobSpec::NetworkDelete { network_id } => {
             network::run_delete(&state, &mut run, network_id).await
         }
+        JobSpec::LibraryShareAdd { share_id, request } => {
+            library::run_share_add(&state, &mut run, share_id, request).await
+        }
+        JobSpec::LibraryImport { item_id, request } => {
+            library::run_import(&state, &mut run, item_id, request).await
+        }
+        JobSpec::LibraryRefresh { request } => {
+            library::run_refresh(&state, &mut run, request).await
+        }
+        JobSpec::LibraryRemove { item_id } => library::run_remove(&state, &mut run, item_id).await,
     };
     run.finish(outcome).await;
 }

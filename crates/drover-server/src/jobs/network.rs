@@ -80,6 +80,7 @@ pub(super) async fn prepare_create(
     Ok(Plan {
         description: format!("Create {} network {}", request.mode, request.name),
         target: target(network_id, &request.name),
+        done: Vec::new(),
         steps: vec!["Save the network", "Realize the network on every host"],
     })
 }
@@ -262,6 +263,7 @@ pub(super) async fn prepare_delete(
     Ok(Plan {
         description: format!("Delete network {}", network.name),
         target: target(network_id, &network.name),
+        done: Vec::new(),
         steps: vec![
             "Remove the network from its hosts",
             "Remove the network from Drover",

@@ -39,21 +39,31 @@ pub fn free_port() -> u16 {
 /// A daemon process, killed when dropped (also when a test fails).
 pub struct Daemon {
     child: Option<Child>,
-    stdout_log: PathBuf,
+    pub stdout_log: PathBuf,
 }
 
 impl Daemon {
     pub fn spawn(artifacts: &Path, log_name: &str, args: &[&str]) -> Daemon {
-        Daemon::spawn_in(None, artifacts, log_name, args)
+        Daemon::spawn_in(None, artifacts, log_name, args, &[])
     }
 
-    /// Spawns the daemon inside network namespace `netns` (`ip netns exec` execs it in place,
-    /// so the child is the daemon itself).
+    pub fn spawn_with_env(
+        artifacts: &Path,
+        log_name: &str,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Daemon {
+        Daemon::spawn_in(None, artifacts, log_name, args, env)
+    }
+
+    /// Spawns the daemon, inside network namespace `netns` when one is given (`ip netns exec`
+    /// execs it in place, so the child is the daemon itself).
     pub fn spawn_in(
         netns: Option<&str>,
         artifacts: &Path,
         log_name: &str,
         args: &[&str],
+        env: &[(&str, &Path)],
     ) -> Daemon {
         let stdout_log = artifacts.join(format!("{log_name}.out"));
         let stdout = std::fs::File::create(&stdout_log).expect("create stdout log");
@@ -63,6 +73,7 @@ impl Daemon {
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("DROVER_DATA_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -1,0 +1,87 @@
+//! The transfer endpoint (`agent.transfer_port`, mutual TLS): `GET /v1/shares/{name}/files/{*path}`
+//! serves a share's file with HTTP ranges. The file's SHA-256 is its strong ETag: a client
+//! resuming with `If-Range` gets the rest of the same version or, if the file changed, the whole
+//! new one; `If-Match` refuses another version outright. Bulk data never passes the server.
+
+use super::AgentState;
+use crate::error::AgentError;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use drover_image::range::{self, RangeAnswer, RangeRequest};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+/// Large reads keep a transfer at disk speed.
+const READ_CHUNK: usize = 1 << 20;
+
+pub async fn get_file(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, AgentError> {
+    let Path((name, relative)) = path?;
+    let root = state.library.root(&name)?;
+    let file_path = drover_image::share::resolve(&root, &relative)?;
+    let mut file =
+        tokio::fs::File::open(&file_path)
+            .await
+            .map_err(|_| drover_image::ImageError::Missing {
+                path: file_path.clone(),
+            })?;
+    let length = file
+        .metadata()
+        .await
+        .map_err(|error| AgentError::Internal(error.into()))?
+        .len();
+    let etag = range::etag(&state.library.fingerprint(&file_path).await?);
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    let request = RangeRequest {
+        range: text(header::RANGE),
+        if_range: text(header::IF_RANGE),
+        if_match: text(header::IF_MATCH),
+    };
+    let (status, start, count) = match range::decide(request, &etag, length) {
+        RangeAnswer::Full => (StatusCode::OK, 0, length),
+        RangeAnswer::Partial { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeAnswer::PreconditionFailed => {
+            return Ok((StatusCode::PRECONDITION_FAILED, [(header::ETAG, etag)]).into_response());
+        }
+        RangeAnswer::NotSatisfiable => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{length}"))],
+            )
+                .into_response());
+        }
+    };
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|error| AgentError::Internal(error.into()))?;
+    let body = Body::from_stream(ReaderStream::with_capacity(file.take(count), READ_CHUNK));
+    let mut response = (status, body).into_response();
+    let response_headers = response.headers_mut();
+    let value = |text: String| {
+        HeaderValue::from_str(&text).map_err(|error| AgentError::Internal(error.into()))
+    };
+    response_headers.insert(header::ETAG, value(etag)?);
+    response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response_headers.insert(header::CONTENT_LENGTH, value(count.to_string())?);
+    if status == StatusCode::PARTIAL_CONTENT {
+        let end = start + count - 1;
+        response_headers.insert(
+            header::CONTENT_RANGE,
+            value(format!("bytes {start}-{end}/{length}"))?,
+        );
+    }
+    Ok(response)
+}

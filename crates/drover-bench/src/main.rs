@@ -1,0 +1,40 @@
+//! `drover-bench`: the benchmarks named by the issues, as commands that print their figures.
+//! Run in release mode (`cargo run --release -p drover-bench -- core`); results go to
+//! `docs/benchmarks.md` with the machine and the date. Not a test: nothing here asserts targets.
+
+mod cluster;
+mod core;
+mod scale;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Drover benchmarks; each prints its figures")]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Core (issue 2): create + start latency, power-off visibility, VM list paging at 20,000 rows.
+    Core(core::CoreArgs),
+    /// Control-plane scale (issue 4): simulated hosts and VMs against one server on SQLite.
+    Scale(scale::ScaleArgs),
+    /// The server process `scale` starts and measures (internal).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    match Args::parse().bench {
+        Bench::Core(args) => core::run(args).await,
+        Bench::Scale(args) => scale::run(args).await,
+        Bench::Serve { data_dir } => scale::serve(data_dir).await,
+    }
+}

@@ -1,0 +1,37 @@
+//! The crate's one error type: each variant a cause a user can act on.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot access {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run qemu-img")]
+    QemuImgMissing(#[source] std::io::Error),
+    /// qemu-img could not read the image: truncated, corrupt, or a VMDK extent missing.
+    #[error("{path} is not a readable image: {detail}")]
+    Unreadable { path: PathBuf, detail: String },
+    #[error("{path} is neither a disk image nor an ISO")]
+    NotAnImage { path: PathBuf },
+    #[error("{path} failed its consistency check: {detail}")]
+    CheckFailed { path: PathBuf, detail: String },
+    #[error("'{path}' is not a path inside the share")]
+    OutsideShare { path: String },
+    #[error("{path} already exists in the share")]
+    Exists { path: PathBuf },
+    #[error("{path} does not exist in the share")]
+    Missing { path: PathBuf },
+}
+
+impl ImageError {
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+        move |source| ImageError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
