@@ -1,9 +1,7 @@
-//! Benchmark: how long this host takes to realize a network (bridge, gateway address, nftables
-//! rules, dnsmasq; an uplink for bridged, a VXLAN tunnel for an overlay) and to remove it again.
-//! It runs itself inside a network namespace it makes and deletes, so the machine's own network
-//! never changes. Needs root, `ip`, `nft` and `dnsmasq`.
-//!
-//! `cargo run --release -p drover-agent --example network_bench [-- ROUNDS]`
+//! `drover-bench network` (issue 6): how long a host takes to realize a network (bridge, gateway
+//! address, nftables rules, dnsmasq; an uplink for bridged, a VXLAN tunnel for an overlay) and to
+//! remove it again. The bench re-runs itself inside a network namespace it makes and deletes, so
+//! the machine's own network never changes. Needs root, `ip`, `nft` and `dnsmasq`.
 
 use drover_agent::network::Networks;
 use drover_api::agent::{AgentNetwork, AgentOverlay};
@@ -12,17 +10,20 @@ use drover_api::{NetworkId, NetworkMode};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Set in the re-executed process that runs inside the namespace.
-const INSIDE: &str = "DROVER_NETWORK_BENCH_INSIDE";
+#[derive(Debug, clap::Args)]
+pub struct NetworkArgs {
+    /// Networks realized and removed per kind.
+    #[arg(long, default_value_t = 20)]
+    rounds: usize,
+    /// Set when the bench runs inside its namespace (internal).
+    #[arg(long, hide = true)]
+    inside: bool,
+}
 
-fn main() -> anyhow::Result<()> {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .map(|text| text.parse())
-        .transpose()?
-        .unwrap_or(20);
-    if std::env::var_os(INSIDE).is_some() {
-        return tokio::runtime::Runtime::new()?.block_on(bench(rounds));
+pub async fn run(args: NetworkArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    if args.inside {
+        return bench(args.rounds).await;
     }
     let netns = format!("drvbench{}", std::process::id());
     anyhow::ensure!(
@@ -32,12 +33,12 @@ fn main() -> anyhow::Result<()> {
             .success(),
         "cannot make namespace {netns} (run as root)"
     );
-    let status = Command::new("ip")
+    let status = tokio::process::Command::new("ip")
         .args(["netns", "exec", &netns])
         .arg(std::env::current_exe()?)
-        .arg(rounds.to_string())
-        .env(INSIDE, "1")
-        .status();
+        .args(["network", "--inside", "--rounds", &args.rounds.to_string()])
+        .status()
+        .await;
     // dnsmasq instances left by a failed run die with their namespace's processes.
     if let Ok(output) = Command::new("ip").args(["netns", "pids", &netns]).output() {
         for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
@@ -93,7 +94,6 @@ fn summary(times: &mut [Duration]) -> String {
 }
 
 async fn bench(rounds: usize) -> anyhow::Result<()> {
-    anyhow::ensure!(rounds > 0, "ROUNDS must be at least 1");
     // The uplink of bridged networks and the address overlays tunnel from.
     for script in [
         "ip link set lo up",
