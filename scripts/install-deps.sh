@@ -15,7 +15,8 @@ if ! qemu-system-x86_64 --version 2>/dev/null | grep -q 'version 10'; then
   apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86
 fi
 missing=()
-for tool in mke2fs:e2fsprogs lz4:lz4 xz:xz-utils zstd:zstd; do
+# dnsmasq and nft realize virtual networks (DHCP per network, NAT and isolation rules).
+for tool in mke2fs:e2fsprogs lz4:lz4 xz:xz-utils zstd:zstd dnsmasq:dnsmasq-base nft:nftables; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -4,9 +4,10 @@
 //! the latest state. Not here: which VMs exist (see `registry`) and HTTP.
 
 use crate::error::AgentError;
+use crate::network::Networks;
 use crate::store::{self, StoreError};
-use drover_api::agent::{AgentVmSpec, VmRuntime};
-use drover_api::{VmAction, VmId, VmState};
+use drover_api::agent::{AgentNic, AgentVmSpec, VmRuntime};
+use drover_api::{PortForward, VmAction, VmId, VmState};
 use drover_hv::{DriverError, RunStatus, RunningVm, VmDriver, VmEvent};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +26,21 @@ enum Command {
     Act {
         action: VmAction,
         reply: oneshot::Sender<Result<VmRuntime, AgentError>>,
+    },
+    /// Adds a port forward to the spec, and to the process when one runs.
+    AddPortForward {
+        forward: PortForward,
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
+    /// Adds a NIC to the spec, hot-plugged when the VM runs.
+    AddNic {
+        nic: AgentNic,
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
+    /// Removes a NIC from the spec, hot-unplugged when the VM runs.
+    RemoveNic {
+        name: String,
+        reply: oneshot::Sender<Result<(), AgentError>>,
     },
     /// Opens a console session, ending the previous one: QEMU serves one client at a time.
     OpenConsole {
@@ -49,8 +65,9 @@ pub struct ConsoleSession {
 #[derive(Clone)]
 pub struct VmHandle {
     vm_id: VmId,
-    /// Fixed for the actor's life: a define with another spec is refused.
-    spec: Arc<AgentVmSpec>,
+    /// The spec as of its last change (changes come through the actor: port forwards, NICs); a
+    /// define with another spec is refused.
+    spec: watch::Receiver<AgentVmSpec>,
     commands: mpsc::Sender<Command>,
     runtime: watch::Receiver<VmRuntime>,
 }
@@ -80,8 +97,25 @@ impl VmHandle {
         self.request(|reply| Command::Act { action, reply }).await?
     }
 
-    pub fn spec(&self) -> &AgentVmSpec {
-        &self.spec
+    pub fn spec(&self) -> AgentVmSpec {
+        self.spec.borrow().clone()
+    }
+
+    /// Forwards `127.0.0.1:host_port` to the guest; kept across restarts of the VM.
+    pub async fn add_port_forward(&self, forward: PortForward) -> Result<(), AgentError> {
+        self.request(|reply| Command::AddPortForward { forward, reply })
+            .await?
+    }
+
+    /// Adds a NIC (idempotent); plugged in at once when the VM runs.
+    pub async fn add_nic(&self, nic: AgentNic) -> Result<(), AgentError> {
+        self.request(|reply| Command::AddNic { nic, reply }).await?
+    }
+
+    /// Removes the NIC `name` (idempotent); unplugged at once when the VM runs.
+    pub async fn remove_nic(&self, name: String) -> Result<(), AgentError> {
+        self.request(|reply| Command::RemoveNic { name, reply })
+            .await?
     }
 
     /// A session on the guest's serial console, while the VM runs.
@@ -105,6 +139,7 @@ pub struct VmSetup {
     pub spec: AgentVmSpec,
     pub vm_dir: PathBuf,
     pub driver: Arc<dyn VmDriver>,
+    pub networks: Arc<Networks>,
     pub process: Option<Box<dyn RunningVm>>,
     pub runtime: VmRuntime,
     pub changes: broadcast::Sender<VmRuntime>,
@@ -114,19 +149,22 @@ pub struct VmSetup {
 pub fn actor(setup: VmSetup) -> (VmHandle, impl Future<Output = ()> + Send + 'static) {
     let (commands_sender, commands) = mpsc::channel(COMMAND_QUEUE);
     let (runtime_sender, runtime) = watch::channel(setup.runtime.clone());
+    let (spec_sender, spec) = watch::channel(setup.spec.clone());
     let vm_id = setup.spec.id;
     let mut process = setup.process;
     let vm_events = process.as_mut().and_then(|process| process.take_events());
     let handle = VmHandle {
         vm_id,
-        spec: Arc::new(setup.spec.clone()),
+        spec,
         commands: commands_sender,
         runtime,
     };
     let actor = VmActor {
         spec: setup.spec,
+        published_spec: spec_sender,
         vm_dir: setup.vm_dir,
         driver: setup.driver,
+        networks: setup.networks,
         process,
         vm_events,
         runtime: runtime_sender,
@@ -139,8 +177,10 @@ pub fn actor(setup: VmSetup) -> (VmHandle, impl Future<Output = ()> + Send + 'st
 
 struct VmActor {
     spec: AgentVmSpec,
+    published_spec: watch::Sender<AgentVmSpec>,
     vm_dir: PathBuf,
     driver: Arc<dyn VmDriver>,
+    networks: Arc<Networks>,
     process: Option<Box<dyn RunningVm>>,
     vm_events: Option<mpsc::Receiver<VmEvent>>,
     runtime: watch::Sender<VmRuntime>,
@@ -168,6 +208,15 @@ impl VmActor {
                     }
                     Some(Command::Act { action, reply }) => {
                         let _ = reply.send(self.act(action).await);
+                    }
+                    Some(Command::AddPortForward { forward, reply }) => {
+                        let _ = reply.send(self.add_port_forward(forward).await);
+                    }
+                    Some(Command::AddNic { nic, reply }) => {
+                        let _ = reply.send(self.add_nic(nic).await);
+                    }
+                    Some(Command::RemoveNic { name, reply }) => {
+                        let _ = reply.send(self.remove_nic(&name).await);
                     }
                     Some(Command::OpenConsole { reply }) => {
                         let _ = reply.send(self.open_console());
@@ -288,6 +337,8 @@ impl VmActor {
 
     async fn start(&mut self) -> Result<(), AgentError> {
         let before = self.runtime.borrow().clone();
+        // The taps must exist, each on its bridge, before QEMU opens them.
+        self.networks.plug(self.spec.clone()).await?;
         self.set_state(VmState::Starting, None);
         match self.driver.start(&self.spec, &self.vm_dir).await {
             Ok(mut process) => {
@@ -366,6 +417,99 @@ impl VmActor {
         Ok(())
     }
 
+    /// Saves a changed spec (so a restarted agent and the next start use it) and shows it.
+    fn set_spec(&mut self, spec: AgentVmSpec) -> Result<(), AgentError> {
+        store::save_spec(&self.vm_dir, &spec).map_err(internal)?;
+        self.spec = spec.clone();
+        self.published_spec.send_replace(spec);
+        Ok(())
+    }
+
+    async fn add_port_forward(&mut self, forward: PortForward) -> Result<(), AgentError> {
+        if self.spec.port_forwards.contains(&forward) {
+            return Ok(());
+        }
+        let Some(nic) = self.spec.user_nic().map(|nic| nic.name.clone()) else {
+            return Err(AgentError::VmSpecInvalid(format!(
+                "VM {} has no user-mode NIC to forward ports through",
+                self.vm_id()
+            )));
+        };
+        if let Some(taken) = self
+            .spec
+            .port_forwards
+            .iter()
+            .find(|existing| existing.host_port == forward.host_port)
+        {
+            return Err(AgentError::VmSpecInvalid(format!(
+                "host port {} already forwards to guest port {}",
+                taken.host_port, taken.guest_port
+            )));
+        }
+        if let Some(process) = self.process.as_mut()
+            && let Err(error) = process.add_port_forward(&nic, &forward).await
+        {
+            return Err(self.driver_error(error));
+        }
+        let mut spec = self.spec.clone();
+        spec.port_forwards.push(forward);
+        self.set_spec(spec)
+    }
+
+    /// The spec with `nic` alone, to plug or unplug just that NIC's tap and lease.
+    fn only(&self, nic: AgentNic) -> AgentVmSpec {
+        AgentVmSpec {
+            nics: vec![nic],
+            ..self.spec.clone()
+        }
+    }
+
+    async fn add_nic(&mut self, nic: AgentNic) -> Result<(), AgentError> {
+        if let Some(existing) = self.spec.nics.iter().find(|known| known.name == nic.name) {
+            return if *existing == nic {
+                Ok(())
+            } else {
+                Err(AgentError::VmSpecInvalid(format!(
+                    "VM {} already has a different NIC named {}",
+                    self.vm_id(),
+                    nic.name
+                )))
+            };
+        }
+        let mut spec = self.spec.clone();
+        spec.nics.push(nic.clone());
+        if self.process.is_some() {
+            self.networks.plug(self.only(nic.clone())).await?;
+            let plugged = match self.process.as_mut() {
+                Some(process) => process.add_nic(&nic).await,
+                None => Ok(()),
+            };
+            if let Err(error) = plugged {
+                self.networks.unplug(self.only(nic)).await;
+                return Err(self.driver_error(error));
+            }
+        }
+        self.set_spec(spec)?;
+        self.networks.add_leases(self.only(nic)).await;
+        Ok(())
+    }
+
+    async fn remove_nic(&mut self, name: &str) -> Result<(), AgentError> {
+        let Some(nic) = self.spec.nics.iter().find(|nic| nic.name == name).cloned() else {
+            return Ok(());
+        };
+        if let Some(process) = self.process.as_mut()
+            && let Err(error) = process.remove_nic(name).await
+        {
+            return Err(self.driver_error(error));
+        }
+        let mut spec = self.spec.clone();
+        spec.nics.retain(|known| known.name != name);
+        self.set_spec(spec)?;
+        self.networks.unplug(self.only(nic)).await;
+        Ok(())
+    }
+
     fn open_console(&mut self) -> Result<ConsoleSession, AgentError> {
         let Some(process) = &self.process else {
             return Err(self.not_running());
@@ -392,6 +536,7 @@ impl VmActor {
             self.lose_process();
         }
         self.driver.destroy(&self.vm_dir).await?;
+        self.networks.unplug(self.spec.clone()).await;
         store::remove_dir_optional(&self.vm_dir)
             .map_err(|error| AgentError::Internal(error.into()))?;
         tracing::info!("VM deleted");

@@ -52,6 +52,8 @@ pub enum AgentError {
     Unsupported(String),
     #[error("the VM did not start: {0}")]
     StartFailed(String),
+    #[error("network {0}")]
+    Network(#[from] crate::network::NetworkError),
     #[error("this agent does not have the library role")]
     NotLibraryServer,
     #[error("this agent serves no share named '{0}'")]
@@ -193,6 +195,16 @@ impl AgentError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "vm_start_failed",
                 "Read the reason; the VM's qemu.log in the agent's data directory has the details.",
+            ),
+            AgentError::Network(crate::network::NetworkError::NotRealized(_)) => (
+                StatusCode::CONFLICT,
+                "network_not_realized",
+                "Realize the network on this host first (PUT /v1/networks/{id}); the server does it before it defines a VM.",
+            ),
+            AgentError::Network(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "network_setup_failed",
+                "Read the failed command and its output; check that ip, bridge, nft and dnsmasq are installed and the agent runs as root.",
             ),
             AgentError::NotLibraryServer => (
                 StatusCode::CONFLICT,

@@ -10,6 +10,7 @@ mod error;
 mod host;
 mod http;
 mod library;
+pub mod network;
 mod registry;
 mod store;
 
@@ -122,9 +123,12 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
         .context("cannot set up the agent's TLS identity")?;
     let tls_config = enrollment.tls_config();
     let (changes, _) = broadcast::channel(CHANGE_BUFFER);
+    let networks = network::Networks::open(&data_dir, config.vxlan_port())
+        .context("cannot read the networks of this host")?;
     let state = Arc::new(AgentState {
         data_dir,
         driver,
+        networks,
         registry: Registry::default(),
         enrollment,
         roles,
@@ -134,6 +138,7 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
         shutdown: CancellationToken::new(),
     });
     recover_vms(&state).await?;
+    state.networks.readopt().await;
 
     let control_addr = listener.local_addr().context("listener address")?;
     let server = axum_server::Handle::new();
@@ -171,10 +176,12 @@ async fn recover_vms(state: &AgentState) -> anyhow::Result<()> {
         let vm_dir = store::vm_dir(&state.data_dir, vm.spec.id);
         let (process, runtime) =
             actor::recover(state.driver.as_ref(), &vm.spec, &vm_dir, vm.last_state).await;
+        state.networks.add_leases(vm.spec.clone()).await;
         state.registry.spawn(actor::VmSetup {
             spec: vm.spec,
             vm_dir,
             driver: state.driver.clone(),
+            networks: state.networks.clone(),
             process,
             runtime,
             changes: state.changes.clone(),

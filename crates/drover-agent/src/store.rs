@@ -204,6 +204,8 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: vec![],
+            port_forwards: vec![],
         }
     }
 

@@ -11,11 +11,18 @@
 //! | `POST /v1/vms/validate` | [`AgentVmSpec`] | 204, or 4xx naming the missing file |
 //! | `PUT /v1/vms/{id}` | [`AgentVmSpec`] | [`VmRuntime`] (defines the VM, makes its disk; idempotent) |
 //! | `POST /v1/vms/{id}/actions` | [`crate::VmActionRequest`] | [`VmRuntime`] once the action is done |
+//! | `PUT /v1/networks/{id}` | [`AgentNetwork`] | [`AgentNetworkStatus`] (realizes the network; idempotent) |
+//! | `DELETE /v1/networks/{id}` | | 204 (removes bridge, rules and DHCP server; idempotent) |
+//! | `POST /v1/vms/{id}/nics` | [`AgentNic`] | 204 (hot-plugged when the VM runs; idempotent) |
+//! | `DELETE /v1/vms/{id}/nics/{name}` | | 204 (hot-unplugged when the VM runs; idempotent) |
+//! | `GET /v1/vms/{id}/leases` | | `Vec<NicLease>`: the addresses the guest's NICs hold, from the DHCP leases |
+//! | `POST /v1/vms/{id}/port-forwards` | [`crate::PortForward`] | 204 (kept in the spec; applied at once when the VM runs; idempotent) |
 //! | `DELETE /v1/vms/{id}` | | 204 (ends QEMU, removes the VM's files; idempotent) |
 //! | `GET /v1/vms/{id}/console` | | WebSocket: binary frames both ways, the guest's serial port |
 
 use crate::host::Accelerator;
-use crate::id::VmId;
+use crate::id::{NetworkId, VmId};
+use crate::network::{NetworkHostState, NetworkMode, PortForward};
 use crate::vm::{VmDisk, VmState};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +62,102 @@ pub struct AgentVmSpec {
     pub initrd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// The VM's NICs in order (`nic0` first).
+    #[serde(default)]
+    pub nics: Vec<AgentNic>,
+    /// Forwards to the guest through the first user-mode NIC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_forwards: Vec<PortForward>,
+}
+
+impl AgentVmSpec {
+    /// The NIC that carries the port forwards: the first on user-mode networking.
+    pub fn user_nic(&self) -> Option<&AgentNic> {
+        self.nics
+            .iter()
+            .find(|nic| nic.attachment == NicAttachment::User)
+    }
+}
+
+/// One network adapter of a VM, as its host builds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentNic {
+    /// `nic0`, `nic1`, ...: the QEMU device id; its backend is `net0`, `net1`, ...
+    pub name: String,
+    pub mac: String,
+    pub attachment: NicAttachment,
+}
+
+/// What a NIC is plugged into on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum NicAttachment {
+    /// QEMU's user-mode networking (slirp): no host interface at all.
+    User,
+    /// A tap device on the network's bridge. The server realizes the network on the host
+    /// (`PUT /v1/networks/{id}`) before it defines or starts a VM that uses it.
+    Network {
+        /// The network's bridge, which also names the network on the host.
+        bridge: String,
+        /// The tap's interface name (see [`crate::network::tap_name`]).
+        tap: String,
+        /// The NIC's static lease on the network, when the network has a DHCP range.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+    },
+}
+
+/// A virtual network as a host realizes it: a bridge, and by mode an address, NAT rules, an
+/// uplink, a VXLAN tunnel and a DHCP server whose static leases come from the VMs' NICs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentNetwork {
+    pub id: NetworkId,
+    pub name: String,
+    pub mode: NetworkMode,
+    pub bridge: String,
+    /// IPv4 CIDR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<AgentOverlay>,
+}
+
+/// How an overlay network reaches the other hosts that carry it: VXLAN with head-end
+/// replication to each peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentOverlay {
+    /// VXLAN network identifier; the UDP port is each agent's `network.vxlan_port`.
+    pub vni: u32,
+    /// This host's management address, the tunnel's source.
+    pub local: String,
+    /// The management addresses of the other hosts that carry the network.
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+/// Answer of `PUT /v1/networks/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentNetworkStatus {
+    pub state: NetworkHostState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The address a guest's NIC holds, as the host's DHCP server leased it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicLease {
+    pub nic: String,
+    pub ip: String,
 }
 
 /// A VM's state as its host sees it.

@@ -262,6 +262,11 @@ impl Config {
         self.address("agent.bind_address")
     }
 
+    /// UDP port of overlay networks' VXLAN tunnels.
+    pub fn vxlan_port(&self) -> u16 {
+        self.port("network.vxlan_port")
+    }
+
     pub fn migration_ports(&self) -> RangeInclusive<u16> {
         parse_port_range(self.value("agent.migration_ports")).unwrap_or(0..=0)
     }

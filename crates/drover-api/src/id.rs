@@ -64,3 +64,7 @@ object_id!(
     /// Identifies a library item (a disk image or ISO in a share).
     LibraryItemId
 );
+object_id!(
+    /// Identifies a virtual network.
+    NetworkId
+);

@@ -1,6 +1,7 @@
 //! Virtual machines as the API shows them, and the requests that create and change them.
 
 use crate::id::{HostId, VmId};
+use crate::network::{PortForward, VmNic};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -131,6 +132,10 @@ pub struct VmCreate {
     /// Start the VM once it is created; if it cannot start, the whole create is undone.
     #[serde(default)]
     pub start: bool,
+    /// One NIC per entry, on the network of that name, in order; empty means one NIC on
+    /// [`crate::network::USER_NETWORK`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
 }
 
 /// A virtual machine.
@@ -153,6 +158,11 @@ pub struct Vm {
     pub initrd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    #[serde(default)]
+    pub nics: Vec<VmNic>,
+    /// Guest ports reachable on the host's 127.0.0.1 through the user-mode NIC.
+    #[serde(default)]
+    pub port_forwards: Vec<PortForward>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -90,6 +90,7 @@ fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
         initrd: Some(guest.initrd.display().to_string()),
         cmdline: Some(cmdline.to_owned()),
         start: true,
+        networks: vec![],
     }
 }
 
@@ -214,6 +215,8 @@ async fn list_pages(
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: vec![],
+            port_forwards: vec![],
             created_at: now,
             updated_at: now,
         };

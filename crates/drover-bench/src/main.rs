@@ -4,6 +4,7 @@
 
 mod cluster;
 mod core;
+mod network;
 mod scale;
 mod stats;
 
@@ -22,6 +23,8 @@ enum Bench {
     Core(core::CoreArgs),
     /// Control-plane scale (issue 4): simulated hosts and VMs against one server on SQLite.
     Scale(scale::ScaleArgs),
+    /// Network realization (issue 6): bridge, rules, dnsmasq, uplink, VXLAN, in a namespace.
+    Network(network::NetworkArgs),
     /// The server process `scale` starts and measures (internal).
     #[command(hide = true)]
     Serve {
@@ -35,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Core(args) => core::run(args).await,
         Bench::Scale(args) => scale::run(args).await,
+        Bench::Network(args) => network::run(args).await,
         Bench::Serve { data_dir } => scale::serve(data_dir).await,
     }
 }

@@ -217,6 +217,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
                 initrd: None,
                 cmdline: None,
                 start: false,
+                networks: vec![],
             };
             let client = &client;
             async move { finished(client, client.create_vm(&create).await?).await }
@@ -249,6 +250,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: vec![],
+            port_forwards: vec![],
             created_at: now,
             updated_at: now,
         };

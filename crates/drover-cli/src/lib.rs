@@ -11,6 +11,7 @@ mod hostgroup;
 mod job;
 mod library;
 mod login;
+mod network;
 pub mod output;
 mod placement;
 mod progress;
@@ -23,6 +24,7 @@ pub use hostgroup::HostGroupCommand;
 pub use job::JobCommand;
 pub use library::LibraryCommand;
 pub use login::LoginArgs;
+pub use network::{NetworkCommand, NetworkCreateArgs};
 pub use output::OutputFormat;
 pub use placement::PlacementCommand;
 pub use progress::JobOptions;
@@ -54,6 +56,9 @@ pub enum Command {
     /// Virtual machines.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Virtual networks: bridges, NAT, VLANs, DHCP, overlays.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Jobs: every change is one.
     #[command(subcommand)]
     Job(JobCommand),
@@ -78,6 +83,7 @@ pub async fn run(command: &Command, global: &GlobalArgs) -> Result<(), CliError>
             placement::run(&credentials::client()?, command, output).await
         }
         Command::Vm(command) => vm::run(&credentials::client()?, command, output).await,
+        Command::Network(command) => network::run(&credentials::client()?, command, output).await,
         Command::Job(command) => job::run(&credentials::client()?, command, output).await,
         Command::Library(command) => library::run(&credentials::client()?, command, output).await,
     }

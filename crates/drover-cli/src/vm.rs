@@ -4,7 +4,7 @@ use crate::CliError;
 use crate::output::{OutputFormat, Table, print_fields, print_json, time};
 use crate::progress::{JobOptions, finish};
 use drover_api::size::{format_bytes, parse_bytes};
-use drover_api::{Vm, VmAction, VmCreate, VmDisk, VmState};
+use drover_api::{PortForward, Vm, VmAction, VmCreate, VmDisk, VmState};
 use drover_client::{Client, VmFilter};
 use std::path::Path;
 
@@ -43,6 +43,9 @@ pub struct VmCreateArgs {
     /// Start the VM once created (the create is undone if it cannot start).
     #[arg(long)]
     pub start: bool,
+    /// A NIC on this network (repeat for more NICs, in order); default: one NIC on `user`.
+    #[arg(long = "network", value_name = "NAME")]
+    pub networks: Vec<String>,
     #[command(flatten)]
     pub job: JobOptions,
 }
@@ -86,6 +89,38 @@ pub enum VmCommand {
     Delete(VmTarget),
     /// Attach the terminal to the VM's serial console (Ctrl-] detaches).
     Console { vm: String },
+    /// Add or remove network adapters (hot-plugged when the VM runs).
+    #[command(subcommand)]
+    Nic(NicCommand),
+    /// Forward 127.0.0.1:HOSTPORT on the VM's host to GUESTPORT (TCP, user-mode NIC); kept
+    /// across restarts and applied at once to a running VM.
+    PortForward {
+        vm: String,
+        #[arg(value_name = "HOSTPORT:GUESTPORT", value_parser = PortForward::parse)]
+        forward: PortForward,
+        #[command(flatten)]
+        job: JobOptions,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum NicCommand {
+    /// Add a NIC on a network (its MAC and IP come from the pools).
+    Add {
+        vm: String,
+        #[arg(long, value_name = "NAME")]
+        network: String,
+        #[command(flatten)]
+        job: JobOptions,
+    },
+    /// Remove the VM's last NIC on a network (its MAC and IP return to the pools).
+    Remove {
+        vm: String,
+        #[arg(long, value_name = "NAME")]
+        network: String,
+        #[command(flatten)]
+        job: JobOptions,
+    },
 }
 
 pub(crate) fn parse_memory_mib(text: &str) -> Result<u64, String> {
@@ -176,6 +211,19 @@ fn print_vm(vm: &Vm) {
             fields.push((label, value.clone()));
         }
     }
+    for nic in &vm.nics {
+        let mut text = format!("{} on {}", nic.mac, nic.network);
+        if let Some(ip) = &nic.ip {
+            text.push_str(&format!(", IP {ip}"));
+        }
+        if let Some(lease) = &nic.lease_ip {
+            text.push_str(&format!(", leased {lease}"));
+        }
+        fields.push(("NIC", format!("{}: {text}", nic.name)));
+    }
+    for forward in &vm.port_forwards {
+        fields.push(("Port forward", forward.to_string()));
+    }
     fields.extend([
         ("Created", time(&vm.created_at)),
         ("Updated", time(&vm.updated_at)),
@@ -224,6 +272,7 @@ pub async fn run(
                 initrd: args.initrd.as_deref().map(host_path),
                 cmdline: args.cmdline.clone(),
                 start: args.start,
+                networks: args.networks.clone(),
             };
             let started = client.create_vm(&create).await?;
             finish(client, started, args.job, output).await
@@ -263,6 +312,26 @@ pub async fn run(
             finish(client, started, target.job, output).await
         }
         VmCommand::Console { vm } => crate::console::attach(client, vm).await,
+        VmCommand::Nic(NicCommand::Add { vm, network, job }) => {
+            let started = client.add_nic(vm, network).await?;
+            finish(client, started, *job, output).await
+        }
+        VmCommand::Nic(NicCommand::Remove { vm, network, job }) => {
+            let shown = client.vm(vm).await?;
+            let Some(nic) = shown.nics.iter().rev().find(|nic| nic.network == *network) else {
+                return Err(CliError::local(
+                    "nic_not_found",
+                    format!("VM {vm} has no NIC on network {network}"),
+                    "list the VM's NICs with `drover vm show`",
+                ));
+            };
+            let started = client.remove_nic(vm, &nic.name).await?;
+            finish(client, started, *job, output).await
+        }
+        VmCommand::PortForward { vm, forward, job } => {
+            let started = client.add_port_forward(vm, forward).await?;
+            finish(client, started, *job, output).await
+        }
     }
 }
 

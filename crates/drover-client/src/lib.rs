@@ -16,8 +16,8 @@ use drover_api::library::{
 use drover_api::page::{MAX_PAGE_SIZE, PageRequest};
 use drover_api::{
     ErrorBody, Event, Host, HostAdd, HostGroup, HostGroupCreate, HostGroupUpdate, Job, JobId,
-    JobStatus, Page, PlacementRating, PlacementRequest, Vm, VmAction, VmActionRequest, VmCreate,
-    VmState,
+    JobStatus, Network, NetworkCreate, NicAdd, Page, PlacementRating, PlacementRequest,
+    PortForward, Vm, VmAction, VmActionRequest, VmCreate, VmState,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -476,6 +476,56 @@ impl Client {
 
     pub async fn delete_vm(&self, vm: &str) -> Result<Job, ClientError> {
         self.send(self.request(Method::DELETE, &["vms", vm])).await
+    }
+
+    /// Forwards `127.0.0.1:HOSTPORT` on the VM's host to the guest (job `vm.port_forward`).
+    pub async fn add_port_forward(
+        &self,
+        vm: &str,
+        forward: &PortForward,
+    ) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["vms", vm, "port-forwards"])
+                .json(forward),
+        )
+        .await
+    }
+
+    /// Adds a NIC on `network` to the VM, hot-plugged when it runs (job `vm.nic_add`).
+    pub async fn add_nic(&self, vm: &str, network: &str) -> Result<Job, ClientError> {
+        let body = NicAdd {
+            network: network.to_owned(),
+        };
+        self.send(self.request(Method::POST, &["vms", vm, "nics"]).json(&body))
+            .await
+    }
+
+    /// Removes the VM's NIC `nic` (`nic1`), hot-unplugged when it runs (job `vm.nic_remove`).
+    pub async fn remove_nic(&self, vm: &str, nic: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["vms", vm, "nics", nic]))
+            .await
+    }
+
+    /// Every network, all pages.
+    pub async fn all_networks(&self) -> Result<Vec<Network>, ClientError> {
+        self.all_pages(&["networks"], &[]).await
+    }
+
+    /// A network by id or name.
+    pub async fn network(&self, network: &str) -> Result<Network, ClientError> {
+        self.send(self.request(Method::GET, &["networks", network]))
+            .await
+    }
+
+    /// Checks `create` at once, then answers the job `network.create`.
+    pub async fn create_network(&self, create: &NetworkCreate) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &["networks"]).json(create))
+            .await
+    }
+
+    pub async fn delete_network(&self, network: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["networks", network]))
+            .await
     }
 
     /// One page of `GET /jobs`, newest first.

@@ -62,6 +62,8 @@ fn vm(name: String) -> Vm {
         kernel: None,
         initrd: None,
         cmdline: None,
+        nics: vec![],
+        port_forwards: vec![],
         created_at: chrono::Utc::now(),
         updated_at: chrono::Utc::now(),
     }

@@ -5,6 +5,7 @@
 //! the server, jobs or HTTP.
 
 pub mod qemu;
+pub mod revert;
 pub mod sim;
 
 use async_trait::async_trait;
@@ -108,6 +109,16 @@ pub trait RunningVm: Send + 'static {
     async fn power_down(&mut self) -> Result<(), DriverError>;
     /// Hard stop: ends the process now and waits until it is gone.
     async fn kill(&mut self) -> Result<(), DriverError>;
+    /// Forwards `127.0.0.1:host_port` to the guest through the user-mode NIC `nic`, at once.
+    async fn add_port_forward(
+        &mut self,
+        nic: &str,
+        forward: &drover_api::PortForward,
+    ) -> Result<(), DriverError>;
+    /// Hot-plugs a NIC (its tap, if any, already on its bridge).
+    async fn add_nic(&mut self, nic: &drover_api::agent::AgentNic) -> Result<(), DriverError>;
+    /// Hot-unplugs the NIC `name`; returns once the guest released it and its backend is gone.
+    async fn remove_nic(&mut self, name: &str) -> Result<(), DriverError>;
     /// The process's events; the channel closes after [`VmEvent::Exited`].
     fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>>;
     /// Unix socket of the guest's serial console (one client at a time).

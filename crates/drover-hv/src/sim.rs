@@ -122,6 +122,23 @@ impl RunningVm for SimVm {
         self.exit(false).await
     }
 
+    // A simulated VM has no devices: NIC and forward changes only live in the spec.
+    async fn add_port_forward(
+        &mut self,
+        _nic: &str,
+        _forward: &drover_api::PortForward,
+    ) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    async fn add_nic(&mut self, _nic: &drover_api::agent::AgentNic) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    async fn remove_nic(&mut self, _name: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
+
     fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>> {
         self.receiver.take()
     }
@@ -150,6 +167,8 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: vec![],
+            port_forwards: vec![],
         };
         let driver = SimDriver;
         driver.validate(&spec).await.expect("valid");

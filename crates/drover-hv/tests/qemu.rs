@@ -33,6 +33,8 @@ fn tiny_spec(name: &str) -> AgentVmSpec {
         disk: VmDisk::None,
         kernel: Some(guest.kernel.display().to_string()),
         initrd: Some(guest.initrd.display().to_string()),
+        nics: vec![],
+        port_forwards: vec![],
         cmdline: Some("console=ttyS0 quiet".into()),
     }
 }

@@ -452,6 +452,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hostfwd_add_goes_through_hmp_and_reports_its_text() {
+        let (_dir, qmp, mut fake) = connected().await;
+        let server = async {
+            let message = fake.read().await;
+            assert_eq!(message["execute"], "human-monitor-command");
+            assert_eq!(
+                message["arguments"]["command-line"],
+                "hostfwd_add net0 tcp:127.0.0.1:8080-:80"
+            );
+            fake.send(json!({"return": "", "id": message["id"]})).await;
+            let message = fake.read().await;
+            fake.send(
+                json!({"return": "Could not set up host forwarding rule\r\n", "id": message["id"]}),
+            )
+            .await;
+        };
+        let client = async {
+            let first = qmp.hostfwd_add("net0", "tcp:127.0.0.1:8080-:80").await;
+            let second = qmp.hostfwd_add("net0", "tcp:127.0.0.1:8080-:80").await;
+            (first, second)
+        };
+        let ((), (first, second)) = tokio::join!(server, client);
+        first.expect("an empty answer is success");
+        match second {
+            Err(QmpError::Command { desc, .. }) => {
+                assert_eq!(desc, "Could not set up host forwarding rule");
+            }
+            other => panic!("expected a command error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn replies_are_routed_by_id_between_events() {
         let (_dir, qmp, mut fake) = connected().await;
         let mut events = qmp.events();

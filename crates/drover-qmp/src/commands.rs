@@ -43,6 +43,60 @@ impl Qmp {
             .map(drop)
     }
 
+    /// Adds a network backend; `arguments` holds its `type`, `id` and the type's options.
+    pub async fn netdev_add(&self, arguments: Value) -> Result<(), QmpError> {
+        self.execute("netdev_add", arguments).await.map(drop)
+    }
+
+    pub async fn netdev_del(&self, id: &str) -> Result<(), QmpError> {
+        self.execute("netdev_del", serde_json::json!({ "id": id }))
+            .await
+            .map(drop)
+    }
+
+    /// Adds a device; `arguments` holds its `driver`, `id` and properties.
+    pub async fn device_add(&self, arguments: Value) -> Result<(), QmpError> {
+        self.execute("device_add", arguments).await.map(drop)
+    }
+
+    /// Asks for a device's removal. For a PCI device the guest must agree: the device is gone
+    /// only when the `DEVICE_DELETED` event with its id comes.
+    pub async fn device_del(&self, id: &str) -> Result<(), QmpError> {
+        self.execute("device_del", serde_json::json!({ "id": id }))
+            .await
+            .map(drop)
+    }
+
+    /// Runs a human monitor (HMP) command and returns its output, for the few things QMP lacks.
+    pub async fn human_monitor_command(&self, command_line: &str) -> Result<String, QmpError> {
+        let value = self
+            .execute(
+                "human-monitor-command",
+                serde_json::json!({ "command-line": command_line }),
+            )
+            .await?;
+        value.as_str().map(str::to_owned).ok_or_else(|| {
+            QmpError::Protocol(format!("human-monitor-command reply is not text: {value}"))
+        })
+    }
+
+    /// Adds a host forwarding rule (`tcp:127.0.0.1:8080-:80`) to a running user-mode backend.
+    /// QMP has no command for it; HMP answers an empty text on success and the reason otherwise.
+    pub async fn hostfwd_add(&self, netdev: &str, rule: &str) -> Result<(), QmpError> {
+        let output = self
+            .human_monitor_command(&format!("hostfwd_add {netdev} {rule}"))
+            .await?;
+        let output = output.trim();
+        if output.is_empty() {
+            return Ok(());
+        }
+        Err(QmpError::Command {
+            command: "hostfwd_add".to_owned(),
+            class: "GenericError".to_owned(),
+            desc: output.to_owned(),
+        })
+    }
+
     /// Ends QEMU. QEMU may close the socket before its reply arrives, so a closed connection
     /// counts as success here.
     pub async fn quit(&self) -> Result<(), QmpError> {

@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod db;
 pub mod http;
+pub mod ipam;
 pub mod jobs;
 pub mod pki;
 pub mod placement;

@@ -277,6 +277,8 @@ fn vm_row(host: &drover_api::Host, name: &str, state: VmState) -> Vm {
         kernel: None,
         initrd: None,
         cmdline: None,
+        nics: vec![],
+        port_forwards: vec![],
         created_at: Utc::now(),
         updated_at: Utc::now(),
     }
@@ -620,4 +622,42 @@ async fn jobs_survive_a_restart_as_failed_and_can_be_restarted() {
     let gone = get("/hosts/kvm1".to_owned()).await.expect("get host");
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     second.shutdown().await;
+}
+
+/// Regression: jobs were spawned first and queued second, so two jobs submitted back to back on
+/// one VM (create, then start) could run in the wrong order. A place is now taken at submission.
+#[tokio::test]
+async fn jobs_on_one_target_run_in_the_order_they_were_submitted() {
+    let server = TestServer::new().await;
+    let engine = &server.state.engine;
+    let target = JobTarget {
+        kind: "vm".into(),
+        id: "ordered".into(),
+        name: "ordered".into(),
+    };
+    let first = engine.enqueue(&target);
+    let second = engine.enqueue(&target);
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // The second job asks for its turn before the first does; it must still go second.
+    let second_runs = tokio::spawn({
+        let order = order.clone();
+        async move {
+            let _turn = second.turn().await;
+            order.lock().expect("order").push("second");
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !second_runs.is_finished(),
+        "the second job waits for the first"
+    );
+    {
+        let _turn = first.turn().await;
+        order.lock().expect("order").push("first");
+    }
+    tokio::time::timeout(Duration::from_secs(5), second_runs)
+        .await
+        .expect("the second job gets its turn")
+        .expect("task ends");
+    assert_eq!(*order.lock().expect("order"), vec!["first", "second"]);
 }

@@ -416,6 +416,8 @@ async fn ratings_follow_reserves_groups_and_maintenance() {
         kernel: None,
         initrd: None,
         cmdline: None,
+        nics: Vec::new(),
+        port_forwards: Vec::new(),
         created_at: now,
         updated_at: now,
     };

@@ -346,19 +346,37 @@ async fn ten_concurrent_creates_and_starts_on_one_host_all_succeed() {
         assert_eq!(status, StatusCode::ACCEPTED, "start {name}: {body}");
     });
     futures_util::future::join_all(submit_all).await;
+    let all_jobs = async || {
+        let (_, jobs) = api
+            .call(reqwest::Method::GET, "/jobs?limit=100", None)
+            .await;
+        serde_json::from_value::<Vec<Job>>(jobs["items"].clone()).expect("jobs")
+    };
+    // Every job ends (a failure shows at once, with its error), then every VM runs.
+    let ended = drover_testkit::wait_until(
+        "every VM job to end",
+        Duration::from_secs(120),
+        async || {
+            let jobs = all_jobs().await;
+            jobs.iter()
+                .all(|job| job.status.is_finished())
+                .then_some(jobs)
+        },
+    )
+    .await;
+    let jobs = match ended {
+        Ok(jobs) => jobs,
+        Err(error) => panic!("{error}: {:#?}", all_jobs().await),
+    };
     for name in &names {
         drover_testkit::wait_until(
             &format!("{name} running"),
-            Duration::from_secs(120),
+            Duration::from_secs(10),
             async || api.vm(name).await.filter(|vm| vm.state == VmState::Running),
         )
         .await
-        .expect("every VM runs");
+        .unwrap_or_else(|error| panic!("{error}: {jobs:#?}"));
     }
-    let (_, jobs) = api
-        .call(reqwest::Method::GET, "/jobs?limit=100", None)
-        .await;
-    let jobs: Vec<Job> = serde_json::from_value(jobs["items"].clone()).expect("jobs");
     let vm_jobs: Vec<&Job> = jobs
         .iter()
         .filter(|job| job.kind.starts_with("vm."))

@@ -2,211 +2,15 @@
 //! 127.0.0.1 with real QEMU (the tiny guest, TCG), and everything is driven through the `drover`
 //! CLI binary, as a user would. Daemon logs go to `target/test-artifacts/<test>/`.
 
+mod common;
+
+use common::{Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, qemu_pids};
 use drover_testkit::{artifacts_dir, guest, wait_for_text, wait_until};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const DROVER: &str = env!("CARGO_BIN_EXE_drover");
-
-/// A port that was free a moment ago; daemons get fixed ports so that a restart keeps them.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-/// A daemon process, killed when dropped (also when a test fails).
-struct Daemon {
-    child: Option<Child>,
-    stdout_log: PathBuf,
-}
-
-impl Daemon {
-    fn spawn(artifacts: &Path, log_name: &str, args: &[&str]) -> Daemon {
-        Daemon::spawn_with_env(artifacts, log_name, args, &[])
-    }
-
-    fn spawn_with_env(
-        artifacts: &Path,
-        log_name: &str,
-        args: &[&str],
-        env: &[(&str, &Path)],
-    ) -> Daemon {
-        let stdout_log = artifacts.join(format!("{log_name}.out"));
-        let stdout = std::fs::File::create(&stdout_log).expect("create stdout log");
-        let stderr =
-            std::fs::File::create(artifacts.join(format!("{log_name}.log"))).expect("create log");
-        let child = Command::new(DROVER)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("DROVER_DATA_DIR")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn drover daemon");
-        Daemon {
-            child: Some(child),
-            stdout_log,
-        }
-    }
-
-    /// The value of the `label: value` line the daemon prints at start.
-    async fn printed(&self, label: &str) -> String {
-        let text = wait_for_text(&self.stdout_log, label, Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|error| panic!("{error}"));
-        text.lines()
-            .find_map(|line| line.strip_prefix(label))
-            .map(|value| value.trim().to_owned())
-            .expect("the line is there")
-    }
-
-    fn stop(&mut self, signal: Signal) {
-        if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), signal);
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop(Signal::SIGKILL);
-    }
-}
-
-/// QEMU runs outside the agents' process trees: kill what the agents' data dirs name, so that a
-/// failed test leaves no VM behind.
-struct QemuReaper {
-    agent_dirs: Vec<PathBuf>,
-}
-
-fn qemu_pids(agent_dir: &Path) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir(agent_dir.join("vms")) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("qemu.pid")).ok())
-        .filter_map(|text| text.trim().parse().ok())
-        .collect()
-}
-
-fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|stat| stat.contains(") Z "))
-}
-
-impl Drop for QemuReaper {
-    fn drop(&mut self) {
-        for dir in &self.agent_dirs {
-            for pid in qemu_pids(dir) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-    }
-}
-
-/// The CLI with its own configuration directory.
-#[derive(Clone)]
-struct Cli {
-    config_home: PathBuf,
-}
-
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Cli {
-    async fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
-        let output = tokio::process::Command::new(DROVER)
-            .args(args)
-            .env("XDG_CONFIG_HOME", &self.config_home)
-            .env_remove("DROVER_URL")
-            .env_remove("DROVER_TOKEN")
-            .env_remove("DROVER_CA")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run drover");
-        Outcome {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    async fn run(&self, args: &[&str]) -> Outcome {
-        self.run_with_env(args, &[]).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let outcome = self.run(args).await;
-        assert_eq!(
-            outcome.code, 0,
-            "drover {args:?} failed:\n{}\n{}",
-            outcome.stdout, outcome.stderr
-        );
-        outcome.stdout
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.extend(["-o", "json"]);
-        let stdout = self.ok(&args).await;
-        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{error}: {stdout}"))
-    }
-
-    /// A command that must fail with exit status 1, a message, a code and an action.
-    async fn fails(&self, args: &[&str], code: &str) {
-        let outcome = self.run(args).await;
-        assert_eq!(outcome.code, 1, "drover {args:?}: {}", outcome.stderr);
-        assert!(outcome.stderr.starts_with("error: "), "{}", outcome.stderr);
-        assert!(
-            outcome.stderr.contains(&format!("code: {code}")),
-            "{}",
-            outcome.stderr
-        );
-        assert!(outcome.stderr.contains("action: "), "{}", outcome.stderr);
-    }
-
-    async fn vm_field(&self, vm: &str, field: &str) -> Option<String> {
-        let outcome = self.run(&["vm", "show", vm, "-o", "json"]).await;
-        let vm: Value = serde_json::from_str(&outcome.stdout).ok()?;
-        vm[field].as_str().map(str::to_owned)
-    }
-
-    async fn wait_vm_state(&self, vm: &str, state: &str, timeout: Duration) {
-        wait_until(&format!("VM {vm} {state}"), timeout, async || {
-            (self.vm_field(vm, "state").await.as_deref() == Some(state)).then_some(())
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
-    }
-
-    async fn wait_host_state(&self, host: &str, state: &str, timeout: Duration) {
-        wait_until(&format!("host {host} {state}"), timeout, async || {
-            let outcome = self.run(&["host", "show", host, "-o", "json"]).await;
-            let host: Value = serde_json::from_str(&outcome.stdout).ok()?;
-            (host["state"] == state).then_some(())
-        })
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
-    }
-}
 
 /// A server and its agents, each a `drover` process with its own data directory.
 struct Cluster {
@@ -269,6 +73,7 @@ impl Cluster {
         }
         let cli = Cli {
             config_home: root.join("config"),
+            netns: None,
         };
         let cluster = Cluster {
             _reaper: QemuReaper {
@@ -282,27 +87,11 @@ impl Cluster {
             agents,
             cli,
         };
-        let password = cluster.server.printed("admin password:").await;
-        let fingerprint = cluster.server.printed("ca fingerprint:").await;
-        cluster
-            .cli
-            .ok(&[
-                "login",
-                &cluster.url(),
-                "--password",
-                &password,
-                "--trust-fingerprint",
-                &fingerprint,
-            ])
-            .await;
+        cluster.cli.login(&cluster.server, &cluster.url()).await;
         for (index, (agent, port, _)) in cluster.agents.iter().enumerate() {
-            let code = agent.printed("enrollment code:").await;
             let address = format!("127.0.0.1:{port}");
             let name = format!("h{}", index + 1);
-            cluster
-                .cli
-                .ok(&["host", "add", &address, "--code", &code, "--name", &name])
-                .await;
+            cluster.cli.add_host(agent, &address, &name).await;
         }
         cluster
     }
@@ -343,10 +132,6 @@ fn server_args(root: &Path, api_port: u16) -> Vec<String> {
     .to_vec()
 }
 
-fn as_strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
 fn guest_args<'a>(name: &'a str, host: &'a str, memory: &'a str) -> Vec<String> {
     let guest = guest();
     [
@@ -373,59 +158,34 @@ fn guest_args<'a>(name: &'a str, host: &'a str, memory: &'a str) -> Vec<String> 
     .to_vec()
 }
 
-/// Attaches `drover vm console` with piped stdin and stdout, types a command into the guest's
-/// shell until its answer shows, then detaches with Ctrl-].
+/// Types a command into the guest's shell through `drover vm console` until its answer shows,
+/// then detaches with Ctrl-].
 async fn console_round_trip(cli: &Cli, vm: &str) {
-    let mut console = tokio::process::Command::new(DROVER)
-        .args(["vm", "console", vm])
-        .env("XDG_CONFIG_HOME", &cli.config_home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn drover vm console");
-    let mut stdin = console.stdin.take().expect("piped stdin");
-    let mut stdout = console.stdout.take().expect("piped stdout");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            let mut buffer = [0u8; 4096];
-            while let Ok(count) = stdout.read(&mut buffer).await {
-                if count == 0 {
-                    break;
-                }
-                let mut seen = seen.lock().expect("not poisoned");
-                seen.push_str(&String::from_utf8_lossy(&buffer[..count]));
-            }
-        })
-    };
-    // The guest may still be booting: ask again until the shell answers.
-    let contains = |marker: &str| seen.lock().expect("not poisoned").contains(marker);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while !contains("E2E42") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no E2E42 from the guest's shell; console output:\n{}",
-            seen.lock().expect("not poisoned")
-        );
-        stdin
-            .write_all(b"\necho E2E$((20+22))\n")
-            .await
-            .expect("type into the console");
-        let _ = wait_until("E2E42", Duration::from_secs(3), async || {
-            contains("E2E42").then_some(())
-        })
-        .await;
-    }
-    stdin.write_all(&[0x1d]).await.expect("send Ctrl-]");
-    let status = tokio::time::timeout(Duration::from_secs(10), console.wait())
-        .await
-        .expect("the console detaches on Ctrl-]")
-        .expect("console status");
-    assert!(status.success(), "drover vm console exited with {status}");
-    reader.abort();
+    let shell = GuestShell::open(cli, vm).await;
+    shell.detach().await;
+}
+
+/// The body of `GET /` from 127.0.0.1:`port`, once it has `marker` (the guest's httpd may still
+/// be starting: slirp accepts the connection and closes it while nothing listens inside).
+async fn http_get_until(port: u16, marker: &str, timeout: Duration) -> String {
+    wait_until(
+        &format!("'{marker}' from 127.0.0.1:{port}"),
+        timeout,
+        async || {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+            let mut body = String::new();
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body))
+                .await
+                .ok()?
+                .ok()?;
+            body.contains(marker).then_some(body)
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn qemu_pid_of(agent_dir: &Path, vm_id: &str) -> i32 {
@@ -463,9 +223,37 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
     cli.ok(&["vm", "shutdown", "demo"]).await;
     cli.wait_vm_state("demo", "stopped", Duration::from_secs(30))
         .await;
+    // A port forward added to the stopped VM applies when it starts; one added to the running
+    // VM applies at once. Both reach the guest's httpd on the default user-mode NIC.
+    let (stopped_port, running_port) = (free_port(), free_port());
+    cli.ok(&["vm", "port-forward", "demo", &format!("{stopped_port}:80")])
+        .await;
     cli.ok(&["vm", "start", "demo"]).await;
     cli.wait_vm_state("demo", "running", Duration::from_secs(10))
         .await;
+    let hello = "tinyvm says hello";
+    http_get_until(stopped_port, hello, Duration::from_secs(60)).await;
+    cli.ok(&["vm", "port-forward", "demo", &format!("{running_port}:80")])
+        .await;
+    http_get_until(running_port, hello, Duration::from_secs(10)).await;
+    cli.fails(
+        &["vm", "port-forward", "demo", &format!("{running_port}:22")],
+        "port_forward_conflict",
+    )
+    .await;
+    let vm = cli.json(&["vm", "show", "demo"]).await;
+    assert_eq!(
+        vm["port_forwards"].as_array().map(Vec::len),
+        Some(2),
+        "{vm}"
+    );
+    assert_eq!(vm["nics"][0]["network"], "user", "{vm}");
+    assert!(
+        vm["nics"][0]["mac"]
+            .as_str()
+            .is_some_and(|mac| mac.starts_with("52:54:00:d0:")),
+        "{vm}"
+    );
     let agent2_dir = cluster.agents[1].2.clone();
     let qemu_pid = qemu_pid_of(&agent2_dir, &vm_id);
 
@@ -484,6 +272,7 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
     cli.wait_vm_state("demo", "running", Duration::from_secs(10))
         .await;
     assert_eq!(qemu_pid_of(&agent2_dir, &vm_id), qemu_pid);
+    http_get_until(running_port, hello, Duration::from_secs(10)).await;
 
     // A restarted server finds its hosts and VMs as they are.
     cluster.restart_server();
@@ -592,6 +381,7 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
     // An expired token.
     let short_lived = Cli {
         config_home: cluster.root.join("config-short"),
+        netns: None,
     };
     let password = cluster.server.printed("admin password:").await;
     assert!(
@@ -688,6 +478,7 @@ async fn ports_show_each_value_and_where_it_was_set() {
     let temp = tempfile::tempdir().expect("temp dir");
     let cli = Cli {
         config_home: temp.path().to_owned(),
+        netns: None,
     };
     let outcome = cli
         .run_with_env(
@@ -889,6 +680,7 @@ async fn up_runs_a_server_and_the_local_host_and_logs_the_cli_in() {
     let data = temp.path().join("data");
     let cli = Cli {
         config_home: temp.path().join("config"),
+        netns: None,
     };
     let _reaper = QemuReaper {
         agent_dirs: vec![data.join("agent")],

@@ -105,6 +105,7 @@ mod tests {
         Arc::new(AgentState {
             data_dir: data_dir.to_owned(),
             driver: Arc::new(driver),
+            networks: crate::network::Networks::open(data_dir, 0).expect("networks"),
             registry: Registry::default(),
             enrollment: Enrollment::open(data_dir, None).expect("enrollment"),
             roles: vec!["host".to_owned()],

@@ -7,12 +7,14 @@ mod enroll;
 mod events;
 mod host;
 mod library;
+mod networks;
 mod transfer;
 mod vms;
 
 use crate::enrollment::Enrollment;
 use crate::error::AgentError;
 use crate::library::Library;
+use crate::network::Networks;
 use crate::registry::Registry;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub struct AgentState {
     pub data_dir: PathBuf,
     pub driver: Arc<dyn VmDriver>,
+    pub networks: Arc<Networks>,
     pub registry: Registry,
     pub enrollment: Enrollment,
     /// `host`, `library`.
@@ -74,10 +77,18 @@ pub fn router(state: Arc<AgentState>) -> Router {
     let enrolled_only = Router::new()
         .route("/v1/host", get(host::get))
         .route("/v1/events", get(events::stream))
+        .route(
+            "/v1/networks/{id}",
+            put(networks::realize).delete(networks::remove),
+        )
         .route("/v1/vms", get(vms::list))
         .route("/v1/vms/validate", post(vms::validate))
         .route("/v1/vms/{id}", put(vms::define).delete(vms::delete))
         .route("/v1/vms/{id}/actions", post(vms::change_state))
+        .route("/v1/vms/{id}/port-forwards", post(vms::add_port_forward))
+        .route("/v1/vms/{id}/leases", get(vms::leases))
+        .route("/v1/vms/{id}/nics", post(vms::add_nic))
+        .route("/v1/vms/{id}/nics/{name}", delete(vms::remove_nic))
         .route("/v1/vms/{id}/console", get(console::attach))
         .route("/v1/library/shares/{name}", put(library::add_share))
         .route("/v1/library/shares/{name}/files", get(library::files))

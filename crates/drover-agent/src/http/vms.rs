@@ -9,8 +9,8 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use drover_api::agent::{AgentVmSpec, VmRuntime};
-use drover_api::{VmActionRequest, VmId};
+use drover_api::agent::{AgentNic, AgentVmSpec, NicLease, VmRuntime};
+use drover_api::{PortForward, VmActionRequest, VmId};
 use std::sync::Arc;
 
 pub async fn list(State(state): State<Arc<AgentState>>) -> Json<Vec<VmRuntime>> {
@@ -47,7 +47,7 @@ pub async fn define(
     }
     check_name(&spec)?;
     if let Some(handle) = state.registry.find(vm_id)? {
-        return if *handle.spec() == spec {
+        return if handle.spec() == spec {
             Ok(Json(handle.runtime()))
         } else {
             Err(AgentError::VmSpecConflict(vm_id))
@@ -57,10 +57,12 @@ pub async fn define(
     let vm_dir = store::vm_dir(&state.data_dir, vm_id);
     let runtime = actor::define(state.driver.as_ref(), &spec, &vm_dir).await?;
     tracing::info!(vm_id = %vm_id, name = %spec.name, "VM defined");
+    state.networks.add_leases(spec.clone()).await;
     let handle = reservation.commit(VmSetup {
         spec,
         vm_dir,
         driver: state.driver.clone(),
+        networks: state.networks.clone(),
         process: None,
         runtime,
         changes: state.changes.clone(),
@@ -77,6 +79,51 @@ pub async fn change_state(
     let Json(request) = body?;
     let handle = state.registry.get(vm_id)?;
     handle.act(request.action).await.map(Json)
+}
+
+/// `POST /v1/vms/{id}/port-forwards`: idempotent; a forward the VM has already is fine.
+pub async fn add_port_forward(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<VmId>, PathRejection>,
+    body: Result<Json<PortForward>, JsonRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Path(vm_id) = path?;
+    let Json(forward) = body?;
+    let handle = state.registry.get(vm_id)?;
+    handle.add_port_forward(forward).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/vms/{id}/nics`: idempotent; hot-plugs the NIC into a running VM.
+pub async fn add_nic(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<VmId>, PathRejection>,
+    body: Result<Json<AgentNic>, JsonRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Path(vm_id) = path?;
+    let Json(nic) = body?;
+    state.registry.get(vm_id)?.add_nic(nic).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/vms/{id}/nics/{name}`: idempotent; hot-unplugs the NIC from a running VM.
+pub async fn remove_nic(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<(VmId, String)>, PathRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Path((vm_id, name)) = path?;
+    state.registry.get(vm_id)?.remove_nic(name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/vms/{id}/leases`: what the guest's NICs were given by DHCP.
+pub async fn leases(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<VmId>, PathRejection>,
+) -> Result<Json<Vec<NicLease>>, AgentError> {
+    let Path(vm_id) = path?;
+    let handle = state.registry.get(vm_id)?;
+    Ok(Json(state.networks.leases(&handle.spec())))
 }
 
 /// `DELETE /v1/vms/{id}`: idempotent; an unknown VM is already deleted.

@@ -11,7 +11,8 @@
 //! - No `-no-shutdown`: QEMU exits after the guest powers off, so the VM becomes stopped.
 
 use drover_api::Accelerator;
-use drover_api::agent::AgentVmSpec;
+use drover_api::PortForward;
+use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
 use drover_api::vm::VmDisk;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -75,10 +76,62 @@ pub fn command_line(
     if let Some(cmdline) = &spec.cmdline {
         args.push("-append").push(cmdline);
     }
-    args.push("-netdev").push("user,id=net0");
-    args.push("-device")
-        .push("virtio-net-pci,netdev=net0,id=nic0");
+    let forwarding_nic = spec.user_nic().map(|nic| nic.name.as_str());
+    for nic in &spec.nics {
+        let netdev = netdev_id(&nic.name);
+        let mut backend = match &nic.attachment {
+            NicAttachment::User => format!("user,id={netdev}"),
+            NicAttachment::Network { tap, .. } => {
+                format!("tap,id={netdev},ifname={tap},script=no,downscript=no,vhost=off")
+            }
+        };
+        if forwarding_nic == Some(nic.name.as_str()) {
+            for forward in &spec.port_forwards {
+                backend.push_str(&format!(",hostfwd={}", hostfwd_rule(forward)));
+            }
+        }
+        args.push("-netdev").push(backend);
+        args.push("-device").push(format!(
+            "virtio-net-pci,netdev={netdev},id={},mac={}",
+            nic.name, nic.mac
+        ));
+    }
     args.0
+}
+
+/// The `netdev_add` arguments of a NIC's backend, as `-netdev` gives them at start. The agent
+/// made the tap and put it on the bridge. No vhost: /dev/vhost-net is missing on some hosts, and
+/// under TCG it would gain nothing.
+pub fn netdev_arguments(nic: &AgentNic) -> serde_json::Value {
+    let id = netdev_id(&nic.name);
+    match &nic.attachment {
+        NicAttachment::User => serde_json::json!({ "type": "user", "id": id }),
+        NicAttachment::Network { tap, .. } => serde_json::json!({
+            "type": "tap", "id": id, "ifname": tap, "script": "no", "downscript": "no",
+            "vhost": false,
+        }),
+    }
+}
+
+/// The `device_add` arguments of a NIC.
+pub fn device_arguments(nic: &AgentNic) -> serde_json::Value {
+    serde_json::json!({
+        "driver": "virtio-net-pci", "id": nic.name, "netdev": netdev_id(&nic.name), "mac": nic.mac,
+    })
+}
+
+/// The id of a NIC's backend (`-netdev`), named after its device.
+pub fn netdev_id(nic: &str) -> String {
+    format!("{nic}-backend")
+}
+
+/// A forward in QEMU's hostfwd syntax, bound to the host's loopback only: a forwarded port is
+/// for the host's own users, never opened to the network.
+pub fn hostfwd_rule(forward: &PortForward) -> String {
+    format!(
+        "tcp:127.0.0.1:{}-:{}",
+        forward.host_port, forward.guest_port
+    )
 }
 
 /// A value inside QEMU's `key=value,...` option syntax: a comma is written twice.
@@ -136,6 +189,12 @@ mod tests {
             kernel: Some("/guest/vmlinux".into()),
             initrd: Some("/guest/initramfs.cpio.gz".into()),
             cmdline: Some("console=ttyS0 quiet".into()),
+            nics: vec![AgentNic {
+                name: "nic0".into(),
+                mac: "52:54:00:d0:00:01".into(),
+                attachment: NicAttachment::User,
+            }],
+            port_forwards: vec![],
         }
     }
 
@@ -165,7 +224,61 @@ mod tests {
              -blockdev driver=qcow2,node-name=disk0,file=disk0-file \
              -device virtio-blk-pci,drive=disk0,id=vd0 \
              -kernel /guest/vmlinux -initrd /guest/initramfs.cpio.gz -append console=ttyS0 quiet \
-             -netdev user,id=net0 -device virtio-net-pci,netdev=net0,id=nic0"
+             -netdev user,id=nic0-backend \
+             -device virtio-net-pci,netdev=nic0-backend,id=nic0,mac=52:54:00:d0:00:01"
+        );
+    }
+
+    #[test]
+    fn port_forwards_go_to_the_first_user_nic_on_loopback() {
+        let mut spec = spec(VmDisk::None);
+        spec.nics.push(AgentNic {
+            name: "nic1".into(),
+            mac: "52:54:00:d0:00:02".into(),
+            attachment: NicAttachment::User,
+        });
+        spec.port_forwards = vec![
+            PortForward {
+                host_port: 8080,
+                guest_port: 80,
+            },
+            PortForward {
+                host_port: 2222,
+                guest_port: 22,
+            },
+        ];
+        let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
+        assert!(
+            line.contains(
+                "-netdev user,id=nic0-backend,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:2222-:22 "
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains("-netdev user,id=nic1-backend -device"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn network_nics_use_their_tap_without_vhost() {
+        let mut spec = spec(VmDisk::None);
+        spec.nics = vec![AgentNic {
+            name: "nic0".into(),
+            mac: "52:54:00:d0:00:07".into(),
+            attachment: NicAttachment::Network {
+                bridge: "dr-lab".into(),
+                tap: "dt0123abcdn0".into(),
+                ip: Some("10.10.0.2".into()),
+            },
+        }];
+        let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
+        assert!(
+            line.ends_with(
+                "-netdev tap,id=nic0-backend,ifname=dt0123abcdn0,script=no,downscript=no,vhost=off \
+                 -device virtio-net-pci,netdev=nic0-backend,id=nic0,mac=52:54:00:d0:00:07"
+            ),
+            "{line}"
         );
     }
 

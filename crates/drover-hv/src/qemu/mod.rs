@@ -7,7 +7,6 @@ pub mod command_line;
 pub mod disk;
 mod files;
 pub mod process;
-mod revert;
 mod running;
 
 pub use files::VmFiles;
@@ -24,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::revert::Revert;
 use crate::{DriverError, RunningVm, VmDriver};
-use revert::Revert;
 
 /// The smallest memory a VM may have; below it nothing useful boots.
 pub const MIN_MEMORY_MIB: u64 = 64;
@@ -401,6 +400,8 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: vec![],
+            port_forwards: vec![],
         }
     }
 

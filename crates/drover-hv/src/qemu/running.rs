@@ -18,6 +18,9 @@ use crate::{DriverError, RunStatus, RunningVm, VmEvent};
 /// How long QEMU gets to exit after `quit`, or after its monitor connection ended.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
 
+/// How long the guest gets to release a hot-unplugged device (ACPI eject under TCG is slow).
+const UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// One running QEMU, owned by the agent's actor for the VM. Dropping it detaches: QEMU keeps
 /// running, the QMP connection closes and the event channel closes without [`VmEvent::Exited`],
 /// so a later [`crate::VmDriver::recover`] can attach again.
@@ -158,6 +161,74 @@ impl RunningVm for QemuVm {
                 output: format!("QEMU (pid {}) survived SIGKILL", self.pid),
             })
         }
+    }
+
+    async fn add_port_forward(
+        &mut self,
+        nic: &str,
+        forward: &drover_api::PortForward,
+    ) -> Result<(), DriverError> {
+        let rule = super::command_line::hostfwd_rule(forward);
+        self.qmp
+            .hostfwd_add(&super::command_line::netdev_id(nic), &rule)
+            .await
+            .map_err(|error| match error {
+                // QEMU's own words say why (most often: the host port is taken).
+                QmpError::Command { desc, .. } => {
+                    DriverError::Unsupported(format!("cannot forward {forward}: {desc}"))
+                }
+                other => Self::monitor_error("hostfwd_add", other),
+            })
+    }
+
+    async fn add_nic(&mut self, nic: &drover_api::agent::AgentNic) -> Result<(), DriverError> {
+        use super::command_line::{device_arguments, netdev_arguments, netdev_id};
+        self.qmp
+            .netdev_add(netdev_arguments(nic))
+            .await
+            .map_err(|error| Self::monitor_error("netdev_add", error))?;
+        if let Err(error) = self.qmp.device_add(device_arguments(nic)).await {
+            // Leave no backend without its device.
+            let _ = self.qmp.netdev_del(&netdev_id(&nic.name)).await;
+            return Err(Self::monitor_error("device_add", error));
+        }
+        Ok(())
+    }
+
+    async fn remove_nic(&mut self, name: &str) -> Result<(), DriverError> {
+        // Subscribed before asking, so the event cannot come first and be missed.
+        let mut events = self.qmp.events();
+        self.qmp
+            .device_del(name)
+            .await
+            .map_err(|error| Self::monitor_error("device_del", error))?;
+        let deleted = async {
+            loop {
+                match events.recv().await {
+                    Ok(event)
+                        if event.event == "DEVICE_DELETED"
+                            && event.data["device"].as_str() == Some(name) =>
+                    {
+                        return true;
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        };
+        match tokio::time::timeout(UNPLUG_TIMEOUT, deleted).await {
+            Ok(true) => {}
+            Ok(false) => return Err(DriverError::NotRunning),
+            Err(_) => {
+                return Err(DriverError::Unsupported(format!(
+                    "the guest did not release NIC {name} within {UNPLUG_TIMEOUT:?} (it needs ACPI PCI hotplug)"
+                )));
+            }
+        }
+        self.qmp
+            .netdev_del(&super::command_line::netdev_id(name))
+            .await
+            .map_err(|error| Self::monitor_error("netdev_del", error))
     }
 
     fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>> {

@@ -2,10 +2,11 @@
 
 use crate::pki::Pki;
 use drover_api::agent::{
-    AgentHostInfo, AgentVmSpec, EnrollBegin, EnrollComplete, EnrollCsr, VmRuntime,
+    AgentHostInfo, AgentNetwork, AgentNetworkStatus, AgentNic, AgentVmSpec, EnrollBegin,
+    EnrollComplete, EnrollCsr, NicLease, VmRuntime,
 };
 use drover_api::library::{AgentImport, AgentShare, LibraryFile};
-use drover_api::{ErrorBody, ErrorDetail, VmAction, VmActionRequest, VmId};
+use drover_api::{ErrorBody, ErrorDetail, NetworkId, PortForward, VmAction, VmActionRequest, VmId};
 use drover_tls::{CertificateAuthority, TlsError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,6 +205,71 @@ impl AgentClient<'_> {
                 .json(&VmActionRequest { action }),
         )
         .await
+    }
+
+    /// Forwards a host port to the VM (idempotent).
+    pub async fn add_port_forward(
+        &self,
+        vm_id: VmId,
+        forward: PortForward,
+    ) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/vms/{vm_id}/port-forwards")))
+                .json(&forward),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Adds a NIC to the VM, hot-plugged when it runs (idempotent).
+    pub async fn add_nic(&self, vm_id: VmId, nic: &AgentNic) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/vms/{vm_id}/nics")))
+                .json(nic),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Removes a NIC from the VM, hot-unplugged when it runs (idempotent).
+    pub async fn remove_nic(&self, vm_id: VmId, nic: &str) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .delete(self.url(&format!("/v1/vms/{vm_id}/nics/{nic}"))),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The addresses a VM's NICs hold, from the host's DHCP leases.
+    pub async fn leases(&self, vm_id: VmId) -> Result<Vec<NicLease>, AgentError> {
+        self.json(self.http.get(self.url(&format!("/v1/vms/{vm_id}/leases"))))
+            .await
+    }
+
+    /// Realizes a network on the host (idempotent).
+    pub async fn put_network(
+        &self,
+        network: &AgentNetwork,
+    ) -> Result<AgentNetworkStatus, AgentError> {
+        self.json(
+            self.http
+                .put(self.url(&format!("/v1/networks/{}", network.id)))
+                .json(network),
+        )
+        .await
+    }
+
+    /// Removes a network from the host (idempotent).
+    pub async fn delete_network(&self, network_id: NetworkId) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .delete(self.url(&format!("/v1/networks/{network_id}"))),
+        )
+        .await
+        .map(drop)
     }
 
     /// Ends the VM's process and removes its files (idempotent).

@@ -2,10 +2,38 @@
 
 use super::{Db, DbError, duplicate_as, from_json, lookup, parse_id, signed, to_json, unsigned};
 use chrono::{DateTime, Utc};
-use drover_api::{HostId, Vm, VmId, VmState};
+use drover_api::{HostId, PortForward, Vm, VmId, VmNic, VmState};
 
-const SELECT: &str = "SELECT vms.*, hosts.name AS host_name FROM vms \
-    JOIN hosts ON hosts.id = vms.host_id";
+const SELECT: &str = "SELECT vms.*, hosts.name AS host_name, \
+    (SELECT json_group_array(json_object('slot', vm_nics.slot, \
+        'network', COALESCE(networks.name, 'user'), 'mac', vm_nics.mac, 'ip', vm_nics.ip)) \
+     FROM vm_nics LEFT JOIN networks ON networks.id = vm_nics.network_id \
+     WHERE vm_nics.vm_id = vms.id) AS nics \
+    FROM vms JOIN hosts ON hosts.id = vms.host_id";
+
+/// A NIC as the query above gives it; `slot` orders them (json_group_array keeps no order).
+#[derive(serde::Deserialize)]
+struct NicRow {
+    slot: u32,
+    network: String,
+    mac: String,
+    ip: Option<String>,
+}
+
+fn nics(text: &str) -> Result<Vec<VmNic>, DbError> {
+    let mut rows: Vec<NicRow> = from_json("vm nics", text)?;
+    rows.sort_by_key(|row| row.slot);
+    Ok(rows
+        .into_iter()
+        .map(|row| VmNic {
+            name: format!("nic{}", row.slot),
+            network: row.network,
+            mac: row.mac,
+            ip: row.ip,
+            lease_ip: None,
+        })
+        .collect())
+}
 
 #[derive(sqlx::FromRow)]
 struct VmRow {
@@ -21,6 +49,8 @@ struct VmRow {
     kernel: Option<String>,
     initrd: Option<String>,
     cmdline: Option<String>,
+    port_forwards: String,
+    nics: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -37,6 +67,8 @@ impl TryFrom<VmRow> for Vm {
                 value: row.state.clone(),
             })?,
             disk: from_json("vm disk", &row.disk)?,
+            nics: nics(&row.nics)?,
+            port_forwards: from_json("vm port forwards", &row.port_forwards)?,
             name: row.name,
             host_name: row.host_name,
             state_reason: row.state_reason,
@@ -64,8 +96,8 @@ pub struct VmFilter {
 pub async fn insert(db: &Db, vm: &Vm) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO vms (id, name, host_id, state, state_reason, cpus, memory_mib, disk, kernel, \
-         initrd, cmdline, created_at, updated_at, disk_bytes) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         initrd, cmdline, port_forwards, created_at, updated_at, disk_bytes) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(vm.id.to_string())
     .bind(vm.name.clone())
@@ -78,6 +110,7 @@ pub async fn insert(db: &Db, vm: &Vm) -> Result<(), DbError> {
     .bind(vm.kernel.clone())
     .bind(vm.initrd.clone())
     .bind(vm.cmdline.clone())
+    .bind(to_json("vm port forwards", &vm.port_forwards)?)
     .bind(vm.created_at)
     .bind(vm.updated_at)
     .bind(signed(vm.disk.committed_bytes()))
@@ -127,6 +160,43 @@ pub async fn list(
         .push_bind(i64::from(limit));
     let rows: Vec<VmRow> = query.build_query_as().fetch_all(db.pool()).await?;
     rows.into_iter().map(Vm::try_from).collect()
+}
+
+/// Replaces a VM's port forwards; the changed VM.
+pub async fn set_port_forwards(
+    db: &Db,
+    id: VmId,
+    forwards: &[PortForward],
+) -> Result<Option<Vm>, DbError> {
+    sqlx::query("UPDATE vms SET port_forwards = ?, updated_at = ? WHERE id = ?")
+        .bind(to_json("vm port forwards", &forwards)?)
+        .bind(Utc::now())
+        .bind(id.to_string())
+        .execute(db.pool())
+        .await?;
+    get_by_id(db, id).await
+}
+
+/// The host ports forwarded by the VMs of a host, with the VM's name.
+pub async fn forwarded_ports_on_host(
+    db: &Db,
+    host_id: HostId,
+) -> Result<Vec<(String, PortForward)>, DbError> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, port_forwards FROM vms WHERE host_id = ? ORDER BY name")
+            .bind(host_id.to_string())
+            .fetch_all(db.pool())
+            .await?;
+    let mut forwards = Vec::new();
+    for (name, text) in rows {
+        let vm_forwards: Vec<PortForward> = from_json("vm port forwards", &text)?;
+        forwards.extend(
+            vm_forwards
+                .into_iter()
+                .map(|forward| (name.clone(), forward)),
+        );
+    }
+    Ok(forwards)
 }
 
 pub async fn names_on_host(db: &Db, host_id: HostId) -> Result<Vec<String>, DbError> {

@@ -76,6 +76,38 @@ pub enum ApiError {
     JobNotCancelable { id: String, status: String },
     #[error("job {id} is {status}; only a failed or canceled job can be restarted")]
     JobNotRestartable { id: String, status: String },
+    #[error("VM '{vm}' has no NIC '{nic}'")]
+    NicNotFound { vm: String, nic: String },
+    #[error("no network '{0}'")]
+    NetworkNotFound(String),
+    #[error("a network named '{0}' already exists")]
+    NetworkExists(String),
+    #[error("{0}")]
+    InvalidNetwork(String),
+    #[error("subnet {subnet} overlaps network '{other}' ({other_subnet})")]
+    SubnetOverlap {
+        subnet: String,
+        other: String,
+        other_subnet: String,
+    },
+    #[error("network '{network}' is used by VMs: {vms}")]
+    NetworkInUse { network: String, vms: String },
+    #[error("network '{0}' has no free address left in its DHCP range")]
+    IpPoolExhausted(String),
+    #[error("network '{network}' needs attention on host '{host}': {reason}")]
+    NetworkNeedsAttention {
+        network: String,
+        host: String,
+        reason: String,
+    },
+    #[error("the MAC address pool has no free address")]
+    MacPoolExhausted,
+    #[error("{0}")]
+    PortForwardConflict(String),
+    #[error("{0}")]
+    InvalidPortForward(String),
+    #[error("VM '{0}' has no NIC on the user-mode network to forward ports through")]
+    NoUserNic(String),
     #[error("no library share '{0}'")]
     ShareNotFound(String),
     #[error("a library share named '{0}' (or at that directory) already exists")]
@@ -121,6 +153,8 @@ impl ApiError {
             | ApiError::VmNotFound(_)
             | ApiError::HostNotFound(_)
             | ApiError::JobNotFound(_)
+            | ApiError::NetworkNotFound(_)
+            | ApiError::NicNotFound { .. }
             | ApiError::HostGroupNotFound(_)
             | ApiError::ShareNotFound(_)
             | ApiError::LibraryItemNotFound(_) => StatusCode::NOT_FOUND,
@@ -136,6 +170,14 @@ impl ApiError {
             | ApiError::VmNotRunning(_)
             | ApiError::JobNotCancelable { .. }
             | ApiError::JobNotRestartable { .. }
+            | ApiError::NetworkExists(_)
+            | ApiError::SubnetOverlap { .. }
+            | ApiError::NetworkInUse { .. }
+            | ApiError::IpPoolExhausted(_)
+            | ApiError::PortForwardConflict(_)
+            | ApiError::MacPoolExhausted
+            | ApiError::NetworkNeedsAttention { .. }
+            | ApiError::NoUserNic(_)
             | ApiError::HostGroupExists(_)
             | ApiError::HostGroupNotEmpty { .. }
             | ApiError::RootGroupFixed(_)
@@ -148,7 +190,9 @@ impl ApiError {
             | ApiError::HostGroupCycle { .. }
             | ApiError::InvalidGroupSettings(_)
             | ApiError::ShareRequired(_)
-            | ApiError::InvalidSharePath(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::InvalidSharePath(_)
+            | ApiError::InvalidNetwork(_)
+            | ApiError::InvalidPortForward(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Agent { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -262,6 +306,53 @@ impl ApiError {
                 "job_not_restartable",
                 "restart only jobs that failed or were canceled",
             ),
+            ApiError::NicNotFound { .. } => {
+                ("nic_not_found", "list the VM's NICs with `drover vm show`")
+            }
+            ApiError::NetworkNotFound(_) => (
+                "network_not_found",
+                "list networks with `drover network list`",
+            ),
+            ApiError::NetworkExists(_) => (
+                "network_exists",
+                "choose another name or delete the other network",
+            ),
+            ApiError::InvalidNetwork(_) => (
+                "invalid_network",
+                "fix the setting the message names; see `drover network create --help`",
+            ),
+            ApiError::SubnetOverlap { .. } => (
+                "subnet_overlap",
+                "choose a subnet that no other network uses",
+            ),
+            ApiError::NetworkInUse { .. } => (
+                "network_in_use",
+                "delete the VMs or remove their NICs on the network first",
+            ),
+            ApiError::IpPoolExhausted(_) => (
+                "ip_pool_exhausted",
+                "free addresses by deleting VMs on the network, or use a network with a larger DHCP range",
+            ),
+            ApiError::NetworkNeedsAttention { .. } => (
+                "network_needs_attention",
+                "fix the host as the reason says (add the uplink interface, for example) or choose another host",
+            ),
+            ApiError::MacPoolExhausted => (
+                "mac_pool_exhausted",
+                "delete unused VMs to return their MAC addresses to the pool",
+            ),
+            ApiError::PortForwardConflict(_) => (
+                "port_forward_conflict",
+                "choose a host port no other forward on the host uses",
+            ),
+            ApiError::InvalidPortForward(_) => (
+                "invalid_port_forward",
+                "give HOSTPORT:GUESTPORT with ports from 1 to 65535",
+            ),
+            ApiError::NoUserNic(_) => (
+                "vm_has_no_user_nic",
+                "port forwards need a NIC on the `user` network; create the VM with `--network user`",
+            ),
             ApiError::ShareNotFound(_) => (
                 "share_not_found",
                 "list shares with `drover library share list`",
@@ -324,6 +415,17 @@ impl IntoResponse for ApiError {
             _ => self.detail(),
         };
         (status, axum::Json(ErrorBody::from(detail))).into_response()
+    }
+}
+
+impl From<crate::db::networks::AllocationError> for ApiError {
+    fn from(error: crate::db::networks::AllocationError) -> ApiError {
+        use crate::db::networks::AllocationError;
+        match error {
+            AllocationError::IpPoolExhausted(network) => ApiError::IpPoolExhausted(network),
+            AllocationError::MacPoolExhausted => ApiError::MacPoolExhausted,
+            AllocationError::Db(error) => error.into(),
+        }
     }
 }
 
@@ -496,6 +598,56 @@ mod tests {
                 },
                 409,
                 "job_not_restartable",
+            ),
+            (
+                ApiError::NetworkNotFound("n".into()),
+                404,
+                "network_not_found",
+            ),
+            (ApiError::NetworkExists("n".into()), 409, "network_exists"),
+            (ApiError::InvalidNetwork("x".into()), 422, "invalid_network"),
+            (
+                ApiError::SubnetOverlap {
+                    subnet: "10.0.0.0/24".into(),
+                    other: "n".into(),
+                    other_subnet: "10.0.0.0/16".into(),
+                },
+                409,
+                "subnet_overlap",
+            ),
+            (
+                ApiError::NetworkInUse {
+                    network: "n".into(),
+                    vms: "a".into(),
+                },
+                409,
+                "network_in_use",
+            ),
+            (
+                ApiError::IpPoolExhausted("n".into()),
+                409,
+                "ip_pool_exhausted",
+            ),
+            (ApiError::MacPoolExhausted, 409, "mac_pool_exhausted"),
+            (
+                ApiError::NetworkNeedsAttention {
+                    network: "n".into(),
+                    host: "h".into(),
+                    reason: "no uplink eth9".into(),
+                },
+                409,
+                "network_needs_attention",
+            ),
+            (
+                ApiError::PortForwardConflict("x".into()),
+                409,
+                "port_forward_conflict",
+            ),
+            (ApiError::NoUserNic("v".into()), 409, "vm_has_no_user_nic"),
+            (
+                ApiError::InvalidPortForward("x".into()),
+                422,
+                "invalid_port_forward",
             ),
             (
                 ApiError::EnrollmentCodeInvalid,

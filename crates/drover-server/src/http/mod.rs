@@ -10,6 +10,7 @@ mod hostgroups;
 mod hosts;
 mod jobs;
 mod library;
+mod networks;
 mod openapi;
 mod placement;
 mod vms;
@@ -22,7 +23,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Router, middleware};
 use drover_api::Job;
 use drover_api::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -50,6 +51,14 @@ pub fn router(state: AppState) -> Router {
         .route("/vms/{vm}", get(vms::get).delete(vms::delete))
         .route("/vms/{vm}/actions", post(vms::change_state))
         .route("/vms/{vm}/console", get(console::attach))
+        .route("/vms/{vm}/port-forwards", post(vms::add_port_forward))
+        .route("/vms/{vm}/nics", post(vms::add_nic))
+        .route("/vms/{vm}/nics/{nic}", delete(vms::remove_nic))
+        .route("/networks", get(networks::list).post(networks::create))
+        .route(
+            "/networks/{network}",
+            get(networks::get).delete(networks::delete),
+        )
         .route("/library/servers", get(library::servers))
         .route(
             "/library/shares",

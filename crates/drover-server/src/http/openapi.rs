@@ -1,7 +1,7 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI document, generated from the handlers' annotations and
 //! the API types' schemas, so it cannot drift from the code.
 
-use super::{auth, console, events, hostgroups, hosts, jobs, library, placement, vms};
+use super::{auth, console, events, hostgroups, hosts, jobs, library, networks, placement, vms};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -30,6 +30,13 @@ use utoipa::OpenApi;
         vms::create,
         vms::change_state,
         vms::delete,
+        vms::add_port_forward,
+        vms::add_nic,
+        vms::remove_nic,
+        networks::list,
+        networks::get,
+        networks::create,
+        networks::delete,
         console::attach,
         library::servers,
         library::shares,

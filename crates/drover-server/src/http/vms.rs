@@ -10,8 +10,9 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Json};
-use drover_api::{Page, Vm, VmActionRequest, VmCreate, VmId, VmState};
+use drover_api::{NicAdd, Page, PortForward, Vm, VmActionRequest, VmCreate, VmId, VmState};
 use serde::Deserialize;
+use std::time::Duration;
 
 /// Query of `GET /api/v1/vms`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -68,7 +69,32 @@ pub async fn get(
     State(state): State<AppState>,
     Path(vm): Path<String>,
 ) -> Result<Json<Vm>, ApiError> {
-    Ok(Json(find(&state, &vm).await?))
+    let mut vm = find(&state, &vm).await?;
+    add_leases(&state, &mut vm).await;
+    Ok(Json(vm))
+}
+
+/// How long showing a VM waits for its host's DHCP leases before showing it without them.
+const LEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Fills in the addresses the guest holds, when it runs on a network with DHCP and its host
+/// answers in time; otherwise the VM shows without them.
+async fn add_leases(state: &AppState, vm: &mut Vm) {
+    if !vm.state.has_process() || vm.nics.iter().all(|nic| nic.ip.is_none()) {
+        return;
+    }
+    let Ok(Some(host)) = db::hosts::get_by_id(&state.db, vm.host_id).await else {
+        return;
+    };
+    let agent = state.agents.at(&host.address);
+    let Ok(Ok(leases)) = tokio::time::timeout(LEASE_TIMEOUT, agent.leases(vm.id)).await else {
+        return;
+    };
+    for lease in leases {
+        if let Some(nic) = vm.nics.iter_mut().find(|nic| nic.name == lease.nic) {
+            nic.lease_ip = Some(lease.ip);
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/vms", request_body = VmCreate,
@@ -112,5 +138,59 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let vm = find(&state, &vm).await?;
     let spec = JobSpec::VmDelete { vm_id: vm.id };
+    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/vms/{vm}/port-forwards", request_body = PortForward,
+    params(("vm" = String, Path, description = "id or name")),
+    responses((status = 202, body = drover_api::Job), (status = 404, body = drover_api::ErrorBody),
+        (status = 409, body = drover_api::ErrorBody)))]
+pub async fn add_port_forward(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path(vm): Path<String>,
+    ApiJson(forward): ApiJson<PortForward>,
+) -> Result<Response, ApiError> {
+    let vm = find(&state, &vm).await?;
+    if forward.host_port == 0 || forward.guest_port == 0 {
+        return Err(ApiError::InvalidPortForward(
+            "a port forward needs ports from 1 to 65535".to_owned(),
+        ));
+    }
+    let spec = JobSpec::VmPortForward {
+        vm_id: vm.id,
+        forward,
+    };
+    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/vms/{vm}/nics", request_body = NicAdd,
+    params(("vm" = String, Path, description = "id or name")),
+    responses((status = 202, body = drover_api::Job), (status = 404, body = drover_api::ErrorBody),
+        (status = 409, body = drover_api::ErrorBody)))]
+pub async fn add_nic(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path(vm): Path<String>,
+    ApiJson(request): ApiJson<NicAdd>,
+) -> Result<Response, ApiError> {
+    let vm = find(&state, &vm).await?;
+    let spec = JobSpec::VmNicAdd {
+        vm_id: vm.id,
+        network: request.network,
+    };
+    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/vms/{vm}/nics/{nic}",
+    params(("vm" = String, Path, description = "id or name"), ("nic" = String, Path, description = "nic0, nic1, ...")),
+    responses((status = 202, body = drover_api::Job), (status = 404, body = drover_api::ErrorBody)))]
+pub async fn remove_nic(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path((vm, nic)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let vm = find(&state, &vm).await?;
+    let spec = JobSpec::VmNicRemove { vm_id: vm.id, nic };
     Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
 }

@@ -6,6 +6,7 @@
 
 mod host;
 mod library;
+mod network;
 mod vm;
 
 pub(crate) use library::{find_item, find_share, schedule_refresh};
@@ -17,11 +18,13 @@ use chrono::Utc;
 use drover_api::library::{LibraryImport, LibraryRefresh, LibraryShareAdd};
 use drover_api::{
     ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep, JobTarget,
-    LibraryItemId, LibraryShareId, VmAction, VmCreate, VmId, VmState,
+    LibraryItemId, LibraryShareId, NetworkCreate, NetworkId, PortForward, VmAction, VmCreate, VmId,
+    VmState,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use tokio::sync::oneshot;
 
 /// What a job does, with everything needed to do it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +56,25 @@ pub enum JobSpec {
     VmDelete {
         vm_id: VmId,
     },
+    VmPortForward {
+        vm_id: VmId,
+        forward: PortForward,
+    },
+    VmNicAdd {
+        vm_id: VmId,
+        network: String,
+    },
+    VmNicRemove {
+        vm_id: VmId,
+        nic: String,
+    },
+    NetworkCreate {
+        network_id: NetworkId,
+        request: NetworkCreate,
+    },
+    NetworkDelete {
+        network_id: NetworkId,
+    },
     LibraryShareAdd {
         share_id: LibraryShareId,
         request: LibraryShareAdd,
@@ -81,6 +103,11 @@ impl JobSpec {
             JobSpec::VmCreate { .. } => "vm.create".to_owned(),
             JobSpec::VmAction { action, .. } => format!("vm.{action}"),
             JobSpec::VmDelete { .. } => "vm.delete".to_owned(),
+            JobSpec::VmPortForward { .. } => "vm.port_forward".to_owned(),
+            JobSpec::VmNicAdd { .. } => "vm.nic_add".to_owned(),
+            JobSpec::VmNicRemove { .. } => "vm.nic_remove".to_owned(),
+            JobSpec::NetworkCreate { .. } => "network.create".to_owned(),
+            JobSpec::NetworkDelete { .. } => "network.delete".to_owned(),
             JobSpec::LibraryShareAdd { .. } => "library.share_add".to_owned(),
             JobSpec::LibraryImport { .. } => "library.import".to_owned(),
             JobSpec::LibraryRefresh { .. } => "library.refresh".to_owned(),
@@ -101,28 +128,55 @@ struct Plan {
     steps: Vec<&'static str>,
 }
 
-/// Orders the jobs of each target: a fair (first come, first served) lock per target. A job
-/// waits for its turn in Queued and never fails because another job holds the target.
+/// Orders the jobs of each target: each job takes its place in its target's line when it is
+/// submitted, and waits in Queued until every job submitted earlier for that target has finished.
+/// A job never fails because another job holds the target; jobs of different targets overlap.
 #[derive(Debug, Default)]
 pub struct Engine {
-    queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per target, what the last job in line signals when it finishes.
+    tails: Mutex<HashMap<String, oneshot::Receiver<()>>>,
+}
+
+/// A place in a target's line, taken in submission order.
+#[derive(Debug)]
+pub struct Place {
+    previous: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
 }
 
 /// The right to work on one target; the next job's turn comes when it is dropped.
-pub type Turn = tokio::sync::OwnedMutexGuard<()>;
+#[derive(Debug)]
+pub struct Turn {
+    _done: oneshot::Sender<()>,
+}
+
+impl Place {
+    /// Waits until the job ahead has finished (its `Turn` dropped, or it never ran).
+    pub async fn turn(self) -> Turn {
+        if let Some(previous) = self.previous {
+            // An error means the sender is gone: the job ahead finished.
+            let _ = previous.await;
+        }
+        Turn { _done: self.done }
+    }
+}
 
 impl Engine {
+    /// Takes the next place in `target`'s line, at once: the order of calls is the order of turns.
+    pub fn enqueue(&self, target: &JobTarget) -> Place {
+        let key = format!("{}:{}", target.kind, target.id);
+        let (done, next) = oneshot::channel();
+        let previous = self
+            .tails
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(key, next);
+        Place { previous, done }
+    }
+
     /// Waits until every job submitted earlier for `target` has finished.
     pub async fn turn(&self, target: &JobTarget) -> Turn {
-        let key = format!("{}:{}", target.kind, target.id);
-        let queue = {
-            let mut queues = self
-                .queues
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            queues.entry(key).or_default().clone()
-        };
-        queue.lock_owned().await
+        self.enqueue(target).turn().await
     }
 }
 
@@ -147,6 +201,18 @@ pub async fn submit(
         JobSpec::VmCreate { vm_id, request } => vm::prepare_create(state, *vm_id, request).await?,
         JobSpec::VmAction { vm_id, action } => vm::prepare_action(state, *vm_id, *action).await?,
         JobSpec::VmDelete { vm_id } => vm::prepare_delete(state, *vm_id).await?,
+        JobSpec::VmPortForward { vm_id, forward } => {
+            vm::prepare_port_forward(state, *vm_id, *forward).await?
+        }
+        JobSpec::VmNicAdd { vm_id, network } => vm::prepare_nic_add(state, *vm_id, network).await?,
+        JobSpec::VmNicRemove { vm_id, nic } => vm::prepare_nic_remove(state, *vm_id, nic).await?,
+        JobSpec::NetworkCreate {
+            network_id,
+            request,
+        } => network::prepare_create(state, *network_id, request).await?,
+        JobSpec::NetworkDelete { network_id } => {
+            network::prepare_delete(state, *network_id).await?
+        }
         JobSpec::LibraryShareAdd { share_id, request } => {
             library::prepare_share_add(state, *share_id, request).await?
         }
@@ -196,7 +262,9 @@ pub async fn submit(
         return Err(error);
     }
     state.publish(Event::JobChanged(job.clone()));
-    tokio::spawn(execute(state.clone(), job.clone(), spec));
+    // The place is taken here, not in the task, so that jobs run in the order they were submitted.
+    let place = state.engine.enqueue(&job.target);
+    tokio::spawn(execute(state.clone(), job.clone(), spec, place));
     Ok(job)
 }
 
@@ -273,8 +341,8 @@ pub async fn fail_interrupted(state: &AppState) -> Result<u64, db::DbError> {
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job.id, kind = %job.kind))]
-async fn execute(state: AppState, job: Job, spec: JobSpec) {
-    let _turn = state.engine.turn(&job.target).await;
+async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
+    let _turn = place.turn().await;
     match db::jobs::transition(&state.db, job.id, JobStatus::Queued, JobStatus::Running).await {
         Ok(true) => {}
         Ok(false) => return, // canceled while it waited
@@ -314,6 +382,22 @@ async fn execute(state: AppState, job: Job, spec: JobSpec) {
             vm::run_action(&state, &mut run, vm_id, action).await
         }
         JobSpec::VmDelete { vm_id } => vm::run_delete(&state, &mut run, vm_id).await,
+        JobSpec::VmPortForward { vm_id, forward } => {
+            vm::run_port_forward(&state, &mut run, vm_id, forward).await
+        }
+        JobSpec::VmNicAdd { vm_id, network } => {
+            vm::run_nic_add(&state, &mut run, vm_id, network).await
+        }
+        JobSpec::VmNicRemove { vm_id, nic } => {
+            vm::run_nic_remove(&state, &mut run, vm_id, nic).await
+        }
+        JobSpec::NetworkCreate {
+            network_id,
+            request,
+        } => network::run_create(&state, &mut run, network_id, request).await,
+        JobSpec::NetworkDelete { network_id } => {
+            network::run_delete(&state, &mut run, network_id).await
+        }
         JobSpec::LibraryShareAdd { share_id, request } => {
             library::run_share_add(&state, &mut run, share_id, request).await
         }

@@ -7,9 +7,11 @@ use crate::http::ApiError;
 use crate::placement::{self, rating::Demand};
 use crate::state::AppState;
 use chrono::Utc;
-use drover_api::agent::AgentVmSpec;
+use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
+use drover_api::network::{NetworkHostState, USER_NETWORK, tap_name};
 use drover_api::{
-    Event, Host, HostState, JobTarget, PlacementGoal, Vm, VmAction, VmCreate, VmId, VmState,
+    Event, Host, HostState, JobTarget, Network, PlacementGoal, PortForward, Vm, VmAction, VmCreate,
+    VmId, VmNic, VmState,
 };
 
 /// Smallest memory a VM may have; below it no guest kernel boots.
@@ -36,7 +38,69 @@ fn agent_spec(vm: &Vm) -> AgentVmSpec {
         kernel: vm.kernel.clone(),
         initrd: vm.initrd.clone(),
         cmdline: vm.cmdline.clone(),
+        nics: vm.nics.iter().map(|nic| agent_nic(vm.id, nic)).collect(),
+        port_forwards: vm.port_forwards.clone(),
     }
+}
+
+/// A NIC as its host builds it.
+fn agent_nic(vm_id: VmId, nic: &VmNic) -> AgentNic {
+    AgentNic {
+        name: nic.name.clone(),
+        mac: nic.mac.clone(),
+        attachment: if nic.network == USER_NETWORK {
+            NicAttachment::User
+        } else {
+            NicAttachment::Network {
+                bridge: crate::ipam::bridge_name(&nic.network),
+                tap: tap_name(vm_id, &nic.name),
+                ip: nic.ip.clone(),
+            }
+        },
+    }
+}
+
+/// The network a NIC request names (`None` = user-mode).
+async fn named_network(state: &AppState, name: &str) -> Result<Option<Network>, ApiError> {
+    if name == USER_NETWORK {
+        return Ok(None);
+    }
+    db::networks::get(&state.db, name)
+        .await?
+        .map(Some)
+        .ok_or_else(|| ApiError::NetworkNotFound(name.to_owned()))
+}
+
+/// The networks of a create request's NICs, in order (`None` = user-mode); one user-mode NIC
+/// when the request names none.
+async fn nic_networks(
+    state: &AppState,
+    names: &[String],
+) -> Result<Vec<Option<Network>>, ApiError> {
+    if names.is_empty() {
+        return Ok(vec![None]);
+    }
+    let mut networks = Vec::with_capacity(names.len());
+    for name in names {
+        networks.push(named_network(state, name).await?);
+    }
+    Ok(networks)
+}
+
+/// Refuses a host that is known not to carry one of `networks`, with its reason.
+fn check_networks_on_host(networks: &[Option<Network>], host: &Host) -> Result<(), ApiError> {
+    for network in networks.iter().flatten() {
+        if let Some(entry) = network.hosts.iter().find(|entry| {
+            entry.host_name == host.name && entry.state == NetworkHostState::NeedsAttention
+        }) {
+            return Err(ApiError::NetworkNeedsAttention {
+                network: network.name.clone(),
+                host: host.name.clone(),
+                reason: entry.reason.clone().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
@@ -86,6 +150,7 @@ pub(super) async fn prepare_create(
         return Err(ApiError::VmExists(request.name.clone()));
     }
     check_vm_size(request.cpus, request.memory_mib)?;
+    let networks = nic_networks(state, &request.networks).await?;
     let demand = Demand {
         cpus: request.cpus,
         memory_mib: request.memory_mib,
@@ -101,6 +166,7 @@ pub(super) async fn prepare_create(
             let host = db::hosts::get(&state.db, name)
                 .await?
                 .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
+            check_networks_on_host(&networks, &host)?;
             let candidate = placement::rate_host(state, host.id, &demand).await?;
             if candidate.rating.rating == 0.0 {
                 return Err(match host.state {
@@ -138,6 +204,9 @@ pub(super) async fn prepare_create(
         let Some(host) = db::hosts::get_by_id(&state.db, candidate.rating.host_id).await? else {
             continue; // removed since it was rated
         };
+        if check_networks_on_host(&networks, &host).is_err() {
+            continue; // cannot carry one of the VM's networks
+        }
         let now = Utc::now();
         let vm = Vm {
             id: vm_id,
@@ -152,6 +221,8 @@ pub(super) async fn prepare_create(
             kernel: request.kernel.clone(),
             initrd: request.initrd.clone(),
             cmdline: request.cmdline.clone(),
+            nics: Vec::new(),
+            port_forwards: Vec::new(),
             created_at: now,
             updated_at: now,
         };
@@ -170,7 +241,11 @@ pub(super) async fn prepare_create(
             tracing::debug!(host = %host.name, vm = %vm.name, "lost the claim to another create; trying the next host");
             continue;
         }
-        state.publish(Event::VmChanged(vm));
+        if let Err(error) = db::networks::allocate_nics(&state.db, vm_id, &networks).await {
+            db::vms::delete(&state.db, vm_id).await?;
+            return Err(error.into());
+        }
+        state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
         let mut steps = vec![CREATE_STEP];
         if request.start {
             steps.push(START_STEP);
@@ -222,6 +297,9 @@ async fn create_and_start(
     let host = host_of(state, &vm).await?;
     let agent = state.agents.at(&host.address);
     run.step(async {
+        for network in vm_networks(state, &vm).await? {
+            super::network::ensure_on_host(state, network, &host).await?;
+        }
         let runtime = agent.define(&agent_spec(&vm)).await?;
         record(
             state,
@@ -249,6 +327,20 @@ async fn create_and_start(
         .await?;
     }
     Ok(())
+}
+
+/// The networks (not user-mode) the VM's NICs are on, each once.
+async fn vm_networks(state: &AppState, vm: &Vm) -> Result<Vec<drover_api::NetworkId>, ApiError> {
+    let mut ids = Vec::new();
+    for nic in vm.nics.iter().filter(|nic| nic.network != USER_NETWORK) {
+        let network = db::networks::get(&state.db, &nic.network)
+            .await?
+            .ok_or_else(|| ApiError::NetworkNotFound(nic.network.clone()))?;
+        if !ids.contains(&network.id) {
+            ids.push(network.id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Records a VM state the job caused and announces it; with `expected`, only while the VM is
@@ -383,6 +475,176 @@ pub(super) async fn run_action(
         run.note(&format!("the VM was already {}", vm.state)).await;
     }
     Ok(())
+}
+
+pub(super) async fn prepare_port_forward(
+    state: &AppState,
+    vm_id: VmId,
+    forward: PortForward,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    if !vm.nics.iter().any(|nic| nic.network == USER_NETWORK) {
+        return Err(ApiError::NoUserNic(vm.name));
+    }
+    let forwarded = db::vms::forwarded_ports_on_host(&state.db, vm.host_id).await?;
+    if let Some((other, taken)) = forwarded.iter().find(|(name, taken)| {
+        taken.host_port == forward.host_port && !(*name == vm.name && *taken == forward)
+    }) {
+        return Err(ApiError::PortForwardConflict(format!(
+            "host port {} on host '{}' already forwards to port {} of VM '{other}'",
+            forward.host_port, vm.host_name, taken.guest_port
+        )));
+    }
+    Ok(Plan {
+        description: format!(
+            "Forward 127.0.0.1:{} to VM {} port {}",
+            forward.host_port, vm.name, forward.guest_port
+        ),
+        target: target(vm_id, &vm.name),
+        done: Vec::new(),
+        steps: vec!["Forward the port on the host"],
+    })
+}
+
+pub(super) async fn run_port_forward(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    forward: PortForward,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let host = host_of(state, &vm).await?;
+    run.step(async {
+        state
+            .agents
+            .at(&host.address)
+            .add_port_forward(vm_id, forward)
+            .await?;
+        let mut forwards = vm.port_forwards.clone();
+        if !forwards.contains(&forward) {
+            forwards.push(forward);
+        }
+        if let Some(vm) = db::vms::set_port_forwards(&state.db, vm_id, &forwards).await? {
+            state.publish(Event::VmChanged(vm));
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub(super) async fn prepare_nic_add(
+    state: &AppState,
+    vm_id: VmId,
+    network: &str,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let found = named_network(state, network).await?;
+    check_networks_on_host(&[found], &host_of(state, &vm).await?)?;
+    Ok(Plan {
+        description: format!("Add a NIC on network {network} to VM {}", vm.name),
+        target: target(vm_id, &vm.name),
+        done: Vec::new(),
+        steps: vec![
+            "Reserve a MAC address and an IP address",
+            "Plug the NIC into the VM",
+        ],
+    })
+}
+
+pub(super) async fn run_nic_add(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    network: String,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let host = host_of(state, &vm).await?;
+    let slot = run
+        .step(async {
+            let network = named_network(state, &network).await?;
+            if let Some(network) = &network {
+                super::network::ensure_on_host(state, network.id, &host).await?;
+            }
+            Ok(db::networks::add_nic(&state.db, vm_id, network.as_ref()).await?)
+        })
+        .await?;
+    let plugged = run
+        .step(async {
+            let vm = find_vm(state, vm_id).await?;
+            let name = format!("nic{slot}");
+            let nic = vm
+                .nics
+                .iter()
+                .find(|nic| nic.name == name)
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("NIC {name} vanished")))?;
+            state
+                .agents
+                .at(&host.address)
+                .add_nic(vm_id, &agent_nic(vm_id, nic))
+                .await?;
+            state.publish(Event::VmChanged(vm));
+            Ok(())
+        })
+        .await;
+    if plugged.is_err() {
+        db::networks::remove_nic(&state.db, vm_id, slot).await?;
+    }
+    plugged
+}
+
+/// The slot of the VM's NIC `name` (`nic3` is slot 3).
+fn nic_slot(vm: &Vm, name: &str) -> Result<i64, ApiError> {
+    vm.nics
+        .iter()
+        .find(|nic| nic.name == name)
+        .and_then(|nic| nic.name.strip_prefix("nic")?.parse().ok())
+        .ok_or_else(|| ApiError::NicNotFound {
+            vm: vm.name.clone(),
+            nic: name.to_owned(),
+        })
+}
+
+pub(super) async fn prepare_nic_remove(
+    state: &AppState,
+    vm_id: VmId,
+    nic: &str,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    nic_slot(&vm, nic)?;
+    Ok(Plan {
+        description: format!("Remove NIC {nic} from VM {}", vm.name),
+        target: target(vm_id, &vm.name),
+        done: Vec::new(),
+        steps: vec![
+            "Unplug the NIC from the VM",
+            "Return its MAC and IP addresses",
+        ],
+    })
+}
+
+pub(super) async fn run_nic_remove(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    nic: String,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let host = host_of(state, &vm).await?;
+    let slot = nic_slot(&vm, &nic)?;
+    run.step(async {
+        Ok(state
+            .agents
+            .at(&host.address)
+            .remove_nic(vm_id, &nic)
+            .await?)
+    })
+    .await?;
+    run.step(async {
+        db::networks::remove_nic(&state.db, vm_id, slot).await?;
+        state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
+        Ok(())
+    })
+    .await
 }
 
 pub(super) async fn prepare_delete(state: &AppState, vm_id: VmId) -> Result<Plan, ApiError> {

@@ -1,21 +1,22 @@
 //! Undo steps for multi-step host changes: each step pushes its undo, and dropping the guard
 //! without [`Revert::commit`] runs them in reverse, so a failure leaves nothing behind.
 
-pub(crate) struct Revert {
+#[derive(Default)]
+pub struct Revert {
     undo: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Revert {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self { undo: Vec::new() }
     }
 
-    pub(crate) fn push(&mut self, step: impl FnOnce() + Send + 'static) {
+    pub fn push(&mut self, step: impl FnOnce() + Send + 'static) {
         self.undo.push(Box::new(step));
     }
 
     /// Keeps the changes.
-    pub(crate) fn commit(mut self) {
+    pub fn commit(mut self) {
         self.undo.clear();
     }
 }

@@ -1,0 +1,576 @@
+//! Virtual networks end to end, inside network namespaces this test makes and removes: a
+//! "switch" namespace (the management bridge, a LAN bridge with its own DHCP server, the Drover
+//! server and the CLI) and two "host" namespaces, each running an agent and joined to the switch
+//! by veth pairs (eth0 management, eth1 the LAN uplink). Tiny guests on both hosts get their
+//! addresses by DHCP and reach each other on a bridged network and on a VXLAN overlay; a nat
+//! guest reaches HTTP servers on its host and beyond; an isolated guest cannot. Nothing on the
+//! machine's own network changes: every bridge, tunnel, rule and dnsmasq lives in the namespaces.
+
+mod common;
+
+use common::{Cli, Daemon, GuestShell, as_strs, free_port};
+use drover_testkit::{artifacts_dir, guest, wait_until};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The management network between the switch and the hosts, private to the namespaces.
+const SWITCH_ADDRESS: &str = "10.231.0.1";
+const LAN_ADDRESS: &str = "10.232.0.1";
+const HTTP_PORT: u16 = 8080;
+
+/// Runs a shell command in a namespace; panics with its output when it fails.
+fn sh(netns: &str, script: &str) -> String {
+    let output = Command::new("ip")
+        .args(["netns", "exec", netns, "sh", "-ec", script])
+        .output()
+        .expect("run ip netns exec");
+    assert!(
+        output.status.success(),
+        "`{script}` in {netns} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The test's namespaces. Dropping it (also when the test fails) kills every process left in
+/// them (agents' QEMUs and dnsmasqs included) and deletes them, which removes their bridges,
+/// tunnels and rules with them.
+struct Topology {
+    switch: String,
+    hosts: Vec<String>,
+}
+
+impl Topology {
+    fn new(dir: &Path) -> Topology {
+        let prefix = format!("drvnet{}", std::process::id());
+        let topology = Topology {
+            switch: format!("{prefix}sw"),
+            hosts: vec![format!("{prefix}h1"), format!("{prefix}h2")],
+        };
+        for netns in topology.all() {
+            let status = Command::new("ip")
+                .args(["netns", "add", netns])
+                .status()
+                .expect("ip netns add");
+            assert!(status.success(), "cannot make namespace {netns}");
+            sh(netns, "ip link set lo up");
+        }
+        let switch = &topology.switch;
+        sh(
+            switch,
+            &format!(
+                "ip link add br0 type bridge && ip addr add {SWITCH_ADDRESS}/24 dev br0 && ip link set br0 up
+                 ip link add lan0 type bridge && ip addr add {LAN_ADDRESS}/24 dev lan0 && ip link set lan0 up"
+            ),
+        );
+        for (index, host) in topology.hosts.iter().enumerate() {
+            let number = index + 1;
+            sh(
+                switch,
+                &format!(
+                    "ip link add h{number}m type veth peer name eth0 netns {host}
+                     ip link add h{number}l type veth peer name eth1 netns {host}
+                     ip link set h{number}m master br0 up && ip link set h{number}l master lan0 up"
+                ),
+            );
+            sh(
+                host,
+                &format!(
+                    "ip addr add 10.231.0.1{number}/24 dev eth0 && ip link set eth0 up && ip link set eth1 up"
+                ),
+            );
+        }
+        // The LAN's own DHCP server, as a physical segment has one; no router, so a guest's
+        // default route stays on its nat NIC.
+        let leases = dir.join("lan.leases");
+        let pid_file = dir.join("lan-dnsmasq.pid");
+        sh(
+            switch,
+            &format!(
+                "dnsmasq --conf-file=/dev/null --port=0 --interface=lan0 --bind-interfaces --user=root \
+                 --dhcp-range=10.232.0.50,10.232.0.99,255.255.255.0,1h --dhcp-option=option:router \
+                 --dhcp-leasefile={} --pid-file={}",
+                leases.display(),
+                pid_file.display()
+            ),
+        );
+        topology
+    }
+
+    fn all(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.switch).chain(&self.hosts)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for netns in self.all() {
+            if let Ok(output) = Command::new("ip").args(["netns", "pids", netns]).output() {
+                for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", netns]).status();
+        }
+    }
+}
+
+/// Serves `body` over HTTP on port [`HTTP_PORT`] of every address of namespace `netns`, from a
+/// thread that entered the namespace (its socket stays there).
+fn serve_http_in(netns: &str, body: &'static str) {
+    let namespace = std::fs::File::open(format!("/var/run/netns/{netns}")).expect("namespace file");
+    let (ready, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("enter namespace");
+        let listener = std::net::TcpListener::bind(("0.0.0.0", HTTP_PORT)).expect("bind");
+        ready.send(()).expect("test waits");
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 2048];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    listening.recv().expect("the server listens");
+}
+
+/// The address the LAN's DHCP server leased to `mac`.
+async fn lan_lease(leases: &Path, mac: &str) -> String {
+    wait_until(
+        &format!("a LAN lease for {mac}"),
+        Duration::from_secs(60),
+        async || {
+            let text = std::fs::read_to_string(leases).ok()?;
+            text.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.get(1) == Some(&mac)).then(|| fields[2].to_owned())
+            })
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn nic(vm: &Value, index: usize) -> &Value {
+    &vm["nics"][index]
+}
+
+/// Waits until the guest holds its reserved address on NIC `index` (from its host's lease).
+async fn leased(cli: &Cli, vm: &str, index: usize) -> String {
+    wait_until(
+        &format!("{vm} nic{index} to hold its lease"),
+        Duration::from_secs(60),
+        async || {
+            let shown = cli.json(&["vm", "show", vm]).await;
+            let nic = nic(&shown, index);
+            let ip = nic["ip"].as_str()?;
+            (nic["lease_ip"].as_str() == Some(ip)).then(|| ip.to_owned())
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn guest_create(name: &str, host: &str, networks: &[&str]) -> Vec<String> {
+    let guest = guest();
+    let mut args: Vec<String> = [
+        "vm",
+        "create",
+        name,
+        "--host",
+        host,
+        "--cpus",
+        "1",
+        "--memory",
+        "160M",
+        "--disk",
+        "none",
+        "--kernel",
+        &guest.kernel.to_string_lossy(),
+        "--initrd",
+        &guest.initrd.to_string_lossy(),
+        "--cmdline",
+        "console=ttyS0 quiet tiny.shell=1",
+        "--start",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for network in networks {
+        args.extend(["--network".to_owned(), (*network).to_owned()]);
+    }
+    args
+}
+
+/// Brings up a NIC the guest's init left down and asks the network's DHCP server for its lease.
+const DHCP: &str = "ip link set {nic} up && udhcpc -i {nic} -q -n -t 8 -T 1 -s /etc/udhcpc.script";
+
+fn dhcp(nic: &str) -> String {
+    DHCP.replace("{nic}", nic)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nat_isolated_bridged_and_overlay_networks_across_two_hosts_in_namespaces() {
+    let artifacts = artifacts_dir("e2e_networks");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let root = temp.path().to_owned();
+    let topology = Topology::new(&root);
+    serve_http_in(&topology.hosts[0], "drover-host-side");
+    serve_http_in(&topology.switch, "drover-beyond-nat");
+
+    let api_port = free_port();
+    let server = Daemon::spawn_in(
+        Some(&topology.switch),
+        &artifacts,
+        "server",
+        &as_strs(&[
+            "server".to_owned(),
+            "--data-dir".to_owned(),
+            root.join("server").display().to_string(),
+            "--api-port".to_owned(),
+            api_port.to_string(),
+            "--bind-address".to_owned(),
+            "127.0.0.1".to_owned(),
+        ]),
+        &[],
+    );
+    let agent_args = |index: usize| -> Vec<String> {
+        vec![
+            "agent".to_owned(),
+            "--data-dir".to_owned(),
+            agent_dir(&root, index).display().to_string(),
+            "--control-port".to_owned(),
+            "8101".to_owned(),
+            "--bind-address".to_owned(),
+            format!("10.231.0.1{}", index + 1),
+        ]
+    };
+    let mut agents: Vec<Daemon> = (0..2)
+        .map(|index| {
+            Daemon::spawn_in(
+                Some(&topology.hosts[index]),
+                &artifacts,
+                &format!("agent{}", index + 1),
+                &as_strs(&agent_args(index)),
+                &[],
+            )
+        })
+        .collect();
+    let cli = Cli {
+        config_home: root.join("config"),
+        netns: Some(topology.switch.clone()),
+    };
+    cli.login(&server, &format!("https://127.0.0.1:{api_port}"))
+        .await;
+    for (index, agent) in agents.iter().enumerate() {
+        let number = index + 1;
+        cli.add_host(
+            agent,
+            &format!("10.231.0.1{number}:8101"),
+            &format!("h{number}"),
+        )
+        .await;
+    }
+
+    // Networks, realized on both hosts at once.
+    for args in [
+        &["natnet", "--mode", "nat", "--subnet", "10.240.0.0/24"][..],
+        &["isonet", "--mode", "isolated", "--subnet", "10.241.0.0/24"],
+        &["lan", "--mode", "bridged", "--uplink", "eth1"],
+        &[
+            "ovl",
+            "--mode",
+            "isolated",
+            "--subnet",
+            "10.242.0.0/24",
+            "--overlay",
+        ],
+        &[
+            "vlan100", "--mode", "bridged", "--uplink", "eth1", "--vlan", "100",
+        ],
+        &["far", "--mode", "bridged", "--uplink", "eth9"],
+    ] {
+        let mut command = vec!["network", "create"];
+        command.extend_from_slice(args);
+        cli.ok(&command).await;
+    }
+    let far = cli.json(&["network", "show", "far"]).await;
+    for host in far["hosts"].as_array().expect("hosts") {
+        assert_eq!(host["state"], "needs_attention", "{far}");
+        assert!(
+            host["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains("eth9 does not exist")),
+            "{far}"
+        );
+    }
+    let vlan = cli.json(&["network", "show", "vlan100"]).await;
+    let kernel_has_vlans = Path::new("/proc/net/vlan").exists();
+    for host in vlan["hosts"].as_array().expect("hosts") {
+        if kernel_has_vlans {
+            assert_eq!(host["state"], "ready", "{vlan}");
+        } else {
+            assert_eq!(host["state"], "needs_attention", "{vlan}");
+            assert!(
+                host["reason"]
+                    .as_str()
+                    .is_some_and(|reason| reason.contains("802.1Q")),
+                "{vlan}"
+            );
+        }
+    }
+    cli.fails(
+        &as_strs(&guest_create("nowhere", "h1", &["far"])),
+        "network_needs_attention",
+    )
+    .await;
+    let natnet = cli.json(&["network", "show", "natnet"]).await;
+    assert_eq!(
+        natnet["hosts"].as_array().map(Vec::len),
+        Some(2),
+        "{natnet}"
+    );
+    sh(
+        &topology.hosts[0],
+        "ip link show dr-natnet && nft list table ip drover-dr-natnet >/dev/null",
+    );
+
+    cli.ok(&as_strs(&guest_create(
+        "a",
+        "h1",
+        &["natnet", "lan", "ovl"],
+    )))
+    .await;
+    cli.ok(&as_strs(&guest_create("b", "h2", &["lan", "ovl"])))
+        .await;
+    cli.ok(&as_strs(&guest_create("iso", "h1", &["isonet"])))
+        .await;
+
+    // nat: the guest's boot-time DHCP got the reserved address; it reaches the HTTP server on
+    // its host (through the gateway) and the one beyond the host (masqueraded).
+    let a_nat = leased(&cli, "a", 0).await;
+    assert_eq!(a_nat, "10.240.0.2");
+    let mut a = GuestShell::open(&cli, "a").await;
+    // busybox's wget crashes in this guest (static glibc); nc speaks HTTP/1.0 just as well.
+    let http_get = |address: &str, body: &str| {
+        format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {address} {HTTP_PORT} | grep -q {body}"
+        )
+    };
+    assert!(
+        a.succeeds(
+            &http_get("10.240.0.1", "drover-host-side"),
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        a.output()
+    );
+    assert!(
+        a.succeeds(
+            &http_get("10.231.0.1", "drover-beyond-nat"),
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        a.output()
+    );
+
+    // isolated: DHCP works, the way out does not.
+    leased(&cli, "iso", 0).await;
+    let mut iso = GuestShell::open(&cli, "iso").await;
+    assert!(
+        !iso.succeeds(
+            &http_get("10.241.0.1", "drover-host-side"),
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        iso.output()
+    );
+    assert!(
+        !iso.succeeds(
+            &http_get("10.231.0.1", "drover-beyond-nat"),
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        iso.output()
+    );
+    iso.detach().await;
+
+    // bridged: both guests lease from the LAN's own DHCP server and reach each other across
+    // the two hosts.
+    let b_shown = cli.json(&["vm", "show", "b"]).await;
+    let lan_leases = root.join("lan.leases");
+    let b_lan = lan_lease(&lan_leases, nic(&b_shown, 0)["mac"].as_str().expect("mac")).await;
+    assert!(
+        a.succeeds(&dhcp("eth1"), Duration::from_secs(30)).await,
+        "{}",
+        a.output()
+    );
+    let a_shown = cli.json(&["vm", "show", "a"]).await;
+    lan_lease(&lan_leases, nic(&a_shown, 1)["mac"].as_str().expect("mac")).await;
+    let reach = |ip: &str| {
+        format!(
+            "ping -c 1 -W 3 {ip} >/dev/null && echo drover-$((6*7)) | nc -w 3 {ip} 7 | grep -q drover-42"
+        )
+    };
+    assert!(
+        a.succeeds(&reach(&b_lan), Duration::from_secs(30)).await,
+        "{}",
+        a.output()
+    );
+
+    // overlay: an isolated network carried over VXLAN between the hosts; each host's DHCP
+    // server answers only its own guests.
+    let mut b = GuestShell::open(&cli, "b").await;
+    assert!(
+        b.succeeds(&dhcp("eth1"), Duration::from_secs(30)).await,
+        "{}",
+        b.output()
+    );
+    assert!(
+        a.succeeds(&dhcp("eth2"), Duration::from_secs(30)).await,
+        "{}",
+        a.output()
+    );
+    let b_overlay = leased(&cli, "b", 1).await;
+    assert_eq!(leased(&cli, "a", 2).await, "10.242.0.2");
+    let overlay_state = |topology: &Topology| {
+        topology
+            .hosts
+            .iter()
+            .map(|host| {
+                sh(host, "bridge fdb show dev dv10000; ip -d -s link show dv10000; nft list ruleset; ip -s link show dr-ovl")
+            })
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    if !a
+        .succeeds(&reach(&b_overlay), Duration::from_secs(30))
+        .await
+    {
+        panic!(
+            "{}\n{}\n{}",
+            a.output(),
+            b.output(),
+            overlay_state(&topology)
+        );
+    }
+
+    // NIC hot-plug: a NIC on the nat network comes to the running guest on host 2, gets its
+    // reserved address by DHCP, and goes again.
+    cli.ok(&["vm", "nic", "add", "b", "--network", "natnet"])
+        .await;
+    let eth2_appears = "n=0; while [ ! -e /sys/class/net/eth2 ] && [ $n -lt 100 ]; do sleep 0.2; n=$((n+1)); done; test -e /sys/class/net/eth2";
+    assert!(
+        b.succeeds(eth2_appears, Duration::from_secs(40)).await,
+        "{}",
+        b.output()
+    );
+    assert!(
+        b.succeeds(&dhcp("eth2"), Duration::from_secs(30)).await,
+        "{}",
+        b.output()
+    );
+    assert_eq!(leased(&cli, "b", 2).await, "10.240.0.3");
+    cli.ok(&["vm", "nic", "remove", "b", "--network", "natnet"])
+        .await;
+    assert!(
+        b.succeeds("! test -e /sys/class/net/eth2", Duration::from_secs(10))
+            .await,
+        "{}",
+        b.output()
+    );
+    let b_shown = cli.json(&["vm", "show", "b"]).await;
+    assert_eq!(
+        b_shown["nics"].as_array().map(Vec::len),
+        Some(2),
+        "{b_shown}"
+    );
+
+    // An agent restart re-adopts its bridges and DHCP servers: same dnsmasq, traffic goes on.
+    let dnsmasq_pid = |index: usize, bridge: &str| {
+        std::fs::read_to_string(
+            agent_dir(&root, index)
+                .join("networks")
+                .join(bridge)
+                .join("dnsmasq.pid"),
+        )
+        .expect("dnsmasq pid file")
+    };
+    let before = dnsmasq_pid(0, "dr-ovl");
+    agents[0].stop(Signal::SIGKILL);
+    agents[0] = Daemon::spawn_in(
+        Some(&topology.hosts[0]),
+        &artifacts,
+        "agent1-2",
+        &as_strs(&agent_args(0)),
+        &[],
+    );
+    cli.wait_host_state("h1", "responding", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        dnsmasq_pid(0, "dr-ovl"),
+        before,
+        "the agent restart must not restart dnsmasq"
+    );
+    // The console relay went with the old agent; the guest did not.
+    drop(a);
+    let mut a = GuestShell::open(&cli, "a").await;
+    assert!(
+        a.succeeds(&reach(&b_overlay), Duration::from_secs(30))
+            .await,
+        "{}",
+        a.output()
+    );
+    assert!(
+        a.succeeds(
+            &http_get("10.231.0.1", "drover-beyond-nat"),
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        a.output()
+    );
+    a.detach().await;
+    b.detach().await;
+
+    // A network in use cannot go; once its VMs are gone it goes from every host.
+    cli.fails(&["network", "delete", "natnet"], "network_in_use")
+        .await;
+    for vm in ["a", "b", "iso"] {
+        cli.ok(&["vm", "delete", vm]).await;
+    }
+    for network in ["natnet", "isonet", "lan", "ovl", "vlan100", "far"] {
+        cli.ok(&["network", "delete", network]).await;
+    }
+    for host in &topology.hosts {
+        let links = sh(host, "ip -o link show");
+        assert!(!links.contains("dr-") && !links.contains(" dt"), "{links}");
+        let tables = sh(host, "nft list tables");
+        assert!(!tables.contains("drover-"), "{tables}");
+    }
+    drop(agents);
+    drop(server);
+}
+
+fn agent_dir(root: &Path, index: usize) -> PathBuf {
+    root.join(format!("agent{}", index + 1))
+}
