@@ -5,6 +5,7 @@
 //! [`start`]; this crate reads no command line and prints nothing.
 
 mod actor;
+mod cache;
 mod enrollment;
 mod error;
 mod host;
@@ -123,6 +124,7 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
     let tls_config = enrollment.tls_config();
     let (changes, _) = broadcast::channel(CHANGE_BUFFER);
     let state = Arc::new(AgentState {
+        images: cache::ImageCache::new(&data_dir),
         data_dir,
         driver,
         registry: Registry::default(),
