@@ -16,11 +16,19 @@ pub struct ImageCache {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-fn is_fingerprint(text: &str) -> bool {
-    text.len() == 64
+/// A fingerprint names a file in the cache: it must be 64 lower-case hex digits, nothing else.
+pub fn check_fingerprint(text: &str) -> Result<(), AgentError> {
+    let valid = text.len() == 64
         && text
             .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if valid {
+        Ok(())
+    } else {
+        Err(AgentError::RequestInvalid(format!(
+            "'{text}' is not a hex SHA-256"
+        )))
+    }
 }
 
 impl ImageCache {
@@ -51,12 +59,7 @@ impl ImageCache {
         client: &reqwest::Client,
         request: &AgentFetch,
     ) -> Result<AgentCachedImage, AgentError> {
-        if !is_fingerprint(&request.sha256) {
-            return Err(AgentError::RequestInvalid(format!(
-                "'{}' is not a hex SHA-256",
-                request.sha256
-            )));
-        }
+        check_fingerprint(&request.sha256)?;
         let target = self.path(&request.sha256);
         let lock = self.lock_for(&request.sha256);
         let _held = lock.lock().await;

@@ -60,3 +60,11 @@ object_id!(
     /// Identifies a library item (a disk image or ISO in a share).
     LibraryItemId
 );
+object_id!(
+    /// Identifies a hardware or guest OS profile.
+    ProfileId
+);
+object_id!(
+    /// Identifies a template.
+    TemplateId
+);

@@ -14,12 +14,13 @@ pub mod library;
 pub mod page;
 pub mod ports;
 pub mod size;
+pub mod template;
 pub mod vm;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::Event;
 pub use host::{Accelerator, Host, HostAdd, HostState};
-pub use id::{HostId, JobId, LibraryItemId, LibraryShareId, VmId};
+pub use id::{HostId, JobId, LibraryItemId, LibraryShareId, ProfileId, TemplateId, VmId};
 pub use job::{Job, JobStatus, JobStep, JobTarget};
 pub use page::Page;
 pub use vm::{Vm, VmAction, VmActionRequest, VmCreate, VmDisk, VmState};

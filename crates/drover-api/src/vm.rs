@@ -95,6 +95,14 @@ pub enum VmDisk {
     Blank { size_bytes: u64 },
     /// A qcow2 overlay (linked clone) on an image file that exists on the host.
     Image { path: String },
+    /// A linked clone of a library disk: the host's agent fetches the image once from the
+    /// library server's transfer endpoint `url` (agent to agent, verified by `sha256`) into its
+    /// cache and gives the VM an overlay on it, as for [`VmDisk::Image`].
+    Library {
+        item: String,
+        sha256: String,
+        url: String,
+    },
 }
 
 /// Body of `POST /api/v1/vms`.

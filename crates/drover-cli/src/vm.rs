@@ -4,6 +4,7 @@ use crate::CliError;
 use crate::output::{OutputFormat, Table, print_fields, print_json, time};
 use crate::progress::{JobOptions, finish};
 use drover_api::size::{format_bytes, parse_bytes};
+use drover_api::template::VmFromTemplate;
 use drover_api::{Vm, VmAction, VmCreate, VmDisk, VmState};
 use drover_client::{Client, VmFilter};
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::path::Path;
 const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(group = clap::ArgGroup::new("disk_source").required(true).args(["disk", "image"]))]
+#[command(group = clap::ArgGroup::new("disk_source").required(true).args(["disk", "image", "template"]))]
 pub struct VmCreateArgs {
     pub name: String,
     /// Host id or name.
@@ -28,6 +29,11 @@ pub struct VmCreateArgs {
     /// Disk image on the host; the VM gets a copy-on-write overlay of it.
     #[arg(long, value_name = "FILE")]
     pub image: Option<String>,
+    /// A template: its hardware profile sets CPUs, memory and boot (--cpus, --memory and the
+    /// kernel options are not taken with it), and the VM is a linked clone of its library disk,
+    /// fetched once to the host's cache from the library server.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline"])]
+    pub template: Option<String>,
     /// Kernel file on the host, for direct kernel boot.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<String>,
@@ -85,7 +91,7 @@ pub enum VmCommand {
     Console { vm: String },
 }
 
-fn parse_memory_mib(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_memory_mib(text: &str) -> Result<u64, String> {
     let bytes = parse_bytes(text)?;
     if bytes == 0 || bytes % MIB != 0 {
         return Err(format!(
@@ -130,6 +136,7 @@ fn disk_text(disk: &VmDisk) -> String {
         VmDisk::None => "none".to_owned(),
         VmDisk::Blank { size_bytes } => format!("{} (blank)", format_bytes(*size_bytes)),
         VmDisk::Image { path } => format!("overlay on {path}"),
+        VmDisk::Library { item, .. } => format!("linked clone of library item {item}"),
     }
 }
 
@@ -197,6 +204,15 @@ pub async fn run(
 ) -> Result<(), CliError> {
     match command {
         VmCommand::Create(args) => {
+            if let Some(template) = &args.template {
+                let request = VmFromTemplate {
+                    name: args.name.clone(),
+                    host: args.host.clone(),
+                    start: args.start,
+                };
+                let started = client.create_vm_from_template(template, &request).await?;
+                return finish(client, started, args.job, output).await;
+            }
             let disk = match (&args.disk, &args.image) {
                 (_, Some(image)) => VmDisk::Image {
                     path: host_path(image),

@@ -189,6 +189,7 @@ impl VmDriver for QemuDriver {
             }
             VmDisk::Blank { .. } => {}
             VmDisk::Image { path } => readable("image", path)?,
+            VmDisk::Library { .. } => return Err(library_disk_unresolved()),
         }
         if let Some(kernel) = &spec.kernel {
             readable("kernel", kernel)?;
@@ -229,6 +230,7 @@ impl VmDriver for QemuDriver {
                     disk::create_overlay(&self.config.qemu_img, &disk_path, Path::new(path))
                         .await?;
                 }
+                VmDisk::Library { .. } => return Err(library_disk_unresolved()),
             }
         }
         revert.commit();
@@ -384,6 +386,14 @@ fn remove_runtime_files(files: &VmFiles) {
             Err(error) => tracing::warn!(path = %path.display(), %error, "cannot remove"),
         }
     }
+}
+
+/// The agent turns a library disk into an image in its cache before the driver sees the spec.
+fn library_disk_unresolved() -> DriverError {
+    DriverError::Unsupported(
+        "a library disk must be fetched into the host's image cache before the VM is defined"
+            .into(),
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod hosts;
 pub mod jobs;
 pub mod library;
+pub mod templates;
 pub mod users;
 pub mod vms;
 

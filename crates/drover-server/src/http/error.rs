@@ -72,6 +72,18 @@ pub enum ApiError {
     LibraryItemNotFound(String),
     #[error("a library item named '{0}' already exists")]
     LibraryItemExists(String),
+    #[error("library item '{item}' is used by templates: {templates}")]
+    LibraryItemInUse { item: String, templates: String },
+    #[error("no {kind} profile '{name}'")]
+    ProfileNotFound { kind: &'static str, name: String },
+    #[error("a {kind} profile named '{name}' already exists")]
+    ProfileExists { kind: &'static str, name: String },
+    #[error("{0}")]
+    InvalidProfile(String),
+    #[error("no template '{0}'")]
+    TemplateNotFound(String),
+    #[error("a template named '{0}' already exists")]
+    TemplateExists(String),
     #[error("the agent refused the enrollment code")]
     EnrollmentCodeInvalid,
     /// The agent answered with its own error; its status and body pass through.
@@ -104,12 +116,17 @@ impl ApiError {
             | ApiError::HostNotFound(_)
             | ApiError::ShareNotFound(_)
             | ApiError::LibraryItemNotFound(_)
+            | ApiError::ProfileNotFound { .. }
+            | ApiError::TemplateNotFound(_)
             | ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::VmExists(_)
             | ApiError::HostExists(_)
             | ApiError::HostHasVms { .. }
             | ApiError::ShareExists(_)
             | ApiError::LibraryItemExists(_)
+            | ApiError::LibraryItemInUse { .. }
+            | ApiError::ProfileExists { .. }
+            | ApiError::TemplateExists(_)
             | ApiError::NotLibraryServer(_)
             | ApiError::HostNotResponding(_)
             | ApiError::VmStateConflict { .. }
@@ -121,6 +138,7 @@ impl ApiError {
             | ApiError::InvalidVmSpec(_)
             | ApiError::ShareRequired(_)
             | ApiError::InvalidSharePath(_)
+            | ApiError::InvalidProfile(_)
             | ApiError::InsufficientHostResources(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Agent { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -227,6 +245,23 @@ impl ApiError {
                 "library_item_exists",
                 "choose another name with --name, or remove the other item first",
             ),
+            ApiError::LibraryItemInUse { .. } => {
+                ("library_item_in_use", "remove the templates named first")
+            }
+            ApiError::ProfileNotFound { .. } => (
+                "profile_not_found",
+                "list profiles with `drover profile hardware list` or `drover profile guest-os list`",
+            ),
+            ApiError::ProfileExists { .. } => ("profile_exists", "choose another name"),
+            ApiError::InvalidProfile(_) => (
+                "invalid_profile",
+                "fix the value the message names; `drover profile ... create --help` lists the rules",
+            ),
+            ApiError::TemplateNotFound(_) => (
+                "template_not_found",
+                "list templates with `drover template list`",
+            ),
+            ApiError::TemplateExists(_) => ("template_exists", "choose another name"),
             ApiError::EnrollmentCodeInvalid => (
                 "enrollment_code_invalid",
                 "use the one-time code the agent printed at its start (or run `drover agent enroll-code` on the host)",
