@@ -204,6 +204,7 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
+            seed: None,
         }
     }
 

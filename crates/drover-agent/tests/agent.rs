@@ -337,6 +337,7 @@ fn tiny_spec(name: &str, cmdline: &str) -> AgentVmSpec {
         kernel: Some(guest.kernel.display().to_string()),
         initrd: Some(guest.initrd.display().to_string()),
         cmdline: Some(cmdline.to_owned()),
+        seed: None,
     }
 }
 

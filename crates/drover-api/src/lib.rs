@@ -23,7 +23,7 @@ pub use host::{Accelerator, Host, HostAdd, HostState};
 pub use id::{HostId, JobId, LibraryItemId, LibraryShareId, ProfileId, TemplateId, VmId};
 pub use job::{Job, JobStatus, JobStep, JobTarget};
 pub use page::Page;
-pub use vm::{Vm, VmAction, VmActionRequest, VmCreate, VmDisk, VmState};
+pub use vm::{CloudInitSeed, Vm, VmAction, VmActionRequest, VmCreate, VmDisk, VmState};
 
 /// The version every Drover component reports; server and agents of one release speak one protocol.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

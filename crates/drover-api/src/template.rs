@@ -3,6 +3,7 @@
 //! optionally, a guest OS profile that becomes a cloud-init NoCloud seed.
 
 use crate::id::{LibraryItemId, ProfileId, TemplateId};
+use crate::vm::CloudInitSeed;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -169,6 +170,62 @@ pub fn hostname_from_pattern(pattern: &str, mut random: impl FnMut() -> char) ->
         .collect()
 }
 
+/// YAML's double-quoted string, for values that come from users.
+fn yaml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// The NoCloud seed of a guest OS profile for one VM: `meta-data` names the instance and its
+/// host name; `user-data` is cloud-config for the users, keys, password and time zone, then
+/// the profile's own user-data (cloud-init merges the parts of a multi-part file; a plain
+/// profile user-data replaces Drover's part when it is not cloud-config).
+pub fn cloud_init_seed(spec: &GuestOsSpec, instance_id: &str, hostname: &str) -> CloudInitSeed {
+    let meta_data = format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        yaml_string(instance_id),
+        yaml_string(hostname)
+    );
+    let mut config = format!("#cloud-config\nhostname: {}\n", yaml_string(hostname));
+    if let Some(timezone) = &spec.timezone {
+        config.push_str(&format!("timezone: {}\n", yaml_string(timezone)));
+    }
+    if !spec.users.is_empty() {
+        config.push_str("users:\n  - default\n");
+        for user in &spec.users {
+            config.push_str(&format!("  - name: {}\n", yaml_string(user)));
+            if let Some(hash) = &spec.password_hash {
+                config.push_str(&format!(
+                    "    passwd: {}\n    lock_passwd: false\n",
+                    yaml_string(hash)
+                ));
+            }
+            if !spec.ssh_keys.is_empty() {
+                config.push_str("    ssh_authorized_keys:\n");
+                for key in &spec.ssh_keys {
+                    config.push_str(&format!("      - {}\n", yaml_string(key)));
+                }
+            }
+        }
+    } else if !spec.ssh_keys.is_empty() {
+        config.push_str("ssh_authorized_keys:\n");
+        for key in &spec.ssh_keys {
+            config.push_str(&format!("  - {}\n", yaml_string(key)));
+        }
+    }
+    let user_data = match &spec.user_data {
+        Some(extra) => format!(
+            "Content-Type: multipart/mixed; boundary=\"drover\"\nMIME-Version: 1.0\n\n\
+             --drover\nContent-Type: text/cloud-config\n\n{config}\n\
+             --drover\nContent-Type: text/cloud-config\n\n{extra}\n--drover--\n"
+        ),
+        None => config,
+    };
+    CloudInitSeed {
+        meta_data,
+        user_data,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +250,29 @@ mod tests {
             assert!(validate_guest_os(&guest(bad)).is_err(), "{bad}");
         }
         assert_eq!(hostname_from_pattern("web-**", || 'q'), "web-qq");
+    }
+
+    #[test]
+    fn seeds() {
+        let mut spec = guest("web-*");
+        spec.users = vec!["ops".into()];
+        spec.ssh_keys = vec!["ssh-ed25519 AAAA ops@x".into()];
+        spec.timezone = Some("Europe/Paris".into());
+        let seed = cloud_init_seed(&spec, "vm-1", "web-q");
+        assert_eq!(
+            seed.meta_data,
+            "instance-id: \"vm-1\"\nlocal-hostname: \"web-q\"\n"
+        );
+        assert!(
+            seed.user_data
+                .starts_with("#cloud-config\nhostname: \"web-q\"\n")
+        );
+        assert!(seed.user_data.contains(
+            "  - name: \"ops\"\n    ssh_authorized_keys:\n      - \"ssh-ed25519 AAAA ops@x\"\n"
+        ));
+        spec.user_data = Some("packages: [nginx]".into());
+        let seed = cloud_init_seed(&spec, "vm-1", "web-q");
+        assert!(seed.user_data.starts_with("Content-Type: multipart/mixed"));
+        assert!(seed.user_data.contains("packages: [nginx]"));
     }
 }

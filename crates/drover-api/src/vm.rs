@@ -106,6 +106,13 @@ pub enum VmDisk {
 }
 
 /// Body of `POST /api/v1/vms`.
+/// A cloud-init NoCloud seed: the files of the read-only `cidata` disk the guest reads at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CloudInitSeed {
+    pub meta_data: String,
+    pub user_data: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmCreate {
     pub name: String,
@@ -124,6 +131,9 @@ pub struct VmCreate {
     /// Start the VM once it is created; if it cannot start, the whole create is undone.
     #[serde(default)]
     pub start: bool,
+    /// Guest customization (from a template's guest OS profile), attached as a `cidata` disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<CloudInitSeed>,
 }
 
 /// A virtual machine.

@@ -89,6 +89,7 @@ fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
         initrd: Some(guest.initrd.display().to_string()),
         cmdline: Some(cmdline.to_owned()),
         start: true,
+        seed: None,
     }
 }
 

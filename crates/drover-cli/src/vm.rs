@@ -236,6 +236,7 @@ pub async fn run(
                 initrd: args.initrd.as_deref().map(host_path),
                 cmdline: args.cmdline.clone(),
                 start: args.start,
+                seed: None,
             };
             let started = client.create_vm(&create).await?;
             finish(client, started, args.job, output).await

@@ -34,6 +34,7 @@ fn tiny_spec(name: &str) -> AgentVmSpec {
         kernel: Some(guest.kernel.display().to_string()),
         initrd: Some(guest.initrd.display().to_string()),
         cmdline: Some("console=ttyS0 quiet".into()),
+        seed: None,
     }
 }
 

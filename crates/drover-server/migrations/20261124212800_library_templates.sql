@@ -22,3 +22,7 @@ CREATE TABLE templates (
 );
 
 CREATE INDEX templates_by_item ON templates(item_id);
+
+-- A VM's cloud-init seed (JSON `CloudInitSeed`), kept for a restarted create job; not shown in
+-- the API, since user-data may hold secrets.
+ALTER TABLE vms ADD COLUMN seed TEXT;

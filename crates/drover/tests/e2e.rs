@@ -1113,6 +1113,23 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
             images.join(format!("{sha256}.qcow2")).display().to_string(),
             "{name} is a linked clone"
         );
+        // The guest OS profile reached the guest as a cloud-init seed: it names itself web-XX.
+        let serial = cluster.agents[1]
+            .2
+            .join("vms")
+            .join(vm_id)
+            .join("serial.log");
+        let text = wait_for_text(&serial, "TINYVM-HOSTNAME web-", Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        let hostname = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("TINYVM-HOSTNAME "))
+            .expect("the marker line");
+        assert!(
+            hostname.len() == 6 && hostname[4..].chars().all(|c| c.is_ascii_alphanumeric()),
+            "{hostname}"
+        );
     }
     assert!(
         !cluster.agents[0].2.join("images").exists(),

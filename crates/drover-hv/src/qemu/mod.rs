@@ -233,6 +233,9 @@ impl VmDriver for QemuDriver {
                 VmDisk::Library { .. } => return Err(library_disk_unresolved()),
             }
         }
+        if let Some(seed) = &spec.seed {
+            write_seed(&files.seed_dir(), seed)?;
+        }
         revert.commit();
         Ok(())
     }
@@ -388,6 +391,23 @@ fn remove_runtime_files(files: &VmFiles) {
     }
 }
 
+/// Writes the NoCloud files; rewritten at every create so a changed seed is what boots.
+fn write_seed(dir: &Path, seed: &drover_api::CloudInitSeed) -> Result<(), DriverError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DriverError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    for (name, text) in [
+        ("meta-data", &seed.meta_data),
+        ("user-data", &seed.user_data),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
 /// The agent turns a library disk into an image in its cache before the driver sees the spec.
 fn library_disk_unresolved() -> DriverError {
     DriverError::Unsupported(
@@ -411,6 +431,7 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
+            seed: None,
         }
     }
 

@@ -78,6 +78,22 @@ pub(crate) async fn vm_create_from(
         .find(|server| server.host_id == share.host_id)
         .ok_or_else(|| ApiError::NotLibraryServer(share.server.clone()))?;
     let hardware = find_hardware(state, &template.hardware).await?.spec;
+    let seed = match &template.guest_os {
+        Some(name) => {
+            let profile = find_guest_os(state, name).await?.spec;
+            let hostname = drover_api::template::hostname_from_pattern(&profile.hostname, || {
+                const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+                let index = rand::random_range(0..ALPHABET.len());
+                char::from(ALPHABET[index])
+            });
+            Some(drover_api::template::cloud_init_seed(
+                &profile,
+                &request.name,
+                &hostname,
+            ))
+        }
+        None => None,
+    };
     Ok(VmCreate {
         name: request.name,
         host: request.host,
@@ -95,6 +111,7 @@ pub(crate) async fn vm_create_from(
         initrd: hardware.initrd,
         cmdline: hardware.cmdline,
         start: request.start,
+        seed,
     })
 }
 

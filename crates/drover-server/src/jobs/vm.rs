@@ -7,7 +7,9 @@ use crate::http::ApiError;
 use crate::state::AppState;
 use chrono::Utc;
 use drover_api::agent::AgentVmSpec;
-use drover_api::{Event, Host, HostState, JobTarget, Vm, VmAction, VmCreate, VmId, VmState};
+use drover_api::{
+    CloudInitSeed, Event, Host, HostState, JobTarget, Vm, VmAction, VmCreate, VmId, VmState,
+};
 
 /// Smallest memory a VM may have; below it no guest kernel boots.
 pub const MIN_MEMORY_MIB: u64 = 64;
@@ -23,7 +25,7 @@ fn target(vm_id: VmId, name: &str) -> JobTarget {
     }
 }
 
-fn agent_spec(vm: &Vm) -> AgentVmSpec {
+fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
     AgentVmSpec {
         id: vm.id,
         name: vm.name.clone(),
@@ -33,6 +35,7 @@ fn agent_spec(vm: &Vm) -> AgentVmSpec {
         kernel: vm.kernel.clone(),
         initrd: vm.initrd.clone(),
         cmdline: vm.cmdline.clone(),
+        seed,
     }
 }
 
@@ -104,7 +107,7 @@ pub(super) async fn prepare_create(
     state
         .agents
         .at(&host.address)
-        .validate(&agent_spec(&vm))
+        .validate(&agent_spec(&vm, request.seed.clone()))
         .await?;
     if restarting_failed_create {
         db::vms::delete(&state.db, vm_id).await?;
@@ -115,6 +118,7 @@ pub(super) async fn prepare_create(
             db::DbError::Duplicate { .. } => ApiError::VmExists(vm.name.clone()),
             other => other.into(),
         })?;
+    db::vms::set_seed(&state.db, vm_id, request.seed.as_ref()).await?;
     state.publish(Event::VmChanged(vm));
     let mut steps = vec![CREATE_STEP];
     if request.start {
@@ -156,7 +160,8 @@ async fn create_and_start(
     let host = host_of(state, &vm).await?;
     let agent = state.agents.at(&host.address);
     run.step(async {
-        let runtime = agent.define(&agent_spec(&vm)).await?;
+        let seed = db::vms::seed(&state.db, vm_id).await?;
+        let runtime = agent.define(&agent_spec(&vm, seed)).await?;
         record(
             state,
             vm_id,
