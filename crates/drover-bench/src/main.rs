@@ -4,6 +4,7 @@
 
 mod cluster;
 mod core;
+mod library;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -19,11 +20,15 @@ struct Args {
 enum Bench {
     /// Core (issue 2): create + start latency, power-off visibility, VM list paging at 20,000 rows.
     Core(core::CoreArgs),
+    /// Library (issue 3): VM from a cached template, first-deployment transfer vs cp, VMDK import
+    /// vs qemu-img convert.
+    Library(library::LibraryArgs),
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Core(args) => core::run(args).await,
+        Bench::Library(args) => library::run(args).await,
     }
 }
