@@ -1144,6 +1144,8 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
         "{}",
         outcome.stderr
     );
+    cli.fails(&["host", "remove", "h1"], "library_item_in_use")
+        .await;
     for name in ["v1", "v2"] {
         cli.ok(&["vm", "delete", name]).await;
     }

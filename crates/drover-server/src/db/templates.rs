@@ -3,7 +3,7 @@
 use super::{Db, DbError, duplicate_as, from_json, parse_id, to_json};
 use chrono::{DateTime, Utc};
 use drover_api::template::{GuestOsProfile, GuestOsSpec, HardwareProfile, HardwareSpec, Template};
-use drover_api::{LibraryItemId, ProfileId, TemplateId};
+use drover_api::{HostId, LibraryItemId, ProfileId, TemplateId};
 
 pub const HARDWARE: &str = "hardware";
 pub const GUEST_OS: &str = "guest_os";
@@ -185,6 +185,20 @@ pub async fn names_using_item(db: &Db, item_id: LibraryItemId) -> Result<Vec<Str
             .bind(item_id.to_string())
             .fetch_all(db.pool())
             .await?;
+    Ok(names.into_iter().map(|(name,)| name).collect())
+}
+
+/// The names of the templates whose disk is in a share of library server `host_id`.
+pub async fn names_using_server(db: &Db, host_id: HostId) -> Result<Vec<String>, DbError> {
+    let names: Vec<(String,)> = sqlx::query_as(
+        "SELECT templates.name FROM templates \
+         JOIN library_items ON library_items.id = templates.item_id \
+         JOIN library_shares ON library_shares.id = library_items.share_id \
+         WHERE library_shares.host_id = ? ORDER BY templates.name",
+    )
+    .bind(host_id.to_string())
+    .fetch_all(db.pool())
+    .await?;
     Ok(names.into_iter().map(|(name,)| name).collect())
 }
 

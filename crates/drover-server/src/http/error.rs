@@ -72,7 +72,7 @@ pub enum ApiError {
     LibraryItemNotFound(String),
     #[error("a library item named '{0}' already exists")]
     LibraryItemExists(String),
-    #[error("library item '{item}' is used by templates: {templates}")]
+    #[error("{item} is used by templates: {templates}")]
     LibraryItemInUse { item: String, templates: String },
     #[error("no {kind} profile '{name}'")]
     ProfileNotFound { kind: &'static str, name: String },

@@ -333,7 +333,7 @@ async fn refuse_if_used(state: &AppState, item: &LibraryItem) -> Result<(), ApiE
         return Ok(());
     }
     Err(ApiError::LibraryItemInUse {
-        item: item.name.clone(),
+        item: format!("library item '{}'", item.name),
         templates: templates.join(", "),
     })
 }
