@@ -1,5 +1,5 @@
-//! What the agent reports of its machine ([`AgentHostInfo`]): name, CPUs, memory, free disk,
-//! accelerator. Read fresh on every call from `/proc` and `statvfs`; nothing is cached.
+//! What the agent reports of its machine ([`AgentHostInfo`]): name, CPUs, CPU load, memory,
+//! free disk, accelerator. Read fresh on every call from `/proc` and `statvfs`; nothing is cached.
 
 use drover_api::Accelerator;
 use drover_api::agent::AgentHostInfo;
@@ -26,6 +26,22 @@ fn parse_meminfo(text: &str) -> (u64, u64) {
     (field_mib("MemTotal"), field_mib("MemAvailable"))
 }
 
+/// The one-minute load average of `/proc/loadavg` as a share of `cpus`, 0 to 100. The load
+/// average counts runnable tasks, so it may exceed the CPU count: that is a full host.
+fn parse_load_percent(text: &str, cpus: u32) -> u32 {
+    let load: f64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse().ok())
+        .unwrap_or_default();
+    let percent = (load * 100.0 / f64::from(cpus.max(1))).round();
+    if percent >= 100.0 {
+        100
+    } else {
+        percent as u32
+    }
+}
+
 fn disk_free_bytes(data_dir: &Path) -> u64 {
     match nix::sys::statvfs::statvfs(data_dir) {
         Ok(stats) => stats
@@ -44,8 +60,10 @@ pub fn host_info(data_dir: &Path, accelerator: Accelerator) -> AgentHostInfo {
     let cpus = std::thread::available_parallelism()
         .map(|count| u32::try_from(count.get()).unwrap_or(u32::MAX))
         .unwrap_or(1);
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     AgentHostInfo {
         hostname: hostname(),
+        cpu_load_percent: parse_load_percent(&loadavg, cpus),
         cpus,
         memory_mib,
         memory_free_mib,
@@ -70,12 +88,31 @@ mod tests {
     }
 
     #[test]
+    fn load_average_as_a_share_of_cpus() {
+        let cases = [
+            ("0.50 0.40 0.30 1/200 1234\n", 2, 25),
+            ("3.00 1.00 1.00 4/200 1234\n", 2, 100),
+            ("0.00 0.00 0.00 1/1 1\n", 4, 0),
+            ("", 2, 0),
+            ("1.00", 0, 100),
+        ];
+        for (text, cpus, percent) in cases {
+            assert_eq!(
+                parse_load_percent(text, cpus),
+                percent,
+                "{text:?} on {cpus}"
+            );
+        }
+    }
+
+    #[test]
     fn reads_this_machine() {
         let dir = tempfile::tempdir().expect("temp dir");
         let info = host_info(dir.path(), Accelerator::Tcg);
         assert!(info.cpus >= 1);
         assert!(info.memory_mib >= info.memory_free_mib && info.memory_mib > 0);
         assert!(info.disk_free_bytes > 0);
+        assert!(info.cpu_load_percent <= 100);
         assert_eq!(info.roles, ["host"]);
         assert!(!info.hostname.is_empty());
     }

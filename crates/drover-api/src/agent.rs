@@ -28,6 +28,9 @@ pub struct AgentHostInfo {
     pub memory_free_mib: u64,
     /// Free space where the agent keeps VM disks.
     pub disk_free_bytes: u64,
+    /// CPU load over the last minute as a share of all CPUs, 0 to 100 (from `/proc/loadavg`).
+    #[serde(default)]
+    pub cpu_load_percent: u32,
     pub accelerator: Accelerator,
     pub agent_version: String,
     /// `host`, `library`.

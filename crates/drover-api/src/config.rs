@@ -146,16 +146,15 @@ pub fn env_name(key: &str) -> String {
 }
 
 impl Config {
-    /// Defaults, then `file` (if given), then the process environment, then `flags`
-    /// (`(key, value)` pairs from the command line).
-    pub fn load(file: Option<&Path>, flags: &[(&str, String)]) -> Result<Config, ConfigError> {
-        Config::load_from(file, std::env::vars(), flags)
+    /// Defaults, then `file` (if given), then the process environment. Command-line flags come
+    /// last, through [`Config::set_flag`].
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_from(file, std::env::vars())
     }
 
     pub fn load_from(
         file: Option<&Path>,
         environment: impl IntoIterator<Item = (String, String)>,
-        flags: &[(&str, String)],
     ) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         if let Some(path) = file {
@@ -188,12 +187,17 @@ impl Config {
                 config.set(setting.key, value.clone(), Source::Env(name))?;
             }
         }
-        for (key, value) in flags {
-            let flag = format!("--{}", key.replace(['.', '_'], "-"));
-            config.set(key, value.clone(), Source::Flag(flag))?;
+        for (key, (value, source)) in &config.values {
+            validate(key, value, source)?;
         }
-        config.validate()?;
         Ok(config)
+    }
+
+    /// Sets `key` from the command-line flag `flag` (as the user spells it, `--api-port`).
+    pub fn set_flag(&mut self, key: &str, flag: &str, value: String) -> Result<(), ConfigError> {
+        let source = Source::Flag(flag.to_owned());
+        validate(key, &value, &source)?;
+        self.set(key, value, source)
     }
 
     fn unknown(&self, key: &str, source: Source) -> ConfigError {
@@ -214,27 +218,6 @@ impl Config {
             return Err(self.unknown(key, source));
         };
         self.values.insert(setting.key, (value, source));
-        Ok(())
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        for (key, (value, source)) in &self.values {
-            let invalid = |reason: String| ConfigError::Invalid {
-                key: (*key).to_owned(),
-                value: value.clone(),
-                source_of_value: source.clone(),
-                reason,
-            };
-            if key.ends_with("_port") {
-                parse_port(value).map_err(invalid)?;
-            } else if key.ends_with("_ports") {
-                parse_port_range(value).map_err(invalid)?;
-            } else if key.ends_with("_address") {
-                value
-                    .parse::<IpAddr>()
-                    .map_err(|_| invalid("not an IP address".to_owned()))?;
-            }
-        }
         Ok(())
     }
 
@@ -289,6 +272,26 @@ impl Config {
     }
 }
 
+/// Checks a value against the kind of setting its key names (`*_port`, `*_ports`, `*_address`).
+fn validate(key: &str, value: &str, source: &Source) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        source_of_value: source.clone(),
+        reason,
+    };
+    if key.ends_with("_port") {
+        parse_port(value).map_err(invalid)?;
+    } else if key.ends_with("_ports") {
+        parse_port_range(value).map_err(invalid)?;
+    } else if key.ends_with("_address") {
+        value
+            .parse::<IpAddr>()
+            .map_err(|_| invalid("not an IP address".to_owned()))?;
+    }
+    Ok(())
+}
+
 /// A TCP or UDP port; 0 asks the kernel for a free one (tests use it).
 pub fn parse_port(text: &str) -> Result<u16, String> {
     text.trim()
@@ -325,8 +328,10 @@ mod tests {
             ("DROVER_AGENT_CONTROL_PORT".to_owned(), "7101".to_owned()),
             ("DROVER_AGENT_TRANSFER_PORT".to_owned(), "7102".to_owned()),
         ];
-        let flags = [("agent.transfer_port", "6102".to_owned())];
-        let config = Config::load_from(Some(&file), environment, &flags).expect("loads");
+        let mut config = Config::load_from(Some(&file), environment).expect("loads");
+        config
+            .set_flag("agent.transfer_port", "--transfer-port", "6102".to_owned())
+            .expect("a valid flag");
         assert_eq!(config.api_port(), 9100);
         assert_eq!(
             config.entry("server.api_port").map(|e| e.1.clone()),
@@ -355,10 +360,18 @@ mod tests {
             ("server.no_such_key", "1"),
         ];
         for (key, value) in cases {
-            let flags = [(key, value.to_owned())];
+            let mut config = Config::default();
             assert!(
-                Config::load_from(None, [], &flags).is_err(),
+                config.set_flag(key, "--flag", value.to_owned()).is_err(),
                 "{key}={value}"
+            );
+            assert_eq!(config, Config::default(), "a refused value changes nothing");
+            let environment = [(env_name(key), value.to_owned())];
+            let known = SETTINGS.iter().any(|setting| setting.key == key);
+            assert_eq!(
+                Config::load_from(None, environment).is_err(),
+                known,
+                "{key}={value} from the environment"
             );
         }
     }

@@ -1,6 +1,6 @@
 //! Virtualization hosts as the API shows them.
 
-use crate::id::HostId;
+use crate::id::{HostGroupId, HostId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -86,9 +86,13 @@ pub struct Host {
     pub memory_mib: u64,
     pub memory_free_mib: u64,
     pub disk_free_bytes: u64,
+    /// CPU load over the last minute, as a share of all the host's CPUs (0 to 100).
+    pub cpu_load_percent: u32,
     pub accelerator: Accelerator,
     pub agent_version: String,
     pub vm_count: u32,
+    pub group_id: HostGroupId,
+    pub group_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

@@ -53,6 +53,10 @@ object_id!(
     JobId
 );
 object_id!(
+    /// Identifies a host group.
+    HostGroupId
+);
+object_id!(
     /// Identifies a library share (a directory served by a library server).
     LibraryShareId
 );

@@ -8,10 +8,12 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod host;
+pub mod hostgroup;
 pub mod id;
 pub mod job;
 pub mod library;
 pub mod page;
+pub mod placement;
 pub mod ports;
 pub mod size;
 pub mod template;
@@ -20,9 +22,13 @@ pub mod vm;
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::Event;
 pub use host::{Accelerator, Host, HostAdd, HostState};
-pub use id::{HostId, JobId, LibraryItemId, LibraryShareId, ProfileId, TemplateId, VmId};
+pub use hostgroup::{HostGroup, HostGroupCreate, HostGroupUpdate};
+pub use id::{
+    HostGroupId, HostId, JobId, LibraryItemId, LibraryShareId, ProfileId, TemplateId, VmId,
+};
 pub use job::{Job, JobStatus, JobStep, JobTarget};
 pub use page::Page;
+pub use placement::{HostRating, PlacementGoal, PlacementRating, PlacementRequest};
 pub use vm::{CloudInitSeed, Vm, VmAction, VmActionRequest, VmCreate, VmDisk, VmState};
 
 /// The version every Drover component reports; server and agents of one release speak one protocol.

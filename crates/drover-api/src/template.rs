@@ -116,8 +116,12 @@ pub struct TemplateCreate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmFromTemplate {
     pub name: String,
-    /// The host (id or name).
-    pub host: String,
+    /// The host (id or name); when absent, the best-rated host of `group` is chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The host group to place the VM in when no host is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     #[serde(default)]
     pub start: bool,
 }

@@ -105,7 +105,17 @@ pub enum VmDisk {
     },
 }
 
-/// Body of `POST /api/v1/vms`.
+impl VmDisk {
+    /// Host disk space the VM may come to use: a blank disk's size. An overlay's growth is
+    /// unknown ahead (it is counted as 0) and a VM without a disk uses none.
+    pub fn committed_bytes(&self) -> u64 {
+        match self {
+            VmDisk::Blank { size_bytes } => *size_bytes,
+            VmDisk::None | VmDisk::Image { .. } | VmDisk::Library { .. } => 0,
+        }
+    }
+}
+
 /// A cloud-init NoCloud seed: the files of the read-only `cidata` disk the guest reads at boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CloudInitSeed {
@@ -113,11 +123,16 @@ pub struct CloudInitSeed {
     pub user_data: String,
 }
 
+/// Body of `POST /api/v1/vms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmCreate {
     pub name: String,
-    /// Host id or name.
-    pub host: String,
+    /// Host id or name; when absent, the best-rated host of `group` is chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Group id or name to place the VM in when no host is given ("All Hosts" when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     pub cpus: u32,
     pub memory_mib: u64,
     pub disk: VmDisk,

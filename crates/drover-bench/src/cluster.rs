@@ -2,7 +2,7 @@
 //! and a client logged in as admin: the setting of the core benchmarks.
 
 use anyhow::Context;
-use drover_api::config::{Config, Source};
+use drover_api::config::Config;
 use drover_api::{HostAdd, JobStatus};
 use drover_client::Client;
 use drover_hv::qemu::{QemuConfig, QemuDriver};
@@ -19,18 +19,11 @@ pub struct Cluster {
     _dirs: tempfile::TempDir,
 }
 
-fn loopback_config(port_key: &str) -> anyhow::Result<Config> {
-    let bind_key = port_key
-        .split_once('.')
-        .map(|(section, _)| format!("{section}.bind_address"))
-        .unwrap_or_default();
+/// Settings given as flags of the bench (ports, addresses).
+pub fn config(settings: &[(&str, &str)]) -> anyhow::Result<Config> {
     let mut config = Config::default();
-    for (key, value) in [(port_key, "0"), (bind_key.as_str(), "127.0.0.1")] {
-        config.set(
-            key,
-            value.to_owned(),
-            Source::Flag("drover-bench".to_owned()),
-        )?;
+    for (key, value) in settings {
+        config.set_flag(key, "drover-bench", (*value).to_owned())?;
     }
     Ok(config)
 }
@@ -41,19 +34,20 @@ impl Cluster {
         let agent_dir = dirs.path().join("agent");
         let server = drover_server::start(drover_server::ServerOptions {
             data_dir: dirs.path().join("server"),
-            config: loopback_config("server.api_port")?,
+            config: config(&[
+                ("server.api_port", "0"),
+                ("server.bind_address", "127.0.0.1"),
+            ])?,
             admin_password: None,
         })
         .await?;
-        let mut agent_config = loopback_config("agent.control_port")?;
-        agent_config.set(
-            "agent.transfer_port",
-            "0".to_owned(),
-            Source::Flag("drover-bench".to_owned()),
-        )?;
         let agent = drover_agent::start(drover_agent::AgentOptions {
             data_dir: agent_dir.clone(),
-            config: agent_config,
+            config: config(&[
+                ("agent.control_port", "0"),
+                ("agent.transfer_port", "0"),
+                ("agent.bind_address", "127.0.0.1"),
+            ])?,
             driver: Arc::new(QemuDriver::new(QemuConfig::default())),
             enrollment_code: None,
             roles: drover_agent::ROLES

@@ -81,7 +81,8 @@ fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
     let guest = drover_testkit::guest();
     VmCreate {
         name: name.to_owned(),
-        host: HOST_NAME.to_owned(),
+        host: Some(HOST_NAME.to_owned()),
+        group: None,
         cpus: 1,
         memory_mib: 128,
         disk,

@@ -98,7 +98,8 @@ async fn deploy(
 ) -> anyhow::Result<(Duration, Job)> {
     let request = VmFromTemplate {
         name: name.to_owned(),
-        host: HOST_NAME.to_owned(),
+        host: Some(HOST_NAME.to_owned()),
+        group: None,
         start: true,
     };
     let started = Instant::now();

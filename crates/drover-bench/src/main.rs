@@ -5,6 +5,7 @@
 mod cluster;
 mod core;
 mod library;
+mod scale;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,14 @@ enum Bench {
     /// Library (issue 3): VM from a cached template, first-deployment transfer vs cp, VMDK import
     /// vs qemu-img convert.
     Library(library::LibraryArgs),
+    /// Control-plane scale (issue 4): simulated hosts and VMs against one server on SQLite.
+    Scale(scale::ScaleArgs),
+    /// The server process `scale` starts and measures (internal).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -30,5 +39,7 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Core(args) => core::run(args).await,
         Bench::Library(args) => library::run(args).await,
+        Bench::Scale(args) => scale::run(args).await,
+        Bench::Serve { data_dir } => scale::serve(data_dir).await,
     }
 }

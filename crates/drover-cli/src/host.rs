@@ -1,4 +1,4 @@
-//! `drover host add|list|show|remove`.
+//! `drover host add|list|show|remove|move|maintenance`.
 
 use crate::CliError;
 use crate::output::{OutputFormat, Table, print_fields, print_json, time};
@@ -33,6 +33,29 @@ pub enum HostCommand {
         #[command(flatten)]
         job: JobOptions,
     },
+    /// Move a host to another host group.
+    Move {
+        host: String,
+        /// Group id or name.
+        #[arg(long)]
+        group: String,
+        #[command(flatten)]
+        job: JobOptions,
+    },
+    /// Maintenance mode: `on` stops new placements on the host, `off` returns it to service.
+    Maintenance {
+        #[arg(value_enum)]
+        mode: Switch,
+        host: String,
+        #[command(flatten)]
+        job: JobOptions,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 fn memory(mib: u64) -> String {
@@ -48,6 +71,8 @@ fn host_table(hosts: &[Host]) -> Table {
         "MEMORY",
         "DISK FREE",
         "ACCEL",
+        "LOAD",
+        "GROUP",
         "VMS",
     ]);
     for host in hosts {
@@ -59,6 +84,8 @@ fn host_table(hosts: &[Host]) -> Table {
             memory(host.memory_mib),
             format_bytes(host.disk_free_bytes),
             host.accelerator.to_string(),
+            format!("{} %", host.cpu_load_percent),
+            host.group_name.clone(),
             host.vm_count.to_string(),
         ]);
     }
@@ -120,6 +147,7 @@ pub async fn run(
                 ("Name", host.name.clone()),
                 ("Id", host.id.to_string()),
                 ("Address", host.address.clone()),
+                ("Group", host.group_name.clone()),
                 ("State", host.state.to_string()),
             ];
             if let Some(reason) = &host.state_reason {
@@ -127,6 +155,7 @@ pub async fn run(
             }
             fields.extend([
                 ("CPUs", host.cpus.to_string()),
+                ("CPU load", format!("{} %", host.cpu_load_percent)),
                 (
                     "Memory",
                     format!(
@@ -157,6 +186,14 @@ pub async fn run(
         }
         HostCommand::Remove { host, job } => {
             let started = client.remove_host(host).await?;
+            finish(client, started, *job, output).await
+        }
+        HostCommand::Move { host, group, job } => {
+            let started = client.move_host(host, group).await?;
+            finish(client, started, *job, output).await
+        }
+        HostCommand::Maintenance { mode, host, job } => {
+            let started = client.host_maintenance(host, *mode == Switch::On).await?;
             finish(client, started, *job, output).await
         }
     }

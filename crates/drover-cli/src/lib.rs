@@ -7,10 +7,12 @@ pub mod console;
 pub mod credentials;
 mod error;
 mod host;
+mod hostgroup;
 mod job;
 mod library;
 mod login;
 pub mod output;
+mod placement;
 mod progress;
 pub mod settings;
 mod template;
@@ -18,10 +20,12 @@ mod vm;
 
 pub use error::{CliError, print_error};
 pub use host::HostCommand;
+pub use hostgroup::HostGroupCommand;
 pub use job::JobCommand;
 pub use library::LibraryCommand;
 pub use login::LoginArgs;
 pub use output::OutputFormat;
+pub use placement::PlacementCommand;
 pub use progress::JobOptions;
 pub use settings::PortsArgs;
 pub use template::{ProfileCommand, TemplateCommand};
@@ -43,6 +47,12 @@ pub enum Command {
     /// Virtualization hosts.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Host groups: the tree of hosts, with reserves and rating weights.
+    #[command(subcommand)]
+    Hostgroup(HostGroupCommand),
+    /// Intelligent placement: rate hosts for a VM.
+    #[command(subcommand)]
+    Placement(PlacementCommand),
     /// Virtual machines.
     #[command(subcommand)]
     Vm(VmCommand),
@@ -69,6 +79,12 @@ pub async fn run(command: &Command, global: &GlobalArgs) -> Result<(), CliError>
         Command::Login(args) => login::login(args).await,
         Command::Ports(args) => settings::ports(args, output),
         Command::Host(command) => host::run(&credentials::client()?, command, output).await,
+        Command::Hostgroup(command) => {
+            hostgroup::run(&credentials::client()?, command, output).await
+        }
+        Command::Placement(command) => {
+            placement::run(&credentials::client()?, command, output).await
+        }
         Command::Vm(command) => vm::run(&credentials::client()?, command, output).await,
         Command::Job(command) => job::run(&credentials::client()?, command, output).await,
         Command::Library(command) => library::run(&credentials::client()?, command, output).await,

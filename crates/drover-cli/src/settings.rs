@@ -4,7 +4,7 @@
 
 use crate::CliError;
 use crate::output::{OutputFormat, Table, print_json};
-use drover_api::config::{Config, Source};
+use drover_api::config::Config;
 use drover_api::ports::PORT_TABLE;
 use serde::Serialize;
 use std::net::IpAddr;
@@ -83,9 +83,9 @@ impl AgentFlags {
 /// Defaults, then the file, then `DROVER_*` variables, then `flags`, each flag recorded under
 /// the name it was given as.
 pub fn load_config(file: &ConfigFile, flags: &[FlagValue]) -> Result<Config, CliError> {
-    let mut config = Config::load(file.path.as_deref(), &[])?;
+    let mut config = Config::load(file.path.as_deref())?;
     for (key, value, flag) in flags {
-        config.set(key, value.clone(), Source::Flag((*flag).to_owned()))?;
+        config.set_flag(key, flag, value.clone())?;
     }
     Ok(config)
 }

@@ -15,9 +15,12 @@ const MIB: u64 = 1 << 20;
 #[command(group = clap::ArgGroup::new("disk_source").required(true).args(["disk", "image", "template"]))]
 pub struct VmCreateArgs {
     pub name: String,
-    /// Host id or name.
+    /// Host id or name; without it the best-rated host of --group is chosen.
+    #[arg(long, conflicts_with = "group")]
+    pub host: Option<String>,
+    /// Group to place the VM in when no --host is given (default: All Hosts).
     #[arg(long)]
-    pub host: String,
+    pub group: Option<String>,
     #[arg(long, default_value_t = 1)]
     pub cpus: u32,
     /// Memory, such as 256M or 2G.
@@ -60,7 +63,7 @@ pub struct VmTarget {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum VmCommand {
-    /// Create a VM on a host.
+    /// Create a VM on a host (the best-rated one unless --host is given).
     Create(Box<VmCreateArgs>),
     /// List VMs.
     List {
@@ -208,6 +211,7 @@ pub async fn run(
                 let request = VmFromTemplate {
                     name: args.name.clone(),
                     host: args.host.clone(),
+                    group: args.group.clone(),
                     start: args.start,
                 };
                 let started = client.create_vm_from_template(template, &request).await?;
@@ -229,6 +233,7 @@ pub async fn run(
             let create = VmCreate {
                 name: args.name.clone(),
                 host: args.host.clone(),
+                group: args.group.clone(),
                 cpus: args.cpus,
                 memory_mib: args.memory,
                 disk,

@@ -9,6 +9,7 @@ pub use error::ClientError;
 pub use tokio_tungstenite::tungstenite::Message;
 
 use drover_api::auth::{LoginRequest, LoginResponse};
+use drover_api::hostgroup::{HostMaintenance, HostMove};
 use drover_api::library::{
     LibraryImport, LibraryItem, LibraryRefresh, LibraryServer, LibraryShare, LibraryShareAdd,
 };
@@ -18,8 +19,9 @@ use drover_api::template::{
     TemplateCreate, VmFromTemplate,
 };
 use drover_api::{
-    ErrorBody, Event, Host, HostAdd, Job, JobId, JobStatus, Page, Vm, VmAction, VmActionRequest,
-    VmCreate, VmState,
+    ErrorBody, Event, Host, HostAdd, HostGroup, HostGroupCreate, HostGroupUpdate, Job, JobId,
+    JobStatus, Page, PlacementRating, PlacementRequest, Vm, VmAction, VmActionRequest, VmCreate,
+    VmState,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -189,6 +191,21 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ClientError> {
+        let (url, status, body) = self.exchange(request).await?;
+        serde_json::from_slice(&body).map_err(|_| ClientError::Unexpected {
+            url: url.to_string(),
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// For calls that answer 204 with no body.
+    async fn send_no_content(&self, request: RequestBuilder) -> Result<(), ClientError> {
+        self.exchange(request).await.map(|_| ())
+    }
+
+    /// Sends a request; the URL, status and body of a successful answer, or the API's error.
+    async fn exchange(&self, request: RequestBuilder) -> Result<(Url, u16, Vec<u8>), ClientError> {
         let request = request.build().map_err(ClientError::Build)?;
         let url = request.url().clone();
         let response =
@@ -210,11 +227,7 @@ impl Client {
         if !status.is_success() {
             return Err(error_from_body(&url, status.as_u16(), &body));
         }
-        serde_json::from_slice(&body).map_err(|_| ClientError::Unexpected {
-            url: url.to_string(),
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        Ok((url, status.as_u16(), body.to_vec()))
     }
 
     /// Follows `next_cursor` until the last page.
@@ -286,6 +299,60 @@ impl Client {
             .await
     }
 
+    /// Moves a host to another group; the job `host.move` does it.
+    pub async fn move_host(&self, host: &str, group: &str) -> Result<Job, ClientError> {
+        let body = HostMove {
+            group: group.to_owned(),
+        };
+        self.send(
+            self.request(Method::POST, &["hosts", host, "move"])
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Puts a host in maintenance mode (`enabled`) or returns it to service; a job.
+    pub async fn host_maintenance(&self, host: &str, enabled: bool) -> Result<Job, ClientError> {
+        let body = HostMaintenance { enabled };
+        self.send(
+            self.request(Method::POST, &["hosts", host, "maintenance"])
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Every host group, in tree order.
+    pub async fn host_groups(&self) -> Result<Vec<HostGroup>, ClientError> {
+        self.all_pages(&["hostgroups"], &[]).await
+    }
+
+    /// A host group by id or name.
+    pub async fn host_group(&self, group: &str) -> Result<HostGroup, ClientError> {
+        self.send(self.request(Method::GET, &["hostgroups", group]))
+            .await
+    }
+
+    pub async fn create_host_group(
+        &self,
+        create: &HostGroupCreate,
+    ) -> Result<HostGroup, ClientError> {
+        self.send(self.request(Method::POST, &["hostgroups"]).json(create))
+            .await
+    }
+
+    /// Changes a group's parent or settings; all of it or nothing.
+    pub async fn update_host_group(
+        &self,
+        group: &str,
+        update: &HostGroupUpdate,
+    ) -> Result<HostGroup, ClientError> {
+        self.send(
+            self.request(Method::PATCH, &["hostgroups", group])
+                .json(update),
+        )
+        .await
+    }
+
     /// Hosts whose agent has the library role.
     pub async fn library_servers(&self) -> Result<Vec<LibraryServer>, ClientError> {
         self.all_pages(&["library", "servers"], &[]).await
@@ -324,6 +391,24 @@ impl Client {
         self.send(
             self.request(Method::POST, &["library", "items"])
                 .json(import),
+        )
+        .await
+    }
+
+    /// Deletes an empty group.
+    pub async fn delete_host_group(&self, group: &str) -> Result<(), ClientError> {
+        self.send_no_content(self.request(Method::DELETE, &["hostgroups", group]))
+            .await
+    }
+
+    /// Rates every host of a group for a VM, best first, with reasons.
+    pub async fn rate_placement(
+        &self,
+        request: &PlacementRequest,
+    ) -> Result<PlacementRating, ClientError> {
+        self.send(
+            self.request(Method::POST, &["placement", "rate"])
+                .json(request),
         )
         .await
     }

@@ -1,9 +1,11 @@
 //! The hypervisor seam: [`VmDriver`] defines, starts, re-adopts and destroys VMs on one host, and
 //! [`RunningVm`] drives one VM's process. The agent's per-VM actor owns a `Box<dyn RunningVm>`;
-//! nothing else talks to the process. The QEMU driver is in [`qemu`]. This crate knows nothing of
+//! nothing else talks to the process. The QEMU driver is in [`qemu`]; [`sim`] is a driver without
+//! processes for scale benches only. This crate knows nothing of
 //! the server, jobs or HTTP.
 
 pub mod qemu;
+pub mod sim;
 
 use async_trait::async_trait;
 use drover_api::Accelerator;

@@ -8,6 +8,7 @@ pub mod db;
 pub mod http;
 pub mod jobs;
 pub mod pki;
+pub mod placement;
 pub mod state;
 
 pub use http::router;

@@ -218,8 +218,8 @@ async fn bad_vm_creates_change_nothing() {
         .as_str()
         .unwrap_or_default();
     assert!(
-        message.contains("4096") && message.contains("2048"),
-        "names the figures: {message}"
+        message.contains("VM needs 4 GiB") && message.contains("1.8 GiB free after reserves"),
+        "names the figures (2 GiB less the 256 MiB reserve of All Hosts): {message}"
     );
 
     let vms = server.call(Method::GET, "/api/v1/vms", None).await;

@@ -492,3 +492,218 @@ async fn lost_agent_means_unknown_vms_until_it_returns() {
     agent.shutdown().await;
     server.shutdown().await;
 }
+
+/// A VM of `memory_mib` with no disk that is never started, placed by the server in `group`.
+fn placed_vm(name: &str, group: &str, memory_mib: u64) -> serde_json::Value {
+    json!({"name": name, "group": group, "cpus": 1, "memory_mib": memory_mib, "disk": {"kind": "none"}})
+}
+
+/// Two real agents in one group: placement picks the host with more room and the create job's
+/// first step carries every host's rating; a host in maintenance rates 0 and gets nothing; 50
+/// creates sent at once fill both hosts exactly to their reserves and not one VM beyond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_picks_the_roomier_host_and_fifty_creates_never_overcommit() {
+    let setup = setup().await;
+    setup.add_host().await;
+    let api = &setup.api;
+    let second_dir = tempfile::tempdir().expect("temp dir");
+    let second = start_agent(second_dir.path(), 0).await;
+    let enroll = json!({
+        "address": format!("127.0.0.1:{}", second.control_addr.port()),
+        "enrollment_code": second.enrollment_code.clone().expect("a code"),
+        "name": "second",
+    });
+    let added = api
+        .job(
+            reqwest::Method::POST,
+            "/hosts",
+            Some(enroll),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(added.status, JobStatus::Completed, "{added:?}");
+
+    // Both agents report this machine's memory; the group's reserve leaves 10 VMs of 128 MiB
+    // on each.
+    const VM_MIB: u64 = 128;
+    let (_, local) = api.call(reqwest::Method::GET, "/hosts/local", None).await;
+    let total_mib = local["memory_mib"].as_u64().expect("memory");
+    let reserve = total_mib - 10 * VM_MIB;
+    let (status, body) = api
+        .call(
+            reqwest::Method::POST,
+            "/hostgroups",
+            Some(json!({"name": "pool", "settings": {"reserve_memory_mib": reserve}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for host in ["local", "second"] {
+        let moved = api
+            .job(
+                reqwest::Method::POST,
+                &format!("/hosts/{host}/move"),
+                Some(json!({"group": "pool"})),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(moved.status, JobStatus::Completed, "{moved:?}");
+    }
+
+    // 4 VMs' worth on local by name: second has more room, so placement picks it.
+    let mut explicit = placed_vm("big-on-local", "pool", 4 * VM_MIB);
+    explicit["host"] = json!("local");
+    explicit.as_object_mut().expect("an object").remove("group");
+    let created = api
+        .job(
+            reqwest::Method::POST,
+            "/vms",
+            Some(explicit),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(created.status, JobStatus::Completed, "{created:?}");
+    let (status, rated) = api
+        .call(
+            reqwest::Method::POST,
+            "/placement/rate",
+            Some(json!({"cpus": 1, "memory_mib": VM_MIB, "group": "pool"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rated}");
+    assert_eq!(rated["ratings"][0]["host_name"], "second", "{rated}");
+    assert!(
+        rated["ratings"][0]["rating"].as_f64() > rated["ratings"][1]["rating"].as_f64(),
+        "{rated}"
+    );
+    let placed = api
+        .job(
+            reqwest::Method::POST,
+            "/vms",
+            Some(placed_vm("placed1", "pool", VM_MIB)),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(placed.status, JobStatus::Completed, "{placed:?}");
+    assert_eq!(placed.description, "Create VM placed1 on host second");
+    let ratings = placed.steps[0].detail.clone().unwrap_or_default();
+    assert_eq!(placed.steps[0].name, "Rate hosts and place the VM");
+    assert!(
+        ratings.contains("second") && ratings.contains("(chosen)") && ratings.contains("local"),
+        "{ratings}"
+    );
+    assert!(ratings.contains("memory: "), "{ratings}");
+
+    // Maintenance: second rates 0 with the reason, and the next VM goes to local.
+    let on = api
+        .job(
+            reqwest::Method::POST,
+            "/hosts/second/maintenance",
+            Some(json!({"enabled": true})),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(on.status, JobStatus::Completed, "{on:?}");
+    let (_, rated) = api
+        .call(
+            reqwest::Method::POST,
+            "/placement/rate",
+            Some(json!({"cpus": 1, "memory_mib": VM_MIB, "group": "pool"})),
+        )
+        .await;
+    let second_rating = rated["ratings"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["host_name"] == "second"))
+        .cloned()
+        .expect("second is rated");
+    assert_eq!(second_rating["rating"], 0.0, "{second_rating}");
+    assert!(
+        second_rating["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("maintenance"))
+    );
+    // The heartbeat must not bring a host out of maintenance.
+    tokio::time::sleep(Duration::from_secs(
+        drover_api::agent::HEARTBEAT_SECONDS + 1,
+    ))
+    .await;
+    let (_, host) = api.call(reqwest::Method::GET, "/hosts/second", None).await;
+    assert_eq!(host["state"], "maintenance", "{host}");
+    let placed = api
+        .job(
+            reqwest::Method::POST,
+            "/vms",
+            Some(placed_vm("placed2", "pool", VM_MIB)),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(placed.description, "Create VM placed2 on host local");
+    let off = api
+        .job(
+            reqwest::Method::POST,
+            "/hosts/second/maintenance",
+            Some(json!({"enabled": false})),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(off.status, JobStatus::Completed, "{off:?}");
+
+    // Room left: local 10 - 4 - 1 = 5 VMs, second 10 - 1 = 9 VMs. 50 creates at once.
+    let names: Vec<String> = (0..50).map(|index| format!("rush{index}")).collect();
+    let answers = futures_util::future::join_all(names.iter().map(|name| async move {
+        api.call(
+            reqwest::Method::POST,
+            "/vms",
+            Some(placed_vm(name, "pool", VM_MIB)),
+        )
+        .await
+    }))
+    .await;
+    let accepted: Vec<Job> = answers
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+        .map(|(_, body)| serde_json::from_value(body.clone()).expect("a job"))
+        .collect();
+    let refused: Vec<&serde_json::Value> = answers
+        .iter()
+        .filter(|(status, _)| *status != StatusCode::ACCEPTED)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(accepted.len(), 14, "{refused:#?}");
+    assert!(
+        refused
+            .iter()
+            .all(|body| body["error"]["code"] == "no_suitable_host"),
+        "{refused:#?}"
+    );
+    for job in &accepted {
+        drover_testkit::wait_until("create to end", Duration::from_secs(60), async || {
+            let (_, body) = api
+                .call(reqwest::Method::GET, &format!("/jobs/{}", job.id), None)
+                .await;
+            let job: Job = serde_json::from_value(body).ok()?;
+            job.status.is_finished().then_some(job)
+        })
+        .await
+        .ok()
+        .filter(|job| job.status == JobStatus::Completed)
+        .expect("every accepted create completes");
+    }
+    for host in ["local", "second"] {
+        let (_, page) = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/vms?host={host}&limit=500"),
+                None,
+            )
+            .await;
+        let vms: Vec<Vm> = serde_json::from_value(page["items"].clone()).expect("VMs");
+        let claimed: u64 = vms.iter().map(|vm| vm.memory_mib).sum();
+        assert_eq!(
+            claimed,
+            10 * VM_MIB,
+            "{host} is full to its reserve, not beyond"
+        );
+    }
+    second.shutdown().await;
+    setup.shutdown().await;
+}

@@ -63,6 +63,16 @@ pub struct AgentArgs {
     #[arg(long, value_name = "ROLES", value_delimiter = ',', default_value = "host",
         value_parser = clap::builder::PossibleValuesParser::new(drover_agent::ROLES))]
     pub roles: Vec<String>,
+    /// The hypervisor driver: QEMU, or the simulated one for scale benches of the control
+    /// plane (no VM really runs).
+    #[arg(long, value_enum, default_value_t = DriverKind::Qemu)]
+    pub driver: DriverKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverKind {
+    Qemu,
+    Sim,
 }
 
 /// Logs to stderr, `RUST_LOG` filtering (default `info`).
@@ -130,7 +140,10 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let agent = drover_agent::start(drover_agent::AgentOptions {
         data_dir: data_dir.clone(),
         config,
-        driver: qemu_driver(),
+        driver: match args.driver {
+            DriverKind::Qemu => qemu_driver(),
+            DriverKind::Sim => Arc::new(drover_hv::sim::SimDriver),
+        },
         enrollment_code: args.enrollment_code,
         roles: args.roles,
     })

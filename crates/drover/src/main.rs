@@ -77,7 +77,12 @@ mod tests {
 
     #[test]
     fn usage_errors_are_clap_errors() {
-        let error = Cli::try_parse_from(["drover", "vm", "create", "x"]).expect_err("no --host");
+        let error = Cli::try_parse_from(["drover", "vm", "create", "x"]).expect_err("no disk");
+        assert_eq!(error.exit_code(), 2);
+        let both = [
+            "drover", "vm", "create", "x", "--disk", "none", "--host", "a", "--group", "b",
+        ];
+        let error = Cli::try_parse_from(both).expect_err("--host and --group conflict");
         assert_eq!(error.exit_code(), 2);
     }
 }

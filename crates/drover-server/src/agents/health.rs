@@ -45,6 +45,7 @@ mod tests {
             memory_free_mib: 512,
             disk_free_bytes,
             accelerator: Accelerator::Tcg,
+            cpu_load_percent: 0,
             agent_version: version.into(),
             roles: vec!["host".into()],
             transfer_port: None,

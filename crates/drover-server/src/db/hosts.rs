@@ -6,6 +6,7 @@ use drover_api::agent::AgentHostInfo;
 use drover_api::{Accelerator, Host, HostId, HostState};
 
 const SELECT: &str = "SELECT hosts.*, \
+    (SELECT name FROM host_groups WHERE host_groups.id = hosts.group_id) AS group_name, \
     (SELECT COUNT(*) FROM vms WHERE vms.host_id = hosts.id) AS vm_count FROM hosts";
 
 #[derive(sqlx::FromRow)]
@@ -19,11 +20,14 @@ struct HostRow {
     memory_mib: i64,
     memory_free_mib: i64,
     disk_free_bytes: i64,
+    cpu_load_percent: i64,
     accelerator: String,
     agent_version: String,
     last_seen: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     vm_count: i64,
+    group_id: String,
+    group_name: String,
 }
 
 impl TryFrom<HostRow> for Host {
@@ -49,8 +53,11 @@ impl TryFrom<HostRow> for Host {
             memory_mib: unsigned("memory_mib", row.memory_mib)?,
             memory_free_mib: unsigned("memory_free_mib", row.memory_free_mib)?,
             disk_free_bytes: unsigned("disk_free_bytes", row.disk_free_bytes)?,
+            cpu_load_percent: unsigned("cpu_load_percent", row.cpu_load_percent)?,
             agent_version: row.agent_version,
             vm_count: unsigned("vm_count", row.vm_count)?,
+            group_id: parse_id("host group id", &row.group_id)?,
+            group_name: row.group_name,
             last_seen: row.last_seen,
             created_at: row.created_at,
         })
@@ -61,12 +68,14 @@ fn convert(rows: Vec<HostRow>) -> Result<Vec<Host>, DbError> {
     rows.into_iter().map(Host::try_from).collect()
 }
 
-/// Stores a new host; [`DbError::Duplicate`] when its name or address is taken.
+/// Stores a new host (in its `group_id`); [`DbError::Duplicate`] when its name or address is
+/// taken.
 pub async fn insert(db: &Db, host: &Host) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO hosts (id, name, address, state, state_reason, cpus, memory_mib, \
-         memory_free_mib, disk_free_bytes, accelerator, agent_version, last_seen, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         memory_free_mib, disk_free_bytes, accelerator, agent_version, last_seen, created_at, \
+         cpu_load_percent, group_id, maintenance) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(host.id.to_string())
     .bind(host.name.clone())
@@ -81,6 +90,9 @@ pub async fn insert(db: &Db, host: &Host) -> Result<(), DbError> {
     .bind(host.agent_version.clone())
     .bind(host.last_seen)
     .bind(host.created_at)
+    .bind(i64::from(host.cpu_load_percent))
+    .bind(host.group_id.to_string())
+    .bind(host.state == HostState::Maintenance)
     .execute(db.pool())
     .await
     .map_err(duplicate_as("host name or address"))?;
@@ -130,7 +142,8 @@ pub async fn all(db: &Db) -> Result<Vec<Host>, DbError> {
     convert(rows)
 }
 
-/// Records what the agent reports: its figures, and the state and reason they earn.
+/// Records what the agent reports: its figures, and the state and reason they earn (a host an
+/// administrator put in maintenance stays there).
 pub async fn apply_info(
     db: &Db,
     id: HostId,
@@ -138,10 +151,12 @@ pub async fn apply_info(
     (state, reason): (HostState, Option<String>),
 ) -> Result<Option<Host>, DbError> {
     sqlx::query(
-        "UPDATE hosts SET state = ?, state_reason = ?, cpus = ?, memory_mib = ?, \
-         memory_free_mib = ?, disk_free_bytes = ?, accelerator = ?, agent_version = ?, last_seen = ?, \
-         roles = ?, transfer_port = ? WHERE id = ?",
+        "UPDATE hosts SET state = CASE WHEN maintenance THEN ? ELSE ? END, \
+         state_reason = CASE WHEN maintenance THEN NULL ELSE ? END, cpus = ?, memory_mib = ?, \
+         memory_free_mib = ?, disk_free_bytes = ?, accelerator = ?, agent_version = ?, \
+         last_seen = ?, cpu_load_percent = ?, roles = ?, transfer_port = ? WHERE id = ?",
     )
+    .bind(HostState::Maintenance.as_str())
     .bind(state.as_str())
     .bind(reason)
     .bind(i64::from(info.cpus))
@@ -151,6 +166,7 @@ pub async fn apply_info(
     .bind(info.accelerator.as_str())
     .bind(info.agent_version.clone())
     .bind(Utc::now())
+    .bind(i64::from(info.cpu_load_percent))
     .bind(info.roles.join(","))
     .bind(info.transfer_port.map(i64::from))
     .bind(id.to_string())
@@ -177,6 +193,23 @@ pub async fn mark_not_responding(
     if changed == 0 {
         return Ok(None);
     }
+    get_by_id(db, id).await
+}
+
+/// Puts a host in maintenance mode or takes it out. A host that is Not Responding stays so;
+/// its next heartbeat brings it back in the right state.
+pub async fn set_maintenance(db: &Db, id: HostId, enabled: bool) -> Result<Option<Host>, DbError> {
+    sqlx::query(
+        "UPDATE hosts SET maintenance = ?1, state = CASE \
+         WHEN state = ?2 THEN state WHEN ?1 THEN ?3 ELSE ?4 END WHERE id = ?5",
+    )
+    .bind(enabled)
+    .bind(HostState::NotResponding.as_str())
+    .bind(HostState::Maintenance.as_str())
+    .bind(HostState::Responding.as_str())
+    .bind(id.to_string())
+    .execute(db.pool())
+    .await?;
     get_by_id(db, id).await
 }
 

@@ -2,9 +2,11 @@
 //! `crates/drover-server/migrations`. One submodule per table family; rows become API types here,
 //! in one place per type. Nothing outside this module writes SQL; nothing in it knows HTTP.
 
+pub mod hostgroups;
 pub mod hosts;
 pub mod jobs;
 pub mod library;
+pub mod placement;
 pub mod templates;
 pub mod users;
 pub mod vms;

@@ -58,11 +58,14 @@ pub struct VmFilter {
     pub state: Option<VmState>,
 }
 
-/// Stores a new VM; [`DbError::Duplicate`] when its name is taken.
+/// Stores a VM without checking its host's capacity (placement claims with
+/// [`super::placement::claim`]); for tools that load many VMs at once, such as the scale bench.
+/// [`DbError::Duplicate`] when its name is taken.
 pub async fn insert(db: &Db, vm: &Vm) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO vms (id, name, host_id, state, state_reason, cpus, memory_mib, disk, kernel, \
-         initrd, cmdline, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         initrd, cmdline, created_at, updated_at, disk_bytes) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(vm.id.to_string())
     .bind(vm.name.clone())
@@ -77,6 +80,7 @@ pub async fn insert(db: &Db, vm: &Vm) -> Result<(), DbError> {
     .bind(vm.cmdline.clone())
     .bind(vm.created_at)
     .bind(vm.updated_at)
+    .bind(signed(vm.disk.committed_bytes()))
     .execute(db.pool())
     .await
     .map_err(duplicate_as("vm name"))?;

@@ -30,6 +30,22 @@ pub enum ApiError {
     HostNotFound(String),
     #[error("no job '{0}'")]
     JobNotFound(String),
+    #[error("no host group '{0}'")]
+    HostGroupNotFound(String),
+    #[error("a host group named '{0}' already exists")]
+    HostGroupExists(String),
+    #[error("host group '{group}' is not empty: {holds}")]
+    HostGroupNotEmpty { group: String, holds: String },
+    #[error("cannot move host group '{group}' under '{parent}': '{parent}' is inside '{group}'")]
+    HostGroupCycle { group: String, parent: String },
+    #[error("{0}")]
+    InvalidGroupSettings(String),
+    #[error("{0}")]
+    RootGroupFixed(String),
+    #[error("host '{0}' is in maintenance mode")]
+    HostInMaintenance(String),
+    #[error("no host in '{group}' can take the VM:\n{reasons}")]
+    NoSuitableHost { group: String, reasons: String },
     #[error("{0}")]
     InvalidName(String),
     #[error("invalid address '{address}': {reason}")]
@@ -44,6 +60,8 @@ pub enum ApiError {
     HostHasVms { host: String, vms: String },
     #[error("host '{0}' is not responding")]
     HostNotResponding(String),
+    #[error("host '{host}' needs attention: {reason}")]
+    HostNeedsAttention { host: String, reason: String },
     #[error("{0}")]
     InsufficientHostResources(String),
     #[error("VM '{vm}' is {state}; cannot {action} it")]
@@ -114,11 +132,12 @@ impl ApiError {
             ApiError::RouteNotFound(_)
             | ApiError::VmNotFound(_)
             | ApiError::HostNotFound(_)
+            | ApiError::JobNotFound(_)
+            | ApiError::HostGroupNotFound(_)
             | ApiError::ShareNotFound(_)
             | ApiError::LibraryItemNotFound(_)
             | ApiError::ProfileNotFound { .. }
-            | ApiError::TemplateNotFound(_)
-            | ApiError::JobNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::TemplateNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::VmExists(_)
             | ApiError::HostExists(_)
             | ApiError::HostHasVms { .. }
@@ -129,17 +148,25 @@ impl ApiError {
             | ApiError::TemplateExists(_)
             | ApiError::NotLibraryServer(_)
             | ApiError::HostNotResponding(_)
+            | ApiError::HostNeedsAttention { .. }
             | ApiError::VmStateConflict { .. }
             | ApiError::VmNotRunning(_)
             | ApiError::JobNotCancelable { .. }
-            | ApiError::JobNotRestartable { .. } => StatusCode::CONFLICT,
+            | ApiError::JobNotRestartable { .. }
+            | ApiError::HostGroupExists(_)
+            | ApiError::HostGroupNotEmpty { .. }
+            | ApiError::RootGroupFixed(_)
+            | ApiError::HostInMaintenance(_)
+            | ApiError::NoSuitableHost { .. } => StatusCode::CONFLICT,
             ApiError::InvalidName(_)
             | ApiError::InvalidAddress { .. }
             | ApiError::InvalidVmSpec(_)
+            | ApiError::InsufficientHostResources(_)
+            | ApiError::HostGroupCycle { .. }
+            | ApiError::InvalidGroupSettings(_)
             | ApiError::ShareRequired(_)
             | ApiError::InvalidSharePath(_)
-            | ApiError::InvalidProfile(_)
-            | ApiError::InsufficientHostResources(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::InvalidProfile(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Agent { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -179,6 +206,38 @@ impl ApiError {
             ApiError::VmNotFound(_) => ("vm_not_found", "list VMs with `drover vm list`"),
             ApiError::HostNotFound(_) => ("host_not_found", "list hosts with `drover host list`"),
             ApiError::JobNotFound(_) => ("job_not_found", "list jobs with `drover job list`"),
+            ApiError::HostGroupNotFound(_) => (
+                "host_group_not_found",
+                "list host groups with `drover hostgroup list`",
+            ),
+            ApiError::HostGroupExists(_) => (
+                "host_group_exists",
+                "choose another name; group names are unique in the whole tree",
+            ),
+            ApiError::HostGroupNotEmpty { .. } => (
+                "host_group_not_empty",
+                "move its hosts (`drover host move`) and groups (`drover hostgroup move`) elsewhere first",
+            ),
+            ApiError::HostGroupCycle { .. } => (
+                "host_group_cycle",
+                "choose a parent that is not the group itself or below it",
+            ),
+            ApiError::InvalidGroupSettings(_) => (
+                "invalid_group_settings",
+                "give reserves of 0 to 100 % CPU and weights of 0 to 100",
+            ),
+            ApiError::RootGroupFixed(_) => (
+                "host_group_root",
+                "\"All Hosts\" is the root: it cannot be deleted or moved and sets every setting",
+            ),
+            ApiError::HostInMaintenance(_) => (
+                "host_in_maintenance",
+                "choose another host, or end maintenance with `drover host maintenance off HOST`",
+            ),
+            ApiError::NoSuitableHost { .. } => (
+                "no_suitable_host",
+                "see each host's reasons; ask for less, free capacity, or lower the group's reserves",
+            ),
             ApiError::InvalidName(_) => ("invalid_name", "choose another name"),
             ApiError::InvalidAddress { .. } => (
                 "invalid_address",
@@ -199,6 +258,10 @@ impl ApiError {
             ApiError::HostNotResponding(_) => (
                 "host_not_responding",
                 "check that the agent runs on the host and is reachable, then retry",
+            ),
+            ApiError::HostNeedsAttention { .. } => (
+                "host_needs_attention",
+                "fix what the reason names (`drover host show HOST`), or choose another host",
             ),
             ApiError::InsufficientHostResources(_) => (
                 "insufficient_host_resources",
@@ -337,6 +400,51 @@ mod tests {
             (ApiError::VmNotFound("x".into()), 404, "vm_not_found"),
             (ApiError::HostNotFound("x".into()), 404, "host_not_found"),
             (ApiError::JobNotFound("x".into()), 404, "job_not_found"),
+            (
+                ApiError::HostGroupNotFound("x".into()),
+                404,
+                "host_group_not_found",
+            ),
+            (
+                ApiError::HostGroupExists("x".into()),
+                409,
+                "host_group_exists",
+            ),
+            (
+                ApiError::HostGroupNotEmpty {
+                    group: "g".into(),
+                    holds: "1 host".into(),
+                },
+                409,
+                "host_group_not_empty",
+            ),
+            (
+                ApiError::HostGroupCycle {
+                    group: "a".into(),
+                    parent: "b".into(),
+                },
+                422,
+                "host_group_cycle",
+            ),
+            (
+                ApiError::InvalidGroupSettings("x".into()),
+                422,
+                "invalid_group_settings",
+            ),
+            (ApiError::RootGroupFixed("x".into()), 409, "host_group_root"),
+            (
+                ApiError::HostInMaintenance("h".into()),
+                409,
+                "host_in_maintenance",
+            ),
+            (
+                ApiError::NoSuitableHost {
+                    group: "g".into(),
+                    reasons: "r".into(),
+                },
+                409,
+                "no_suitable_host",
+            ),
             (ApiError::InvalidName("x".into()), 422, "invalid_name"),
             (
                 ApiError::InvalidAddress {
@@ -384,6 +492,14 @@ mod tests {
                 ApiError::HostNotResponding("h".into()),
                 409,
                 "host_not_responding",
+            ),
+            (
+                ApiError::HostNeedsAttention {
+                    host: "h".into(),
+                    reason: "r".into(),
+                },
+                409,
+                "host_needs_attention",
             ),
             (
                 ApiError::InsufficientHostResources("x".into()),

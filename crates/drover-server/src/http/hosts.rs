@@ -1,4 +1,5 @@
-//! `/api/v1/hosts`: list, show, add (a `host.add` job) and remove (a `host.remove` job).
+//! `/api/v1/hosts`: list, show, add (a `host.add` job), remove (`host.remove`), move to another
+//! group (`host.move`) and maintenance mode (`host.maintenance_on` / `host.maintenance_off`).
 
 use super::{ApiError, ApiJson, ApiQuery, CurrentUser, accepted, cursor, page_size};
 use crate::db;
@@ -7,6 +8,7 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Json};
+use drover_api::hostgroup::{HostMaintenance, HostMove};
 use drover_api::page::PageRequest;
 use drover_api::{Host, HostAdd, HostId, Page};
 
@@ -73,5 +75,43 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let host = find(&state, &host).await?;
     let spec = JobSpec::HostRemove { host_id: host.id };
+    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/hosts/{host}/move", request_body = HostMove,
+    params(("host" = String, Path, description = "id or name")),
+    responses((status = 202, body = drover_api::Job), (status = 404, body = drover_api::ErrorBody)))]
+pub async fn move_to_group(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path(host): Path<String>,
+    ApiJson(request): ApiJson<HostMove>,
+) -> Result<Response, ApiError> {
+    let host = find(&state, &host).await?;
+    let tree = db::hostgroups::tree(&state.db).await?;
+    let group = tree
+        .find(&request.group)
+        .ok_or_else(|| ApiError::HostGroupNotFound(request.group.clone()))?;
+    let spec = JobSpec::HostMove {
+        host_id: host.id,
+        group_id: group.id,
+    };
+    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/hosts/{host}/maintenance", request_body = HostMaintenance,
+    params(("host" = String, Path, description = "id or name")),
+    responses((status = 202, body = drover_api::Job), (status = 404, body = drover_api::ErrorBody)))]
+pub async fn maintenance(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path(host): Path<String>,
+    ApiJson(request): ApiJson<HostMaintenance>,
+) -> Result<Response, ApiError> {
+    let host = find(&state, &host).await?;
+    let spec = JobSpec::HostMaintenance {
+        host_id: host.id,
+        enabled: request.enabled,
+    };
     Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
 }

@@ -6,10 +6,12 @@ mod auth;
 mod console;
 mod error;
 mod events;
+mod hostgroups;
 mod hosts;
 mod jobs;
 mod library;
 mod openapi;
+mod placement;
 mod templates;
 mod vms;
 
@@ -32,6 +34,19 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/hosts", get(hosts::list).post(hosts::create))
         .route("/hosts/{host}", get(hosts::get).delete(hosts::delete))
+        .route("/hosts/{host}/move", post(hosts::move_to_group))
+        .route("/hosts/{host}/maintenance", post(hosts::maintenance))
+        .route(
+            "/hostgroups",
+            get(hostgroups::list).post(hostgroups::create),
+        )
+        .route(
+            "/hostgroups/{group}",
+            get(hostgroups::get)
+                .patch(hostgroups::update)
+                .delete(hostgroups::delete),
+        )
+        .route("/placement/rate", post(placement::rate))
         .route("/vms", get(vms::list).post(vms::create))
         .route("/vms/{vm}", get(vms::get).delete(vms::delete))
         .route("/vms/{vm}/actions", post(vms::change_state))

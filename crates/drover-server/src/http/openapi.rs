@@ -1,7 +1,7 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI document, generated from the handlers' annotations and
 //! the API types' schemas, so it cannot drift from the code.
 
-use super::{auth, console, events, hosts, jobs, library, templates, vms};
+use super::{auth, console, events, hostgroups, hosts, jobs, library, placement, templates, vms};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -17,6 +17,14 @@ use utoipa::OpenApi;
         hosts::get,
         hosts::create,
         hosts::delete,
+        hosts::move_to_group,
+        hosts::maintenance,
+        hostgroups::list,
+        hostgroups::get,
+        hostgroups::create,
+        hostgroups::update,
+        hostgroups::delete,
+        placement::rate,
         vms::list,
         vms::get,
         vms::create,

@@ -1,4 +1,5 @@
-//! Host jobs: add (enroll the agent, then reach it with mutual TLS) and remove.
+//! Host jobs: add (enroll the agent, then reach it with mutual TLS), remove, move to another
+//! group, and maintenance mode on or off.
 
 use super::{JobRun, Plan};
 use crate::agents::{AgentError, address_host, enroll};
@@ -6,7 +7,7 @@ use crate::db;
 use crate::http::ApiError;
 use crate::state::AppState;
 use chrono::Utc;
-use drover_api::{Event, Host, HostAdd, HostId, HostState, JobTarget};
+use drover_api::{Event, Host, HostAdd, HostGroupId, HostId, HostState, JobTarget};
 use std::time::{Duration, Instant};
 
 /// How long an agent may take to switch to its new certificate after enrollment.
@@ -45,6 +46,7 @@ pub(super) async fn prepare_add(
     Ok(Plan {
         description: format!("Add host {shown_name}"),
         target: target(host_id, &shown_name),
+        done: Vec::new(),
         steps: vec![
             "Enroll the agent with its one-time code",
             "Connect with mutual TLS and read the host's inventory",
@@ -86,9 +88,12 @@ pub(super) async fn run_add(
             memory_mib: info.memory_mib,
             memory_free_mib: info.memory_free_mib,
             disk_free_bytes: info.disk_free_bytes,
+            cpu_load_percent: info.cpu_load_percent,
             accelerator: info.accelerator,
             agent_version: info.agent_version.clone(),
             vm_count: 0,
+            group_id: db::hostgroups::root_id(),
+            group_name: drover_api::hostgroup::ROOT_GROUP_NAME.to_owned(),
             last_seen: Some(Utc::now()),
             created_at: Utc::now(),
         };
@@ -136,6 +141,7 @@ pub(super) async fn prepare_remove(state: &AppState, host_id: HostId) -> Result<
     Ok(Plan {
         description: format!("Remove host {}", host.name),
         target: target(host_id, &host.name),
+        done: Vec::new(),
         steps: vec!["Stop supervising the host and remove it"],
     })
 }
@@ -175,4 +181,94 @@ pub(super) async fn run_remove(
         Ok(())
     })
     .await
+}
+
+async fn find_host(state: &AppState, host_id: HostId) -> Result<Host, ApiError> {
+    db::hosts::get_by_id(&state.db, host_id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))
+}
+
+pub(super) async fn prepare_move(
+    state: &AppState,
+    host_id: HostId,
+    group_id: HostGroupId,
+) -> Result<Plan, ApiError> {
+    let host = find_host(state, host_id).await?;
+    let tree = db::hostgroups::tree(&state.db).await?;
+    let group = tree
+        .get(group_id)
+        .ok_or_else(|| ApiError::HostGroupNotFound(group_id.to_string()))?;
+    Ok(Plan {
+        description: format!("Move host {} to group {}", host.name, group.name),
+        target: target(host_id, &host.name),
+        done: Vec::new(),
+        steps: vec!["Move the host to its new group"],
+    })
+}
+
+pub(super) async fn run_move(
+    state: &AppState,
+    run: &mut JobRun,
+    host_id: HostId,
+    group_id: HostGroupId,
+) -> Result<(), ApiError> {
+    run.step(async {
+        if !db::hostgroups::move_host(&state.db, host_id, group_id).await? {
+            // Either the host or the group went away while the job waited.
+            find_host(state, host_id).await?;
+            return Err(ApiError::HostGroupNotFound(group_id.to_string()));
+        }
+        state.publish(Event::HostChanged(find_host(state, host_id).await?));
+        Ok(())
+    })
+    .await
+}
+
+pub(super) async fn prepare_maintenance(
+    state: &AppState,
+    host_id: HostId,
+    enabled: bool,
+) -> Result<Plan, ApiError> {
+    let host = find_host(state, host_id).await?;
+    let (description, steps) = if enabled {
+        (
+            format!("Put host {} in maintenance mode", host.name),
+            vec!["Stop placing new VMs on the host"],
+        )
+    } else {
+        (
+            format!("Return host {} to service", host.name),
+            vec!["Place new VMs on the host again"],
+        )
+    };
+    Ok(Plan {
+        description,
+        target: target(host_id, &host.name),
+        done: Vec::new(),
+        steps,
+    })
+}
+
+/// Maintenance mode stops new placements. Its running VMs stay where they are: moving them away
+/// needs live migration (issue 5), which this job will call once it exists.
+pub(super) async fn run_maintenance(
+    state: &AppState,
+    run: &mut JobRun,
+    host_id: HostId,
+    enabled: bool,
+) -> Result<(), ApiError> {
+    run.step(async {
+        let host = db::hosts::set_maintenance(&state.db, host_id, enabled)
+            .await?
+            .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))?;
+        state.publish(Event::HostChanged(host));
+        Ok(())
+    })
+    .await?;
+    if enabled {
+        run.note("new VMs are no longer placed here; VMs on the host keep running here until live migration (issue 5) can move them")
+            .await;
+    }
+    Ok(())
 }

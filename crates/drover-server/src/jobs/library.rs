@@ -101,6 +101,7 @@ pub(super) async fn prepare_share_add(
     Ok(Plan {
         description: format!("Add library share {}", request.name),
         target: share_target(share_id, &request.name),
+        done: Vec::new(),
         steps: vec![
             "Make the directory a share on the library server",
             "Record the share",
@@ -179,6 +180,7 @@ pub(super) async fn prepare_import(
             request.source, share.name
         ),
         target: share_target(share.id, &share.name),
+        done: Vec::new(),
         steps: vec![
             "Copy, convert to qcow2, check and fingerprint the image on the library server",
             "Index the item",
@@ -247,6 +249,7 @@ pub(super) async fn prepare_refresh(
     Ok(Plan {
         description: format!("Refresh {}", target.name),
         target,
+        done: Vec::new(),
         steps: vec!["Index the files of each share on its library server"],
     })
 }
@@ -347,6 +350,7 @@ pub(super) async fn prepare_remove(
     Ok(Plan {
         description: format!("Remove library item {}", item.name),
         target: share_target(item.share_id, &item.share),
+        done: Vec::new(),
         steps: vec!["Remove the file from its share", "Forget the item"],
     })
 }

@@ -19,8 +19,8 @@ use chrono::Utc;
 use drover_api::library::{LibraryImport, LibraryRefresh, LibraryShareAdd};
 use drover_api::template::{GuestOsProfileCreate, HardwareProfileCreate, TemplateCreate};
 use drover_api::{
-    ErrorDetail, Event, HostAdd, HostId, Job, JobId, JobStatus, JobStep, JobTarget, LibraryItemId,
-    LibraryShareId, ProfileId, TemplateId, VmAction, VmCreate, VmId, VmState,
+    ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep, JobTarget,
+    LibraryItemId, LibraryShareId, ProfileId, TemplateId, VmAction, VmCreate, VmId, VmState,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -36,6 +36,14 @@ pub enum JobSpec {
     },
     HostRemove {
         host_id: HostId,
+    },
+    HostMove {
+        host_id: HostId,
+        group_id: HostGroupId,
+    },
+    HostMaintenance {
+        host_id: HostId,
+        enabled: bool,
     },
     VmCreate {
         vm_id: VmId,
@@ -82,6 +90,9 @@ impl JobSpec {
         match self {
             JobSpec::HostAdd { .. } => "host.add".to_owned(),
             JobSpec::HostRemove { .. } => "host.remove".to_owned(),
+            JobSpec::HostMove { .. } => "host.move".to_owned(),
+            JobSpec::HostMaintenance { enabled: true, .. } => "host.maintenance_on".to_owned(),
+            JobSpec::HostMaintenance { enabled: false, .. } => "host.maintenance_off".to_owned(),
             JobSpec::VmCreate { .. } => "vm.create".to_owned(),
             JobSpec::VmAction { action, .. } => format!("vm.{action}"),
             JobSpec::VmDelete { .. } => "vm.delete".to_owned(),
@@ -96,11 +107,15 @@ impl JobSpec {
     }
 }
 
+pub use vm::check_vm_size;
+
 /// What [`submit`] learns while checking a request: how to show the job.
 #[derive(Debug)]
 struct Plan {
     description: String,
     target: JobTarget,
+    /// Steps already done while checking (placement), with what they found.
+    done: Vec<(&'static str, String)>,
     steps: Vec<&'static str>,
 }
 
@@ -141,6 +156,12 @@ pub async fn submit(
             host::prepare_add(state, *host_id, request).await?
         }
         JobSpec::HostRemove { host_id } => host::prepare_remove(state, *host_id).await?,
+        JobSpec::HostMove { host_id, group_id } => {
+            host::prepare_move(state, *host_id, *group_id).await?
+        }
+        JobSpec::HostMaintenance { host_id, enabled } => {
+            host::prepare_maintenance(state, *host_id, *enabled).await?
+        }
         JobSpec::VmCreate { vm_id, request } => vm::prepare_create(state, *vm_id, request).await?,
         JobSpec::VmAction { vm_id, action } => vm::prepare_action(state, *vm_id, *action).await?,
         JobSpec::VmDelete { vm_id } => vm::prepare_delete(state, *vm_id).await?,
@@ -163,6 +184,14 @@ pub async fn submit(
             request,
         } => template::prepare_template(state, *template_id, request).await?,
     };
+    let now = Utc::now();
+    let done = plan.done.into_iter().map(|(name, detail)| JobStep {
+        name: name.to_owned(),
+        status: JobStatus::Completed,
+        detail: Some(detail),
+        started_at: Some(now),
+        ended_at: Some(now),
+    });
     let job = Job {
         id: JobId::new(),
         kind: spec.kind(),
@@ -170,16 +199,14 @@ pub async fn submit(
         target: plan.target,
         status: JobStatus::Queued,
         progress: 0,
-        steps: plan
-            .steps
-            .into_iter()
-            .map(|name| JobStep {
+        steps: done
+            .chain(plan.steps.into_iter().map(|name| JobStep {
                 name: name.to_owned(),
                 status: JobStatus::Queued,
                 detail: None,
                 started_at: None,
                 ended_at: None,
-            })
+            }))
             .collect(),
         error: None,
         owner: owner.to_owned(),
@@ -286,10 +313,15 @@ async fn execute(state: AppState, job: Job, spec: JobSpec) {
             return;
         }
     }
+    let next_step = job
+        .steps
+        .iter()
+        .take_while(|step| step.status == JobStatus::Completed)
+        .count();
     let mut run = JobRun {
         state: state.clone(),
         job,
-        next_step: 0,
+        next_step,
     };
     run.job.status = JobStatus::Running;
     run.job.started_at = Some(Utc::now());
@@ -299,6 +331,12 @@ async fn execute(state: AppState, job: Job, spec: JobSpec) {
             host::run_add(&state, &mut run, host_id, request).await
         }
         JobSpec::HostRemove { host_id } => host::run_remove(&state, &mut run, host_id).await,
+        JobSpec::HostMove { host_id, group_id } => {
+            host::run_move(&state, &mut run, host_id, group_id).await
+        }
+        JobSpec::HostMaintenance { host_id, enabled } => {
+            host::run_maintenance(&state, &mut run, host_id, enabled).await
+        }
         JobSpec::VmCreate { vm_id, request } => {
             vm::run_create(&state, &mut run, vm_id, request).await
         }

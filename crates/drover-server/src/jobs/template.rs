@@ -97,6 +97,7 @@ pub(crate) async fn vm_create_from(
     Ok(VmCreate {
         name: request.name,
         host: request.host,
+        group: request.group,
         cpus: hardware.cpus,
         memory_mib: hardware.memory_mib,
         disk: VmDisk::Library {
@@ -134,6 +135,7 @@ pub(super) async fn prepare_hardware(
     Ok(Plan {
         description: format!("Create hardware profile {}", request.name),
         target: target("profile", profile_id.to_string(), &request.name),
+        done: Vec::new(),
         steps: vec![RECORD_STEP],
     })
 }
@@ -177,6 +179,7 @@ pub(super) async fn prepare_guest_os(
     Ok(Plan {
         description: format!("Create guest OS profile {}", request.name),
         target: target("profile", profile_id.to_string(), &request.name),
+        done: Vec::new(),
         steps: vec![RECORD_STEP],
     })
 }
@@ -227,6 +230,7 @@ pub(super) async fn prepare_template(
     Ok(Plan {
         description: format!("Create template {}", request.name),
         target: target("template", template_id.to_string(), &request.name),
+        done: Vec::new(),
         steps: vec![RECORD_STEP],
     })
 }

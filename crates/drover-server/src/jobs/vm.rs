@@ -4,11 +4,13 @@
 use super::{JobRun, Plan};
 use crate::db;
 use crate::http::ApiError;
+use crate::placement::{self, rating::Demand};
 use crate::state::AppState;
 use chrono::Utc;
 use drover_api::agent::AgentVmSpec;
 use drover_api::{
-    CloudInitSeed, Event, Host, HostState, JobTarget, Vm, VmAction, VmCreate, VmId, VmState,
+    CloudInitSeed, Event, Host, HostState, JobTarget, PlacementGoal, Vm, VmAction, VmCreate, VmId,
+    VmState,
 };
 
 /// Smallest memory a VM may have; below it no guest kernel boots.
@@ -51,8 +53,25 @@ async fn host_of(state: &AppState, vm: &Vm) -> Result<Host, ApiError> {
         .ok_or_else(|| ApiError::HostNotFound(vm.host_id.to_string()))
 }
 
-/// Checks a create request against the names in use and the chosen host, asks the agent whether
-/// it could define the VM, and reserves the name with a row in state Creating.
+/// The vCPU and memory floor of every VM, for creates and placement ratings alike.
+pub fn check_vm_size(cpus: u32, memory_mib: u64) -> Result<(), ApiError> {
+    if cpus < 1 || memory_mib < MIN_MEMORY_MIB {
+        return Err(ApiError::InvalidVmSpec(format!(
+            "a VM needs at least 1 vCPU and {MIN_MEMORY_MIB} MiB of memory; asked for {cpus} vCPUs and {memory_mib} MiB"
+        )));
+    }
+    Ok(())
+}
+
+const PLACE_STEP: &str = "Rate hosts and place the VM";
+
+/// How many hosts' ratings a create job records.
+const RATINGS_IN_JOB: usize = 20;
+
+/// Checks a create request against the names in use, rates the named host or every host of the
+/// group, asks the best host's agent whether it could define the VM, and claims the capacity
+/// with a row in state Creating. A claim lost to a concurrent create moves on to the next best
+/// host; when none is left, nothing has changed.
 pub(super) async fn prepare_create(
     state: &AppState,
     vm_id: VmId,
@@ -68,67 +87,113 @@ pub(super) async fn prepare_create(
     {
         return Err(ApiError::VmExists(request.name.clone()));
     }
-    if request.cpus < 1 || request.memory_mib < MIN_MEMORY_MIB {
-        return Err(ApiError::InvalidVmSpec(format!(
-            "a VM needs at least 1 vCPU and {MIN_MEMORY_MIB} MiB of memory; asked for {} vCPUs and {} MiB",
-            request.cpus, request.memory_mib
-        )));
-    }
-    let host = db::hosts::get(&state.db, &request.host)
-        .await?
-        .ok_or_else(|| ApiError::HostNotFound(request.host.clone()))?;
-    // A host that Needs Attention still runs VMs; only an unreachable one cannot take work.
-    if host.state == HostState::NotResponding {
-        return Err(ApiError::HostNotResponding(host.name));
-    }
-    if request.cpus > host.cpus || request.memory_mib > host.memory_mib {
-        return Err(ApiError::InsufficientHostResources(format!(
-            "VM '{}' asks for {} vCPUs and {} MiB of memory; host '{}' has {} vCPUs and {} MiB",
-            request.name, request.cpus, request.memory_mib, host.name, host.cpus, host.memory_mib
-        )));
-    }
-    let now = Utc::now();
-    let vm = Vm {
-        id: vm_id,
-        name: request.name.clone(),
-        host_id: host.id,
-        host_name: host.name.clone(),
-        state: VmState::Creating,
-        state_reason: None,
+    check_vm_size(request.cpus, request.memory_mib)?;
+    let demand = Demand {
         cpus: request.cpus,
         memory_mib: request.memory_mib,
-        disk: request.disk.clone(),
-        kernel: request.kernel.clone(),
-        initrd: request.initrd.clone(),
-        cmdline: request.cmdline.clone(),
-        created_at: now,
-        updated_at: now,
+        disk_bytes: request.disk.committed_bytes(),
     };
-    state
-        .agents
-        .at(&host.address)
-        .validate(&agent_spec(&vm, request.seed.clone()))
-        .await?;
+    let (group, candidates) = match &request.host {
+        Some(name) => {
+            if request.group.is_some() {
+                return Err(ApiError::InvalidVmSpec(
+                    "give either a host or a group to place the VM in, not both".to_owned(),
+                ));
+            }
+            let host = db::hosts::get(&state.db, name)
+                .await?
+                .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
+            let candidate = placement::rate_host(state, host.id, &demand).await?;
+            if candidate.rating.rating == 0.0 {
+                return Err(match host.state {
+                    HostState::Maintenance => ApiError::HostInMaintenance(host.name),
+                    HostState::Responding => ApiError::InsufficientHostResources(format!(
+                        "VM '{}' does not fit on host '{}': {}",
+                        request.name,
+                        host.name,
+                        candidate.rating.reasons.join("; ")
+                    )),
+                    HostState::NeedsAttention => ApiError::HostNeedsAttention {
+                        reason: host.state_reason.clone().unwrap_or_default(),
+                        host: host.name,
+                    },
+                    HostState::NotResponding => ApiError::HostNotResponding(host.name),
+                });
+            }
+            (host.group_name, vec![candidate])
+        }
+        None => {
+            let rated = placement::rate_group(
+                state,
+                request.group.as_deref(),
+                &demand,
+                PlacementGoal::LoadBalance,
+            )
+            .await?;
+            (rated.group, rated.candidates)
+        }
+    };
     if restarting_failed_create {
         db::vms::delete(&state.db, vm_id).await?;
     }
-    db::vms::insert(&state.db, &vm)
-        .await
-        .map_err(|error| match error {
-            db::DbError::Duplicate { .. } => ApiError::VmExists(vm.name.clone()),
-            other => other.into(),
-        })?;
-    db::vms::set_seed(&state.db, vm_id, request.seed.as_ref()).await?;
-    state.publish(Event::VmChanged(vm));
-    let mut steps = vec![CREATE_STEP];
-    if request.start {
-        steps.push(START_STEP);
+    for candidate in candidates.iter().filter(|c| c.rating.rating > 0.0) {
+        let Some(host) = db::hosts::get_by_id(&state.db, candidate.rating.host_id).await? else {
+            continue; // removed since it was rated
+        };
+        let now = Utc::now();
+        let vm = Vm {
+            id: vm_id,
+            name: request.name.clone(),
+            host_id: host.id,
+            host_name: host.name.clone(),
+            state: VmState::Creating,
+            state_reason: None,
+            cpus: request.cpus,
+            memory_mib: request.memory_mib,
+            disk: request.disk.clone(),
+            kernel: request.kernel.clone(),
+            initrd: request.initrd.clone(),
+            cmdline: request.cmdline.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        state
+            .agents
+            .at(&host.address)
+            .validate(&agent_spec(&vm, request.seed.clone()))
+            .await?;
+        let claimed = db::placement::claim(&state.db, &vm, candidate.reserves)
+            .await
+            .map_err(|error| match error {
+                db::DbError::Duplicate { .. } => ApiError::VmExists(vm.name.clone()),
+                other => other.into(),
+            })?;
+        if !claimed {
+            tracing::debug!(host = %host.name, vm = %vm.name, "lost the claim to another create; trying the next host");
+            continue;
+        }
+        db::vms::set_seed(&state.db, vm_id, request.seed.as_ref()).await?;
+        state.publish(Event::VmChanged(vm));
+        let mut steps = vec![CREATE_STEP];
+        if request.start {
+            steps.push(START_STEP);
+        }
+        return Ok(Plan {
+            description: format!("Create VM {} on host {}", request.name, host.name),
+            target: target(vm_id, &request.name),
+            done: vec![(
+                PLACE_STEP,
+                placement::describe(&candidates, Some(host.id), RATINGS_IN_JOB),
+            )],
+            steps,
+        });
     }
-    Ok(Plan {
-        description: format!("Create VM {} on host {}", request.name, host.name),
-        target: target(vm_id, &request.name),
-        steps,
-    })
+    let reasons = if candidates.is_empty() {
+        "the group has no hosts".to_owned()
+    } else {
+        placement::describe(&candidates, None, RATINGS_IN_JOB)
+    };
+    Err(ApiError::NoSuitableHost { group, reasons })
 }
 
 pub(super) async fn run_create(
@@ -266,6 +331,7 @@ pub(super) async fn prepare_action(
     Ok(Plan {
         description: format!("{}{} VM {}", verb[..1].to_uppercase(), &verb[1..], vm.name),
         target: target(vm_id, &vm.name),
+        done: Vec::new(),
         steps: vec![action_step(action)],
     })
 }
@@ -328,6 +394,7 @@ pub(super) async fn prepare_delete(state: &AppState, vm_id: VmId) -> Result<Plan
     Ok(Plan {
         description: format!("Delete VM {}", vm.name),
         target: target(vm_id, &vm.name),
+        done: Vec::new(),
         steps: vec![
             "Remove the VM and its files from the host",
             "Remove the VM from Drover",

@@ -122,9 +122,12 @@ pub async fn insert_host(state: &AppState, name: &str, cpus: u32, memory_mib: u6
         memory_mib,
         memory_free_mib: memory_mib,
         disk_free_bytes: 1 << 30,
+        cpu_load_percent: 0,
         accelerator: Accelerator::Tcg,
         agent_version: drover_api::VERSION.to_owned(),
         vm_count: 0,
+        group_id: drover_server::db::hostgroups::root_id(),
+        group_name: drover_api::hostgroup::ROOT_GROUP_NAME.to_owned(),
         last_seen: Some(Utc::now()),
         created_at: Utc::now(),
     };

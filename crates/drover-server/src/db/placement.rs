@@ -1,0 +1,110 @@
+//! What placement reads and writes: every host's figures with the sums of what its VMs have
+//! claimed, and the claim itself, a VM row inserted only while it fits (one statement).
+
+use super::{Db, DbError, duplicate_as, parse_id, signed, to_json, unsigned};
+use crate::placement::rating::{Claimed, HostFacts};
+use drover_api::{HostGroupId, HostState, Vm};
+
+#[derive(sqlx::FromRow)]
+struct FactsRow {
+    id: String,
+    name: String,
+    state: String,
+    state_reason: Option<String>,
+    cpus: i64,
+    memory_mib: i64,
+    memory_free_mib: i64,
+    disk_free_bytes: i64,
+    cpu_load_percent: i64,
+    group_id: String,
+    claimed_vms: i64,
+    claimed_cpus: i64,
+    claimed_memory_mib: i64,
+    claimed_disk_bytes: i64,
+}
+
+/// Every host with its group and claims. The sums read only the `vms_claims` index.
+pub async fn facts(db: &Db) -> Result<Vec<(HostFacts, HostGroupId)>, DbError> {
+    let rows: Vec<FactsRow> = sqlx::query_as(
+        "SELECT h.id, h.name, h.state, h.state_reason, h.cpus, h.memory_mib, h.memory_free_mib, \
+         h.disk_free_bytes, h.cpu_load_percent, h.group_id, \
+         COUNT(v.host_id) AS claimed_vms, COALESCE(SUM(v.cpus), 0) AS claimed_cpus, \
+         COALESCE(SUM(v.memory_mib), 0) AS claimed_memory_mib, \
+         COALESCE(SUM(v.disk_bytes), 0) AS claimed_disk_bytes \
+         FROM hosts h LEFT JOIN vms v ON v.host_id = h.id GROUP BY h.id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let facts = HostFacts {
+                id: parse_id("host id", &row.id)?,
+                state: HostState::parse(&row.state).ok_or_else(|| DbError::Corrupt {
+                    what: "host state",
+                    value: row.state.clone(),
+                })?,
+                name: row.name,
+                state_reason: row.state_reason,
+                cpus: unsigned("cpus", row.cpus)?,
+                memory_mib: unsigned("memory_mib", row.memory_mib)?,
+                memory_free_mib: unsigned("memory_free_mib", row.memory_free_mib)?,
+                disk_free_bytes: unsigned("disk_free_bytes", row.disk_free_bytes)?,
+                cpu_load_percent: unsigned("cpu_load_percent", row.cpu_load_percent)?,
+                claimed: Claimed {
+                    vms: unsigned("claimed vms", row.claimed_vms)?,
+                    cpus: unsigned("claimed cpus", row.claimed_cpus)?,
+                    memory_mib: unsigned("claimed memory", row.claimed_memory_mib)?,
+                    disk_bytes: unsigned("claimed disk", row.claimed_disk_bytes)?,
+                },
+            };
+            Ok((facts, parse_id("host group id", &row.group_id)?))
+        })
+        .collect()
+}
+
+/// The reserves a claim must leave free on its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserves {
+    pub memory_mib: u64,
+    pub disk_bytes: u64,
+}
+
+/// Inserts `vm` (in state Creating) only if its host still responds, is not in maintenance and
+/// has the memory and disk for it after `reserves` and every VM already on it. One INSERT ...
+/// SELECT: SQLite takes the write lock before reading, so two claims never both see the same
+/// free memory (CloudStack's lesson: check and take capacity in one step). `false` when it no
+/// longer fits; [`DbError::Duplicate`] when the name is taken.
+pub async fn claim(db: &Db, vm: &Vm, reserves: Reserves) -> Result<bool, DbError> {
+    let inserted = sqlx::query(
+        "INSERT INTO vms (id, name, host_id, state, state_reason, cpus, memory_mib, disk, kernel, \
+         initrd, cmdline, created_at, updated_at, disk_bytes) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 FROM hosts h \
+         WHERE h.id = ?3 AND h.state = ?15 AND h.cpus >= ?6 \
+         AND h.memory_mib - ?16 - (SELECT COALESCE(SUM(memory_mib), 0) FROM vms \
+             WHERE host_id = h.id) >= ?7 \
+         AND h.disk_free_bytes - ?17 - (SELECT COALESCE(SUM(disk_bytes), 0) FROM vms \
+             WHERE host_id = h.id) >= ?14",
+    )
+    .bind(vm.id.to_string())
+    .bind(vm.name.clone())
+    .bind(vm.host_id.to_string())
+    .bind(vm.state.as_str())
+    .bind(vm.state_reason.clone())
+    .bind(i64::from(vm.cpus))
+    .bind(signed(vm.memory_mib))
+    .bind(to_json("vm disk", &vm.disk)?)
+    .bind(vm.kernel.clone())
+    .bind(vm.initrd.clone())
+    .bind(vm.cmdline.clone())
+    .bind(vm.created_at)
+    .bind(vm.updated_at)
+    .bind(signed(vm.disk.committed_bytes()))
+    .bind(HostState::Responding.as_str())
+    .bind(signed(reserves.memory_mib))
+    .bind(signed(reserves.disk_bytes))
+    .execute(db.pool())
+    .await
+    .map_err(duplicate_as("vm name"))?
+    .rows_affected();
+    Ok(inserted > 0)
+}
