@@ -216,6 +216,28 @@ impl Enrollment {
         })
     }
 
+    /// A client presenting this agent's certificate and trusting only its server's CA: how the
+    /// agent reaches other agents' transfer endpoints.
+    pub fn peer_client(&self) -> Result<reqwest::Client, AgentError> {
+        if !self.is_enrolled() {
+            return Err(AgentError::NotEnrolled);
+        }
+        let internal = |error: anyhow::Error| AgentError::Internal(error);
+        let identity = load_identity(&self.files.agent_cert(), &self.files.agent_key())
+            .map_err(|error| internal(error.into()))?
+            .ok_or(AgentError::NotEnrolled)?;
+        let ca_pem = store::read_optional(&self.files.ca_cert())
+            .map_err(|error| internal(error.into()))?
+            .ok_or(AgentError::NotEnrolled)?;
+        let tls = drover_tls::client_config(&ca_pem, Some(&identity))
+            .map_err(|error| internal(error.into()))?;
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|error| internal(error.into()))
+    }
+
     /// Second step: store the signed certificate and the CA, forget the code, and require
     /// client certificates from that CA on every new connection.
     pub fn complete(&self, request: &EnrollComplete) -> Result<(), AgentError> {

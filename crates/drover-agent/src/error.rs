@@ -273,6 +273,16 @@ fn image_mapping(error: &ImageError) -> (StatusCode, &'static str, &'static str)
             "image_io_failed",
             "Check that the file exists on the library server and that the agent can read it and write the share.",
         ),
+        ImageError::TransferFailed { .. } => (
+            StatusCode::BAD_GATEWAY,
+            "transfer_failed",
+            "Check that the library server is up and reachable on its transfer port, then retry: the transfer resumes where it stopped.",
+        ),
+        ImageError::TransferCorrupt { .. } => (
+            StatusCode::BAD_GATEWAY,
+            "transfer_corrupt",
+            "The file on the library server changed or is damaged; run `drover library refresh` and retry.",
+        ),
         ImageError::QemuImgMissing(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",

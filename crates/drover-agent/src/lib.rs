@@ -5,6 +5,7 @@
 //! [`start`]; this crate reads no command line and prints nothing.
 
 mod actor;
+mod cache;
 mod enrollment;
 mod error;
 mod host;
@@ -126,6 +127,7 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
     let networks = network::Networks::open(&data_dir, config.vxlan_port())
         .context("cannot read the networks of this host")?;
     let state = Arc::new(AgentState {
+        images: cache::ImageCache::new(&data_dir),
         data_dir,
         driver,
         networks,

@@ -206,6 +206,7 @@ mod tests {
             cmdline: None,
             nics: vec![],
             port_forwards: vec![],
+            seed: None,
         }
     }
 

@@ -339,6 +339,7 @@ fn tiny_spec(name: &str, cmdline: &str) -> AgentVmSpec {
         cmdline: Some(cmdline.to_owned()),
         nics: vec![],
         port_forwards: vec![],
+        seed: None,
     }
 }
 
@@ -920,5 +921,175 @@ async fn library_shares_imports_and_ranged_transfers() {
         .await
         .expect("PUT share");
     assert_eq!(error_code(response).await.1, "not_a_library_server");
+    host.shutdown().await;
+}
+
+/// A raw disk of random bytes (incompressible, so the qcow2 made from it is as large).
+fn random_raw(dir: &Path, mib: usize) -> PathBuf {
+    use std::io::Read;
+    let mut bytes = vec![0_u8; mib << 20];
+    std::fs::File::open("/dev/urandom")
+        .expect("urandom")
+        .read_exact(&mut bytes)
+        .expect("random bytes");
+    let path = dir.join("random.raw");
+    std::fs::write(&path, bytes).expect("write");
+    path
+}
+
+#[tokio::test]
+async fn hosts_fetch_library_images_once_resuming_and_verifying() {
+    use drover_api::library::{AgentCachedImage, AgentFetch, AgentImport, AgentShare, LibraryFile};
+    use drover_image::transfer::{self, Progress};
+    let library_dir = DataDir::new("hosts_fetch_library_images_library");
+    let host_dir = DataDir::new("hosts_fetch_library_images_host");
+    let sources = tempfile::tempdir().expect("temp dir");
+    let library = start_agent_with_roles(library_dir.path(), &["library"]).await;
+    let host = start_agent(host_dir.path()).await;
+    let server = Server::new();
+    server.enroll(&library).await;
+    server.enroll(&host).await;
+    let library_agent = Agent::new(&server, &library);
+    let host_agent = Agent::new(&server, &host);
+
+    let share = library_dir.path().join("share");
+    let response = library_agent
+        .client
+        .put(format!("{}/v1/library/shares/main", library_agent.base))
+        .json(&AgentShare {
+            path: share.display().to_string(),
+        })
+        .send()
+        .await
+        .expect("PUT share");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let raw = random_raw(sources.path(), 8);
+    let file: LibraryFile = library_agent
+        .client
+        .post(format!(
+            "{}/v1/library/shares/main/import",
+            library_agent.base
+        ))
+        .json(&AgentImport {
+            source: raw.display().to_string(),
+            name: "base".to_owned(),
+        })
+        .send()
+        .await
+        .expect("import")
+        .json()
+        .await
+        .expect("file");
+    let stored = std::fs::read(share.join("base.qcow2")).expect("read");
+    let total = u64::try_from(stored.len()).expect("size");
+    let url = format!(
+        "https://{}/v1/shares/main/files/base.qcow2",
+        library.transfer_addr
+    );
+
+    // A transfer cut short left 3 MiB: the retry fetches only the rest.
+    let downloads = tempfile::tempdir().expect("temp dir");
+    let target = downloads.path().join("resumed.qcow2");
+    let partial = transfer::partial_path(&target, &file.sha256);
+    std::fs::write(&partial, &stored[..3 << 20]).expect("write partial");
+    let mut last = None;
+    transfer::fetch(&server.client(), &url, &file.sha256, &target, |progress| {
+        last = Some(progress);
+    })
+    .await
+    .expect("resumed fetch");
+    assert_eq!(
+        last,
+        Some(Progress {
+            done: total,
+            total,
+            received: total - (3 << 20),
+        })
+    );
+    assert_eq!(std::fs::read(&target).expect("read"), stored);
+    assert!(!partial.exists());
+
+    // Partial bytes of another version: the whole is checked, the bad file never takes its name,
+    // and the next attempt starts over and succeeds.
+    let target = downloads.path().join("mixed.qcow2");
+    let partial = transfer::partial_path(&target, &file.sha256);
+    std::fs::write(&partial, vec![7_u8; 1 << 20]).expect("write partial");
+    let error = transfer::fetch(&server.client(), &url, &file.sha256, &target, |_| {})
+        .await
+        .expect_err("mixed versions are refused");
+    assert!(
+        matches!(error, drover_image::ImageError::TransferCorrupt { .. }),
+        "{error:?}"
+    );
+    assert!(!target.exists() && !partial.exists());
+    transfer::fetch(&server.client(), &url, &file.sha256, &target, |_| {})
+        .await
+        .expect("a fresh fetch");
+    assert_eq!(std::fs::read(&target).expect("read"), stored);
+
+    // The library's file is not the version asked for: refused, nothing kept.
+    let target = downloads.path().join("stale.qcow2");
+    let stale = "0".repeat(64);
+    let error = transfer::fetch(&server.client(), &url, &stale, &target, |_| {})
+        .await
+        .expect_err("another version");
+    assert!(
+        matches!(error, drover_image::ImageError::TransferCorrupt { .. }),
+        "{error:?}"
+    );
+    assert!(!target.exists() && !transfer::partial_path(&target, &stale).exists());
+
+    // Agent to agent: three concurrent requests for one image transfer it once.
+    let fetch = || {
+        host_agent
+            .client
+            .post(format!("{}/v1/images/fetch", host_agent.base))
+            .json(&AgentFetch {
+                url: url.clone(),
+                sha256: file.sha256.clone(),
+            })
+            .send()
+    };
+    let answers = futures_util::future::join_all([fetch(), fetch(), fetch()]).await;
+    let mut cached = Vec::new();
+    for answer in answers {
+        let answer = answer.expect("POST fetch");
+        assert_eq!(answer.status(), StatusCode::OK);
+        cached.push(
+            answer
+                .json::<AgentCachedImage>()
+                .await
+                .expect("cached image"),
+        );
+    }
+    assert_eq!(
+        cached.iter().filter(|image| image.fetched).count(),
+        1,
+        "{cached:?}"
+    );
+    assert_eq!(
+        cached.iter().map(|image| image.bytes_received).sum::<u64>(),
+        total
+    );
+    let cached_path = host_dir
+        .path()
+        .join("images")
+        .join(format!("{}.qcow2", file.sha256));
+    assert_eq!(cached[0].path, cached_path.display().to_string());
+    assert_eq!(std::fs::read(&cached_path).expect("read"), stored);
+
+    // A bad fingerprint is refused before any transfer.
+    let response = host_agent
+        .client
+        .post(format!("{}/v1/images/fetch", host_agent.base))
+        .json(&AgentFetch {
+            url: url.clone(),
+            sha256: "../../etc".to_owned(),
+        })
+        .send()
+        .await
+        .expect("POST fetch");
+    assert_eq!(error_code(response).await.1, "request_invalid");
+    library.shutdown().await;
     host.shutdown().await;
 }

@@ -62,6 +62,9 @@ pub struct AgentVmSpec {
     pub initrd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// A cloud-init NoCloud seed the driver attaches as a read-only disk labelled `cidata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<crate::vm::CloudInitSeed>,
     /// The VM's NICs in order (`nic0` first).
     #[serde(default)]
     pub nics: Vec<AgentNic>,

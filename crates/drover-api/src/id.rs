@@ -68,3 +68,11 @@ object_id!(
     /// Identifies a virtual network.
     NetworkId
 );
+object_id!(
+    /// Identifies a hardware or guest OS profile.
+    ProfileId
+);
+object_id!(
+    /// Identifies a template.
+    TemplateId
+);

@@ -17,18 +17,22 @@ pub mod page;
 pub mod placement;
 pub mod ports;
 pub mod size;
+pub mod template;
 pub mod vm;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::Event;
 pub use host::{Accelerator, Host, HostAdd, HostState};
 pub use hostgroup::{HostGroup, HostGroupCreate, HostGroupUpdate};
-pub use id::{HostGroupId, HostId, JobId, LibraryItemId, LibraryShareId, NetworkId, VmId};
+pub use id::{
+    HostGroupId, HostId, JobId, LibraryItemId, LibraryShareId, NetworkId, ProfileId, TemplateId,
+    VmId,
+};
 pub use job::{Job, JobStatus, JobStep, JobTarget};
 pub use network::{Network, NetworkCreate, NetworkMode, NicAdd, PortForward, VmNic};
 pub use page::Page;
 pub use placement::{HostRating, PlacementGoal, PlacementRating, PlacementRequest};
-pub use vm::{Vm, VmAction, VmActionRequest, VmCreate, VmDisk, VmState};
+pub use vm::{CloudInitSeed, Vm, VmAction, VmActionRequest, VmCreate, VmDisk, VmState};
 
 /// The version every Drover component reports; server and agents of one release speak one protocol.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

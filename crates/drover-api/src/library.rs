@@ -134,6 +134,28 @@ pub struct AgentImport {
     pub name: String,
 }
 
+/// Agent protocol, `POST /v1/images/fetch`: put the file at `url` (another agent's transfer
+/// endpoint) into this host's image cache, unless it is there already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFetch {
+    pub url: String,
+    /// The file's expected hex SHA-256: its name in the cache and its check.
+    pub sha256: String,
+}
+
+/// The answer to [`AgentFetch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCachedImage {
+    /// Where the verified file is on the host.
+    pub path: String,
+    pub size: u64,
+    /// Whether this call transferred it (false: it was cached, or another call fetched it).
+    pub fetched: bool,
+    /// Bytes that crossed the network in this call (less than `size` after a resume).
+    pub bytes_received: u64,
+    pub milliseconds: u64,
+}
+
 /// The first name a source suggests for its item: its last path segment without extension.
 pub fn name_from_source(source: &str) -> String {
     let last = source

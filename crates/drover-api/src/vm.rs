@@ -96,6 +96,14 @@ pub enum VmDisk {
     Blank { size_bytes: u64 },
     /// A qcow2 overlay (linked clone) on an image file that exists on the host.
     Image { path: String },
+    /// A linked clone of a library disk: the host's agent fetches the image once from the
+    /// library server's transfer endpoint `url` (agent to agent, verified by `sha256`) into its
+    /// cache and gives the VM an overlay on it, as for [`VmDisk::Image`].
+    Library {
+        item: String,
+        sha256: String,
+        url: String,
+    },
 }
 
 impl VmDisk {
@@ -104,9 +112,16 @@ impl VmDisk {
     pub fn committed_bytes(&self) -> u64 {
         match self {
             VmDisk::Blank { size_bytes } => *size_bytes,
-            VmDisk::None | VmDisk::Image { .. } => 0,
+            VmDisk::None | VmDisk::Image { .. } | VmDisk::Library { .. } => 0,
         }
     }
+}
+
+/// A cloud-init NoCloud seed: the files of the read-only `cidata` disk the guest reads at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CloudInitSeed {
+    pub meta_data: String,
+    pub user_data: String,
 }
 
 /// Body of `POST /api/v1/vms`.
@@ -136,6 +151,9 @@ pub struct VmCreate {
     /// [`crate::network::USER_NETWORK`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
+    /// Guest customization (from a template's guest OS profile), attached as a `cidata` disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<CloudInitSeed>,
 }
 
 /// A virtual machine.

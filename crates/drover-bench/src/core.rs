@@ -33,13 +33,13 @@ pub struct CoreArgs {
 /// When each job finished, learned from the event stream rather than by polling, so that the
 /// measurement is not rounded up to a poll interval.
 #[derive(Default)]
-struct JobEnds {
+pub struct JobEnds {
     ended: Mutex<HashMap<JobId, (Instant, JobStatus)>>,
     changed: Notify,
 }
 
 impl JobEnds {
-    async fn follow(client: &Client) -> anyhow::Result<Arc<JobEnds>> {
+    pub async fn follow(client: &Client) -> anyhow::Result<Arc<JobEnds>> {
         let ends = Arc::new(JobEnds::default());
         let mut events = client.events().await?;
         let recorder = ends.clone();
@@ -57,7 +57,7 @@ impl JobEnds {
         Ok(ends)
     }
 
-    async fn wait(&self, job: JobId) -> anyhow::Result<Instant> {
+    pub async fn wait(&self, job: JobId) -> anyhow::Result<Instant> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let notified = self.changed.notified();
@@ -91,6 +91,7 @@ fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
         cmdline: Some(cmdline.to_owned()),
         start: true,
         networks: vec![],
+        seed: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod core;
+mod library;
 mod network;
 mod scale;
 mod stats;
@@ -21,6 +22,9 @@ struct Args {
 enum Bench {
     /// Core (issue 2): create + start latency, power-off visibility, VM list paging at 20,000 rows.
     Core(core::CoreArgs),
+    /// Library (issue 3): VM from a cached template, first-deployment transfer vs cp, VMDK import
+    /// vs qemu-img convert.
+    Library(library::LibraryArgs),
     /// Control-plane scale (issue 4): simulated hosts and VMs against one server on SQLite.
     Scale(scale::ScaleArgs),
     /// Network realization (issue 6): bridge, rules, dnsmasq, uplink, VXLAN, in a namespace.
@@ -37,6 +41,7 @@ enum Bench {
 async fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Core(args) => core::run(args).await,
+        Bench::Library(args) => library::run(args).await,
         Bench::Scale(args) => scale::run(args).await,
         Bench::Network(args) => network::run(args).await,
         Bench::Serve { data_dir } => scale::serve(data_dir).await,

@@ -218,6 +218,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
                 cmdline: None,
                 start: false,
                 networks: vec![],
+                seed: None,
             };
             let client = &client;
             async move { finished(client, client.create_vm(&create).await?).await }

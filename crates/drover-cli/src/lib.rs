@@ -16,6 +16,7 @@ pub mod output;
 mod placement;
 mod progress;
 pub mod settings;
+mod template;
 mod vm;
 
 pub use error::{CliError, print_error};
@@ -29,6 +30,7 @@ pub use output::OutputFormat;
 pub use placement::PlacementCommand;
 pub use progress::JobOptions;
 pub use settings::PortsArgs;
+pub use template::{ProfileCommand, TemplateCommand};
 pub use vm::{VmCommand, VmCreateArgs, VmTarget};
 
 /// Options every client command takes.
@@ -65,6 +67,12 @@ pub enum Command {
     /// The library: servers, shares, disk images and ISOs.
     #[command(subcommand)]
     Library(LibraryCommand),
+    /// Hardware and guest OS profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Templates: a library disk with a hardware and a guest OS profile.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// The ports Drover uses, with the values in force and where each is set.
     Ports(PortsArgs),
 }
@@ -86,5 +94,11 @@ pub async fn run(command: &Command, global: &GlobalArgs) -> Result<(), CliError>
         Command::Network(command) => network::run(&credentials::client()?, command, output).await,
         Command::Job(command) => job::run(&credentials::client()?, command, output).await,
         Command::Library(command) => library::run(&credentials::client()?, command, output).await,
+        Command::Profile(command) => {
+            template::run_profile(&credentials::client()?, command, output).await
+        }
+        Command::Template(command) => {
+            template::run_template(&credentials::client()?, command, output).await
+        }
     }
 }

@@ -4,6 +4,7 @@ use crate::CliError;
 use crate::output::{OutputFormat, Table, print_fields, print_json, time};
 use crate::progress::{JobOptions, finish};
 use drover_api::size::{format_bytes, parse_bytes};
+use drover_api::template::VmFromTemplate;
 use drover_api::{PortForward, Vm, VmAction, VmCreate, VmDisk, VmState};
 use drover_client::{Client, VmFilter};
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::path::Path;
 const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(group = clap::ArgGroup::new("disk_source").required(true).args(["disk", "image"]))]
+#[command(group = clap::ArgGroup::new("disk_source").required(true).args(["disk", "image", "template"]))]
 pub struct VmCreateArgs {
     pub name: String,
     /// Host id or name; without it the best-rated host of --group is chosen.
@@ -31,6 +32,11 @@ pub struct VmCreateArgs {
     /// Disk image on the host; the VM gets a copy-on-write overlay of it.
     #[arg(long, value_name = "FILE")]
     pub image: Option<String>,
+    /// A template: its hardware profile sets CPUs, memory and boot (--cpus, --memory and the
+    /// kernel options are not taken with it), and the VM is a linked clone of its library disk,
+    /// fetched once to the host's cache from the library server.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline"])]
+    pub template: Option<String>,
     /// Kernel file on the host, for direct kernel boot.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<String>,
@@ -168,6 +174,7 @@ fn disk_text(disk: &VmDisk) -> String {
         VmDisk::None => "none".to_owned(),
         VmDisk::Blank { size_bytes } => format!("{} (blank)", format_bytes(*size_bytes)),
         VmDisk::Image { path } => format!("overlay on {path}"),
+        VmDisk::Library { item, .. } => format!("linked clone of library item {item}"),
     }
 }
 
@@ -248,6 +255,16 @@ pub async fn run(
 ) -> Result<(), CliError> {
     match command {
         VmCommand::Create(args) => {
+            if let Some(template) = &args.template {
+                let request = VmFromTemplate {
+                    name: args.name.clone(),
+                    host: args.host.clone(),
+                    group: args.group.clone(),
+                    start: args.start,
+                };
+                let started = client.create_vm_from_template(template, &request).await?;
+                return finish(client, started, args.job, output).await;
+            }
             let disk = match (&args.disk, &args.image) {
                 (_, Some(image)) => VmDisk::Image {
                     path: host_path(image),
@@ -273,6 +290,7 @@ pub async fn run(
                 cmdline: args.cmdline.clone(),
                 start: args.start,
                 networks: args.networks.clone(),
+                seed: None,
             };
             let started = client.create_vm(&create).await?;
             finish(client, started, args.job, output).await

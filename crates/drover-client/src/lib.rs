@@ -14,6 +14,10 @@ use drover_api::library::{
     LibraryImport, LibraryItem, LibraryRefresh, LibraryServer, LibraryShare, LibraryShareAdd,
 };
 use drover_api::page::{MAX_PAGE_SIZE, PageRequest};
+use drover_api::template::{
+    GuestOsProfile, GuestOsProfileCreate, HardwareProfile, HardwareProfileCreate, Template,
+    TemplateCreate, VmFromTemplate,
+};
 use drover_api::{
     ErrorBody, Event, Host, HostAdd, HostGroup, HostGroupCreate, HostGroupUpdate, Job, JobId,
     JobStatus, Network, NetworkCreate, NicAdd, Page, PlacementRating, PlacementRequest,
@@ -422,6 +426,76 @@ impl Client {
                 .json(refresh),
         )
         .await
+    }
+
+    pub async fn hardware_profiles(&self) -> Result<Vec<HardwareProfile>, ClientError> {
+        self.all_pages(&["profiles", "hardware"], &[]).await
+    }
+
+    pub async fn hardware_profile(&self, profile: &str) -> Result<HardwareProfile, ClientError> {
+        self.send(self.request(Method::GET, &["profiles", "hardware", profile]))
+            .await
+    }
+
+    /// Starts the `profile.hardware_create` job.
+    pub async fn create_hardware_profile(
+        &self,
+        create: &HardwareProfileCreate,
+    ) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["profiles", "hardware"])
+                .json(create),
+        )
+        .await
+    }
+
+    pub async fn guest_os_profiles(&self) -> Result<Vec<GuestOsProfile>, ClientError> {
+        self.all_pages(&["profiles", "guest-os"], &[]).await
+    }
+
+    pub async fn guest_os_profile(&self, profile: &str) -> Result<GuestOsProfile, ClientError> {
+        self.send(self.request(Method::GET, &["profiles", "guest-os", profile]))
+            .await
+    }
+
+    /// Starts the `profile.guest_os_create` job.
+    pub async fn create_guest_os_profile(
+        &self,
+        create: &GuestOsProfileCreate,
+    ) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["profiles", "guest-os"])
+                .json(create),
+        )
+        .await
+    }
+
+    pub async fn templates(&self) -> Result<Vec<Template>, ClientError> {
+        self.all_pages(&["templates"], &[]).await
+    }
+
+    pub async fn template(&self, template: &str) -> Result<Template, ClientError> {
+        self.send(self.request(Method::GET, &["templates", template]))
+            .await
+    }
+
+    /// Starts a `vm.create` job for a linked clone of the template's disk.
+    pub async fn create_vm_from_template(
+        &self,
+        template: &str,
+        request: &VmFromTemplate,
+    ) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["templates", template, "vms"])
+                .json(request),
+        )
+        .await
+    }
+
+    /// Starts the `template.create` job.
+    pub async fn create_template(&self, create: &TemplateCreate) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &["templates"]).json(create))
+            .await
     }
 
     fn vm_query(filter: &VmFilter) -> Vec<(&'static str, String)> {

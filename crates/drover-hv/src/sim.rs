@@ -169,6 +169,7 @@ mod tests {
             cmdline: None,
             nics: vec![],
             port_forwards: vec![],
+            seed: None,
         };
         let driver = SimDriver;
         driver.validate(&spec).await.expect("valid");

@@ -36,6 +36,7 @@ fn tiny_spec(name: &str) -> AgentVmSpec {
         nics: vec![],
         port_forwards: vec![],
         cmdline: Some("console=ttyS0 quiet".into()),
+        seed: None,
     }
 }
 

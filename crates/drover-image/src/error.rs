@@ -25,6 +25,16 @@ pub enum ImageError {
     Exists { path: PathBuf },
     #[error("{path} does not exist in the share")]
     Missing { path: PathBuf },
+    /// The transfer broke off; what arrived is kept for a resume.
+    #[error("the transfer from {url} failed: {detail}")]
+    TransferFailed { url: String, detail: String },
+    /// Every byte arrived, but they are not the file that was asked for.
+    #[error("the file from {url} has SHA-256 {actual}, not the expected {expected}")]
+    TransferCorrupt {
+        url: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 impl ImageError {

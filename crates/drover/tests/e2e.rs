@@ -849,3 +849,191 @@ async fn host_groups_placement_and_maintenance_through_the_cli() {
         cli.ok(&["vm", "delete", vm]).await;
     }
 }
+
+/// Library on h1, VMs on h2: the template's disk goes from h1's transfer port to h2's cache once
+/// (agent to agent), and each VM is an overlay on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
+    let cluster = Cluster::start("e2e_template", 2).await;
+    let cli = cluster.cli.clone();
+    let guest = guest();
+    let share = cluster.root.join("library");
+    cli.ok(&[
+        "library",
+        "share",
+        "add",
+        "main",
+        "--server",
+        "h1",
+        "--path",
+        &share.display().to_string(),
+    ])
+    .await;
+    cli.ok(&[
+        "library",
+        "import",
+        &guest.rootfs_qcow2.display().to_string(),
+        "--name",
+        "tiny-root",
+    ])
+    .await;
+    cli.ok(&[
+        "profile",
+        "hardware",
+        "create",
+        "tiny",
+        "--cpus",
+        "1",
+        "--memory",
+        "160M",
+        "--kernel",
+        &guest.kernel.display().to_string(),
+        "--initrd",
+        &guest.initrd.display().to_string(),
+        "--cmdline",
+        "console=ttyS0 quiet tiny.shell=1",
+    ])
+    .await;
+    cli.fails(
+        &["profile", "hardware", "create", "tiny", "--memory", "16M"],
+        "invalid_profile",
+    )
+    .await;
+    cli.ok(&[
+        "profile",
+        "guest-os",
+        "create",
+        "web",
+        "--hostname",
+        "web-**",
+    ])
+    .await;
+    cli.fails(
+        &["profile", "guest-os", "create", "bad", "--hostname", "a_b"],
+        "invalid_profile",
+    )
+    .await;
+    cli.ok(&[
+        "template",
+        "create",
+        "t1",
+        "--disk",
+        "tiny-root",
+        "--hardware",
+        "tiny",
+        "--guest-os",
+        "web",
+    ])
+    .await;
+    cli.fails(
+        &[
+            "template",
+            "create",
+            "t2",
+            "--disk",
+            "nothing",
+            "--hardware",
+            "tiny",
+        ],
+        "library_item_not_found",
+    )
+    .await;
+    let template = cli.json(&["template", "show", "t1"]).await;
+    assert_eq!(template["disk"], "tiny-root");
+    assert_eq!(template["guest_os"], "web");
+
+    // Two VMs at once: one transfer, two overlays.
+    let creates = ["v1", "v2"].map(|name| {
+        let cli = cli.clone();
+        async move {
+            cli.ok(&[
+                "vm",
+                "create",
+                name,
+                "--template",
+                "t1",
+                "--host",
+                "h2",
+                "--start",
+            ])
+            .await
+        }
+    });
+    futures_util::future::join_all(creates).await;
+    let item = cli.json(&["library", "show", "tiny-root"]).await;
+    let sha256 = item["sha256"].as_str().expect("sha256");
+    let images = cluster.agents[1].2.join("images");
+    let cached: Vec<String> = std::fs::read_dir(&images)
+        .expect("h2 image cache")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        cached,
+        [format!("{sha256}.qcow2")],
+        "one verified base, no partial file"
+    );
+    for name in ["v1", "v2"] {
+        let vm = cli.json(&["vm", "show", name]).await;
+        assert_eq!(vm["state"], "running", "{vm}");
+        assert_eq!(vm["disk"]["kind"], "library");
+        let vm_id = vm["id"].as_str().expect("id");
+        let info = std::process::Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(
+                cluster.agents[1]
+                    .2
+                    .join("vms")
+                    .join(vm_id)
+                    .join("disk.qcow2"),
+            )
+            .output()
+            .expect("qemu-img info");
+        let info: Value = serde_json::from_slice(&info.stdout).expect("info JSON");
+        assert_eq!(
+            info["backing-filename"],
+            images.join(format!("{sha256}.qcow2")).display().to_string(),
+            "{name} is a linked clone"
+        );
+        // The guest OS profile reached the guest as a cloud-init seed: it names itself web-XX.
+        let serial = cluster.agents[1]
+            .2
+            .join("vms")
+            .join(vm_id)
+            .join("serial.log");
+        let text = wait_for_text(&serial, "TINYVM-HOSTNAME web-", Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|error| panic!("{error}"));
+        let hostname = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("TINYVM-HOSTNAME "))
+            .expect("the marker line");
+        assert!(
+            hostname.len() == 6 && hostname[4..].chars().all(|c| c.is_ascii_alphanumeric()),
+            "{hostname}"
+        );
+    }
+    assert!(
+        !cluster.agents[0].2.join("images").exists(),
+        "the library server itself fetched nothing"
+    );
+
+    // The item a template uses stays.
+    let outcome = cli.run(&["library", "remove", "tiny-root"]).await;
+    assert_eq!(outcome.code, 1);
+    assert!(
+        outcome.stderr.contains("library_item_in_use") && outcome.stderr.contains("t1"),
+        "{}",
+        outcome.stderr
+    );
+    cli.fails(&["host", "remove", "h1"], "library_item_in_use")
+        .await;
+    for name in ["v1", "v2"] {
+        cli.ok(&["vm", "delete", name]).await;
+    }
+}

@@ -110,6 +110,7 @@ mod tests {
             enrollment: Enrollment::open(data_dir, None).expect("enrollment"),
             roles: vec!["host".to_owned()],
             library: crate::library::Library::open(data_dir, &[]).expect("library"),
+            images: crate::cache::ImageCache::new(data_dir),
             transfer_port: 0,
             changes: broadcast::channel(buffer).0,
             shutdown: CancellationToken::new(),

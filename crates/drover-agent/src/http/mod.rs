@@ -38,6 +38,8 @@ pub struct AgentState {
     /// `host`, `library`.
     pub roles: Vec<String>,
     pub library: Library,
+    /// Base images fetched from library servers, by fingerprint.
+    pub images: crate::cache::ImageCache,
     /// Where the transfer endpoint listens.
     pub transfer_port: u16,
     /// Every VM state change, as the actors publish them.
@@ -90,6 +92,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms/{id}/nics", post(vms::add_nic))
         .route("/v1/vms/{id}/nics/{name}", delete(vms::remove_nic))
         .route("/v1/vms/{id}/console", get(console::attach))
+        .route("/v1/images/fetch", post(transfer::fetch))
         .route("/v1/library/shares/{name}", put(library::add_share))
         .route("/v1/library/shares/{name}/files", get(library::files))
         .route("/v1/library/shares/{name}/import", post(library::import))

@@ -10,10 +10,22 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use drover_api::library::{AgentCachedImage, AgentFetch};
 use drover_image::range::{self, RangeAnswer, RangeRequest};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
+
+/// `POST /v1/images/fetch` (control port): caches another agent's file on this host, agent to
+/// agent, and answers once it is verified.
+pub async fn fetch(
+    State(state): State<Arc<AgentState>>,
+    body: Result<axum::Json<AgentFetch>, axum::extract::rejection::JsonRejection>,
+) -> Result<axum::Json<AgentCachedImage>, AgentError> {
+    let axum::Json(request) = body?;
+    let client = state.enrollment.peer_client()?;
+    Ok(axum::Json(state.images.ensure(&client, &request).await?))
+}
 
 /// Large reads keep a transfer at disk speed.
 const READ_CHUNK: usize = 1 << 20;

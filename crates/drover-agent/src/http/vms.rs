@@ -10,7 +10,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use drover_api::agent::{AgentNic, AgentVmSpec, NicLease, VmRuntime};
-use drover_api::{PortForward, VmActionRequest, VmId};
+use drover_api::library::AgentFetch;
+use drover_api::{PortForward, VmActionRequest, VmDisk, VmId};
 use std::sync::Arc;
 
 pub async fn list(State(state): State<Arc<AgentState>>) -> Json<Vec<VmRuntime>> {
@@ -21,10 +22,38 @@ pub async fn validate(
     State(state): State<Arc<AgentState>>,
     body: Result<Json<AgentVmSpec>, JsonRejection>,
 ) -> Result<StatusCode, AgentError> {
-    let Json(spec) = body?;
+    let Json(mut spec) = body?;
     check_name(&spec)?;
+    if let VmDisk::Library { sha256, .. } = &spec.disk {
+        // The image is fetched at define; here only what the driver checks besides it.
+        crate::cache::check_fingerprint(sha256)?;
+        spec.disk = VmDisk::None;
+    }
     state.driver.validate(&spec).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A library disk becomes an overlay on the image in this host's cache, fetched (once, agent to
+/// agent, verified) when it is not there yet. Other disks pass unchanged.
+async fn resolve_library_disk(
+    state: &AgentState,
+    mut spec: AgentVmSpec,
+) -> Result<AgentVmSpec, AgentError> {
+    if let VmDisk::Library { sha256, url, .. } = &spec.disk {
+        let client = state.enrollment.peer_client()?;
+        let cached = state
+            .images
+            .ensure(
+                &client,
+                &AgentFetch {
+                    url: url.clone(),
+                    sha256: sha256.clone(),
+                },
+            )
+            .await?;
+        spec.disk = VmDisk::Image { path: cached.path };
+    }
+    Ok(spec)
 }
 
 fn check_name(spec: &AgentVmSpec) -> Result<(), AgentError> {
@@ -46,6 +75,7 @@ pub async fn define(
         )));
     }
     check_name(&spec)?;
+    let spec = resolve_library_disk(&state, spec).await?;
     if let Some(handle) = state.registry.find(vm_id)? {
         return if handle.spec() == spec {
             Ok(Json(handle.runtime()))

@@ -66,6 +66,15 @@ pub fn command_line(
         args.push("-device")
             .push("virtio-blk-pci,drive=disk0,id=vd0");
     }
+    if spec.seed.is_some() {
+        // QEMU's vvfat shows the seed directory as a FAT disk: no image to build, no tool.
+        args.push("-blockdev").push(join(&[
+            OsStr::new("driver=vvfat,node-name=seed0,read-only=on,label=cidata,fat-type=16,dir="),
+            &escape(files.seed_dir()),
+        ]));
+        args.push("-device")
+            .push("virtio-blk-pci,drive=seed0,id=seed0");
+    }
     // -kernel, -initrd and -append take their value verbatim: no option syntax to escape.
     if let Some(kernel) = &spec.kernel {
         args.push("-kernel").push(kernel);
@@ -195,6 +204,7 @@ mod tests {
                 attachment: NicAttachment::User,
             }],
             port_forwards: vec![],
+            seed: None,
         }
     }
 
@@ -299,6 +309,27 @@ mod tests {
         for absent in ["-blockdev", "virtio-blk", "-kernel", "-initrd", "-append"] {
             assert!(!line.contains(absent), "{absent} in {line}");
         }
+    }
+
+    #[test]
+    fn a_seed_is_a_read_only_fat_disk_labelled_cidata() {
+        let mut spec = spec(VmDisk::None);
+        spec.seed = Some(drover_api::CloudInitSeed {
+            meta_data: "local-hostname: a\n".into(),
+            user_data: "#cloud-config\n".into(),
+        });
+        let line = text(&command_line(
+            &spec,
+            &VmFiles::new("/v,x"),
+            Accelerator::Tcg,
+        ));
+        assert!(
+            line.contains(
+                "-blockdev driver=vvfat,node-name=seed0,read-only=on,label=cidata,fat-type=16,dir=/v,,x/seed \
+                 -device virtio-blk-pci,drive=seed0,id=seed0"
+            ),
+            "{line}"
+        );
     }
 
     #[test]

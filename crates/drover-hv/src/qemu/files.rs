@@ -32,6 +32,11 @@ impl VmFiles {
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
     }
+    /// The cloud-init NoCloud seed's files (`meta-data`, `user-data`), which QEMU presents as a
+    /// read-only FAT disk labelled `cidata`.
+    pub fn seed_dir(&self) -> PathBuf {
+        self.dir.join("seed")
+    }
     pub fn qmp_socket(&self) -> PathBuf {
         self.dir.join("qmp.sock")
     }

@@ -188,6 +188,7 @@ impl VmDriver for QemuDriver {
             }
             VmDisk::Blank { .. } => {}
             VmDisk::Image { path } => readable("image", path)?,
+            VmDisk::Library { .. } => return Err(library_disk_unresolved()),
         }
         if let Some(kernel) = &spec.kernel {
             readable("kernel", kernel)?;
@@ -228,7 +229,11 @@ impl VmDriver for QemuDriver {
                     disk::create_overlay(&self.config.qemu_img, &disk_path, Path::new(path))
                         .await?;
                 }
+                VmDisk::Library { .. } => return Err(library_disk_unresolved()),
             }
+        }
+        if let Some(seed) = &spec.seed {
+            write_seed(&files.seed_dir(), seed)?;
         }
         revert.commit();
         Ok(())
@@ -385,6 +390,31 @@ fn remove_runtime_files(files: &VmFiles) {
     }
 }
 
+/// Writes the NoCloud files; rewritten at every create so a changed seed is what boots.
+fn write_seed(dir: &Path, seed: &drover_api::CloudInitSeed) -> Result<(), DriverError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DriverError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    for (name, text) in [
+        ("meta-data", &seed.meta_data),
+        ("user-data", &seed.user_data),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// The agent turns a library disk into an image in its cache before the driver sees the spec.
+fn library_disk_unresolved() -> DriverError {
+    DriverError::Unsupported(
+        "a library disk must be fetched into the host's image cache before the VM is defined"
+            .into(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +432,7 @@ mod tests {
             cmdline: None,
             nics: vec![],
             port_forwards: vec![],
+            seed: None,
         }
     }
 

@@ -120,6 +120,32 @@ pub async fn insert(db: &Db, vm: &Vm) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Stores the VM's cloud-init seed (or clears it).
+pub async fn set_seed(
+    db: &Db,
+    id: VmId,
+    seed: Option<&drover_api::CloudInitSeed>,
+) -> Result<(), DbError> {
+    let text = seed.map(|seed| to_json("seed", seed)).transpose()?;
+    sqlx::query("UPDATE vms SET seed = ? WHERE id = ?")
+        .bind(text)
+        .bind(id.to_string())
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The VM's cloud-init seed, if it has one.
+pub async fn seed(db: &Db, id: VmId) -> Result<Option<drover_api::CloudInitSeed>, DbError> {
+    let text: Option<(Option<String>,)> = sqlx::query_as("SELECT seed FROM vms WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(db.pool())
+        .await?;
+    text.and_then(|(text,)| text)
+        .map(|text| from_json("seed", &text))
+        .transpose()
+}
+
 pub async fn get_by_id(db: &Db, id: VmId) -> Result<Option<Vm>, DbError> {
     get(db, &id.to_string()).await
 }

@@ -122,6 +122,18 @@ pub enum ApiError {
     LibraryItemNotFound(String),
     #[error("a library item named '{0}' already exists")]
     LibraryItemExists(String),
+    #[error("{item} is used by templates: {templates}")]
+    LibraryItemInUse { item: String, templates: String },
+    #[error("no {kind} profile '{name}'")]
+    ProfileNotFound { kind: &'static str, name: String },
+    #[error("a {kind} profile named '{name}' already exists")]
+    ProfileExists { kind: &'static str, name: String },
+    #[error("{0}")]
+    InvalidProfile(String),
+    #[error("no template '{0}'")]
+    TemplateNotFound(String),
+    #[error("a template named '{0}' already exists")]
+    TemplateExists(String),
     #[error("the agent refused the enrollment code")]
     EnrollmentCodeInvalid,
     /// The agent answered with its own error; its status and body pass through.
@@ -157,12 +169,17 @@ impl ApiError {
             | ApiError::NicNotFound { .. }
             | ApiError::HostGroupNotFound(_)
             | ApiError::ShareNotFound(_)
-            | ApiError::LibraryItemNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::LibraryItemNotFound(_)
+            | ApiError::ProfileNotFound { .. }
+            | ApiError::TemplateNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::VmExists(_)
             | ApiError::HostExists(_)
             | ApiError::HostHasVms { .. }
             | ApiError::ShareExists(_)
             | ApiError::LibraryItemExists(_)
+            | ApiError::LibraryItemInUse { .. }
+            | ApiError::ProfileExists { .. }
+            | ApiError::TemplateExists(_)
             | ApiError::NotLibraryServer(_)
             | ApiError::HostNotResponding(_)
             | ApiError::HostNeedsAttention { .. }
@@ -193,6 +210,7 @@ impl ApiError {
             | ApiError::InvalidSharePath(_)
             | ApiError::InvalidNetwork(_)
             | ApiError::InvalidPortForward(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidProfile(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Agent { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -381,6 +399,23 @@ impl ApiError {
                 "library_item_exists",
                 "choose another name with --name, or remove the other item first",
             ),
+            ApiError::LibraryItemInUse { .. } => {
+                ("library_item_in_use", "remove the templates named first")
+            }
+            ApiError::ProfileNotFound { .. } => (
+                "profile_not_found",
+                "list profiles with `drover profile hardware list` or `drover profile guest-os list`",
+            ),
+            ApiError::ProfileExists { .. } => ("profile_exists", "choose another name"),
+            ApiError::InvalidProfile(_) => (
+                "invalid_profile",
+                "fix the value the message names; `drover profile ... create --help` lists the rules",
+            ),
+            ApiError::TemplateNotFound(_) => (
+                "template_not_found",
+                "list templates with `drover template list`",
+            ),
+            ApiError::TemplateExists(_) => ("template_exists", "choose another name"),
             ApiError::EnrollmentCodeInvalid => (
                 "enrollment_code_invalid",
                 "use the one-time code the agent printed at its start (or run `drover agent enroll-code` on the host)",

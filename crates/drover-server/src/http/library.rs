@@ -14,7 +14,8 @@ use drover_api::library::{
 };
 use drover_api::{LibraryItemId, LibraryShareId, Page};
 
-fn one_page<T>(items: Vec<T>) -> Json<Page<T>> {
+/// A whole list as one page (no `next_cursor`).
+pub(super) fn one_page<T>(items: Vec<T>) -> Json<Page<T>> {
     Json(Page {
         items,
         next_cursor: None,

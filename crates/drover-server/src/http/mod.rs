@@ -13,6 +13,7 @@ mod library;
 mod networks;
 mod openapi;
 mod placement;
+mod templates;
 mod vms;
 
 pub use auth::{ADMIN, CurrentUser, ensure_admin, issue_token};
@@ -70,6 +71,19 @@ pub fn router(state: AppState) -> Router {
             get(library::item).delete(library::remove),
         )
         .route("/library/refresh", post(library::refresh))
+        .route(
+            "/profiles/hardware",
+            get(templates::hardware_list).post(templates::hardware_create),
+        )
+        .route("/profiles/hardware/{profile}", get(templates::hardware_get))
+        .route(
+            "/profiles/guest-os",
+            get(templates::guest_os_list).post(templates::guest_os_create),
+        )
+        .route("/profiles/guest-os/{profile}", get(templates::guest_os_get))
+        .route("/templates", get(templates::list).post(templates::create))
+        .route("/templates/{template}", get(templates::get))
+        .route("/templates/{template}/vms", post(templates::create_vm))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job}", get(jobs::get))
         .route("/jobs/{job}/cancel", post(jobs::cancel))

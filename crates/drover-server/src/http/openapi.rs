@@ -1,7 +1,9 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI document, generated from the handlers' annotations and
 //! the API types' schemas, so it cannot drift from the code.
 
-use super::{auth, console, events, hostgroups, hosts, jobs, library, networks, placement, vms};
+use super::{
+    auth, console, events, hostgroups, hosts, jobs, library, networks, placement, templates, vms,
+};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -46,6 +48,16 @@ use utoipa::OpenApi;
         library::import,
         library::remove,
         library::refresh,
+        templates::hardware_list,
+        templates::hardware_get,
+        templates::hardware_create,
+        templates::guest_os_list,
+        templates::guest_os_get,
+        templates::guest_os_create,
+        templates::list,
+        templates::get,
+        templates::create,
+        templates::create_vm,
         jobs::list,
         jobs::get,
         jobs::cancel,

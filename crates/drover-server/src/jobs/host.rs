@@ -161,13 +161,21 @@ pub(super) async fn prepare_remove(state: &AppState, host_id: HostId) -> Result<
 
 async fn refuse_if_vms(state: &AppState, host: &Host) -> Result<(), ApiError> {
     let names = db::vms::names_on_host(&state.db, host.id).await?;
-    if names.is_empty() {
-        return Ok(());
+    if !names.is_empty() {
+        return Err(ApiError::HostHasVms {
+            host: host.name.clone(),
+            vms: names.join(", "),
+        });
     }
-    Err(ApiError::HostHasVms {
-        host: host.name.clone(),
-        vms: names.join(", "),
-    })
+    // Removing a library server forgets its shares and items, but not those templates use.
+    let templates = db::templates::names_using_server(&state.db, host.id).await?;
+    if !templates.is_empty() {
+        return Err(ApiError::LibraryItemInUse {
+            item: format!("the library on host '{}'", host.name),
+            templates: templates.join(", "),
+        });
+    }
+    Ok(())
 }
 
 pub(super) async fn run_remove(

@@ -329,11 +329,24 @@ async fn free_item_name(state: &AppState, file: &LibraryFile) -> Result<String, 
     Ok(format!("{stem}-{short}"))
 }
 
+/// An item a template uses stays: the refusal names the templates.
+async fn refuse_if_used(state: &AppState, item: &LibraryItem) -> Result<(), ApiError> {
+    let templates = db::templates::names_using_item(&state.db, item.id).await?;
+    if templates.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::LibraryItemInUse {
+        item: format!("library item '{}'", item.name),
+        templates: templates.join(", "),
+    })
+}
+
 pub(super) async fn prepare_remove(
     state: &AppState,
     item_id: LibraryItemId,
 ) -> Result<Plan, ApiError> {
     let item = find_item(state, &item_id.to_string()).await?;
+    refuse_if_used(state, &item).await?;
     Ok(Plan {
         description: format!("Remove library item {}", item.name),
         target: share_target(item.share_id, &item.share),
@@ -348,6 +361,7 @@ pub(super) async fn run_remove(
     item_id: LibraryItemId,
 ) -> Result<(), ApiError> {
     let item = find_item(state, &item_id.to_string()).await?;
+    refuse_if_used(state, &item).await?;
     let share = find_share(state, &item.share_id.to_string()).await?;
     let address = server_address(state, &share).await?;
     run.step(async {

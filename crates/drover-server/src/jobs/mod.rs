@@ -7,19 +7,22 @@
 mod host;
 mod library;
 mod network;
+mod template;
 mod vm;
 
 pub(crate) use library::{find_item, find_share, schedule_refresh};
+pub(crate) use template::{find_guest_os, find_hardware, find_template, vm_create_from};
 
 use crate::db;
 use crate::http::ApiError;
 use crate::state::AppState;
 use chrono::Utc;
 use drover_api::library::{LibraryImport, LibraryRefresh, LibraryShareAdd};
+use drover_api::template::{GuestOsProfileCreate, HardwareProfileCreate, TemplateCreate};
 use drover_api::{
     ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep, JobTarget,
-    LibraryItemId, LibraryShareId, NetworkCreate, NetworkId, PortForward, VmAction, VmCreate, VmId,
-    VmState,
+    LibraryItemId, LibraryShareId, NetworkCreate, NetworkId, PortForward, ProfileId, TemplateId,
+    VmAction, VmCreate, VmId, VmState,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -89,6 +92,18 @@ pub enum JobSpec {
     LibraryRemove {
         item_id: LibraryItemId,
     },
+    HardwareProfileCreate {
+        profile_id: ProfileId,
+        request: HardwareProfileCreate,
+    },
+    GuestOsProfileCreate {
+        profile_id: ProfileId,
+        request: GuestOsProfileCreate,
+    },
+    TemplateCreate {
+        template_id: TemplateId,
+        request: TemplateCreate,
+    },
 }
 
 impl JobSpec {
@@ -112,6 +127,9 @@ impl JobSpec {
             JobSpec::LibraryImport { .. } => "library.import".to_owned(),
             JobSpec::LibraryRefresh { .. } => "library.refresh".to_owned(),
             JobSpec::LibraryRemove { .. } => "library.remove".to_owned(),
+            JobSpec::HardwareProfileCreate { .. } => "profile.hardware_create".to_owned(),
+            JobSpec::GuestOsProfileCreate { .. } => "profile.guest_os_create".to_owned(),
+            JobSpec::TemplateCreate { .. } => "template.create".to_owned(),
         }
     }
 }
@@ -219,6 +237,18 @@ pub async fn submit(
         JobSpec::LibraryImport { request, .. } => library::prepare_import(state, request).await?,
         JobSpec::LibraryRefresh { request } => library::prepare_refresh(state, request).await?,
         JobSpec::LibraryRemove { item_id } => library::prepare_remove(state, *item_id).await?,
+        JobSpec::HardwareProfileCreate {
+            profile_id,
+            request,
+        } => template::prepare_hardware(state, *profile_id, request).await?,
+        JobSpec::GuestOsProfileCreate {
+            profile_id,
+            request,
+        } => template::prepare_guest_os(state, *profile_id, request).await?,
+        JobSpec::TemplateCreate {
+            template_id,
+            request,
+        } => template::prepare_template(state, *template_id, request).await?,
     };
     let now = Utc::now();
     let done = plan.done.into_iter().map(|(name, detail)| JobStep {
@@ -408,6 +438,18 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
             library::run_refresh(&state, &mut run, request).await
         }
         JobSpec::LibraryRemove { item_id } => library::run_remove(&state, &mut run, item_id).await,
+        JobSpec::HardwareProfileCreate {
+            profile_id,
+            request,
+        } => template::run_hardware(&state, &mut run, profile_id, request).await,
+        JobSpec::GuestOsProfileCreate {
+            profile_id,
+            request,
+        } => template::run_guest_os(&state, &mut run, profile_id, request).await,
+        JobSpec::TemplateCreate {
+            template_id,
+            request,
+        } => template::run_template(&state, &mut run, template_id, request).await,
     };
     run.finish(outcome).await;
 }

@@ -10,8 +10,8 @@ use chrono::Utc;
 use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
 use drover_api::network::{NetworkHostState, USER_NETWORK, tap_name};
 use drover_api::{
-    Event, Host, HostState, JobTarget, Network, PlacementGoal, PortForward, Vm, VmAction, VmCreate,
-    VmId, VmNic, VmState,
+    CloudInitSeed, Event, Host, HostState, JobTarget, Network, PlacementGoal, PortForward, Vm,
+    VmAction, VmCreate, VmId, VmNic, VmState,
 };
 
 /// Smallest memory a VM may have; below it no guest kernel boots.
@@ -28,7 +28,7 @@ fn target(vm_id: VmId, name: &str) -> JobTarget {
     }
 }
 
-fn agent_spec(vm: &Vm) -> AgentVmSpec {
+fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
     AgentVmSpec {
         id: vm.id,
         name: vm.name.clone(),
@@ -40,6 +40,7 @@ fn agent_spec(vm: &Vm) -> AgentVmSpec {
         cmdline: vm.cmdline.clone(),
         nics: vm.nics.iter().map(|nic| agent_nic(vm.id, nic)).collect(),
         port_forwards: vm.port_forwards.clone(),
+        seed,
     }
 }
 
@@ -229,7 +230,7 @@ pub(super) async fn prepare_create(
         state
             .agents
             .at(&host.address)
-            .validate(&agent_spec(&vm))
+            .validate(&agent_spec(&vm, request.seed.clone()))
             .await?;
         let claimed = db::placement::claim(&state.db, &vm, candidate.reserves)
             .await
@@ -245,6 +246,7 @@ pub(super) async fn prepare_create(
             db::vms::delete(&state.db, vm_id).await?;
             return Err(error.into());
         }
+        db::vms::set_seed(&state.db, vm_id, request.seed.as_ref()).await?;
         state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
         let mut steps = vec![CREATE_STEP];
         if request.start {
@@ -300,7 +302,8 @@ async fn create_and_start(
         for network in vm_networks(state, &vm).await? {
             super::network::ensure_on_host(state, network, &host).await?;
         }
-        let runtime = agent.define(&agent_spec(&vm)).await?;
+        let seed = db::vms::seed(&state.db, vm_id).await?;
+        let runtime = agent.define(&agent_spec(&vm, seed)).await?;
         record(
             state,
             vm_id,

@@ -1,0 +1,187 @@
+//! Resumable, verified downloads from a transfer endpoint (`range`'s other side). The bytes go
+//! to a hidden name derived from the expected SHA-256, so a transfer cut short (either end
+//! killed) resumes from what arrived: the retry asks for the rest with `Range` and `If-Range`
+//! naming the expected version, and the endpoint answers with the whole file instead if its file
+//! changed. The file takes its final name only once its SHA-256 matches.
+
+use crate::ImageError;
+use crate::range::etag;
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, IF_RANGE, RANGE};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How far a transfer has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of the file in place, those resumed from included.
+    pub done: u64,
+    pub total: u64,
+    /// Bytes that came over the network in this attempt.
+    pub received: u64,
+}
+
+/// Where the bytes of a transfer of `target` wait until they are verified.
+pub fn partial_path(target: &Path, sha256: &str) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let short: String = sha256.chars().take(16).collect();
+    target.with_file_name(format!(".{name}.part-{short}"))
+}
+
+/// Downloads `url` to `target`, resuming an earlier attempt, and verifies it against `sha256`.
+/// `progress` is called as bytes arrive.
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    sha256: &str,
+    target: &Path,
+    mut progress: impl FnMut(Progress),
+) -> Result<(), ImageError> {
+    let failed = |detail: String| ImageError::TransferFailed {
+        url: url.to_owned(),
+        detail,
+    };
+    let partial = partial_path(target, sha256);
+    // Hash what an earlier attempt left, so the file is read once in all.
+    let mut hasher = Sha256::new();
+    let mut have = hash_existing(&partial, &mut hasher).await?;
+    let mut request = client.get(url);
+    if have > 0 {
+        request = request
+            .header(RANGE, format!("bytes={have}-"))
+            .header(IF_RANGE, etag(sha256));
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|error| failed(error.to_string()))?;
+    let status = response.status();
+    let total = match status {
+        StatusCode::PARTIAL_CONTENT => content_range_total(&response)
+            .ok_or_else(|| failed("a partial answer without a usable Content-Range".to_owned()))?,
+        StatusCode::OK => {
+            // The whole file: the endpoint's version is not the one the partial bytes came from.
+            hasher = Sha256::new();
+            have = 0;
+            header_number(&response, CONTENT_LENGTH).unwrap_or_default()
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            // More bytes than the file has: they cannot be of this version.
+            remove_partial(&partial).await?;
+            return Err(failed(
+                "the partial file was longer than the source; retry".to_owned(),
+            ));
+        }
+        other => {
+            let body = response.text().await.unwrap_or_default();
+            return Err(failed(format!("the endpoint answered {other}: {body}")));
+        }
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(have > 0)
+        .truncate(have == 0)
+        .open(&partial)
+        .await
+        .map_err(ImageError::io(&partial))?;
+    let mut received = 0;
+    progress(Progress {
+        done: have,
+        total,
+        received,
+    });
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|error| failed(format!("the connection broke: {error}")))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(ImageError::io(&partial))?;
+        hasher.update(&chunk);
+        let length = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+        have += length;
+        received += length;
+        progress(Progress {
+            done: have,
+            total,
+            received,
+        });
+    }
+    file.sync_all().await.map_err(ImageError::io(&partial))?;
+    drop(file);
+    let actual = hex::encode(hasher.finalize());
+    if actual != sha256 {
+        remove_partial(&partial).await?;
+        return Err(ImageError::TransferCorrupt {
+            url: url.to_owned(),
+            expected: sha256.to_owned(),
+            actual,
+        });
+    }
+    tokio::fs::rename(&partial, target)
+        .await
+        .map_err(ImageError::io(target))
+}
+
+async fn hash_existing(partial: &Path, hasher: &mut Sha256) -> Result<u64, ImageError> {
+    let mut file = match tokio::fs::File::open(partial).await {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(ImageError::Io {
+                path: partial.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut buffer = vec![0_u8; 1 << 20];
+    let mut length = 0;
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .await
+            .map_err(ImageError::io(partial))?;
+        if read == 0 {
+            return Ok(length);
+        }
+        hasher.update(&buffer[..read]);
+        length += u64::try_from(read).unwrap_or(u64::MAX);
+    }
+}
+
+async fn remove_partial(partial: &Path) -> Result<(), ImageError> {
+    match tokio::fs::remove_file(partial).await {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ImageError::Io {
+            path: partial.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn header_number(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<u64> {
+    response.headers().get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// The file's length from `Content-Range: bytes START-END/TOTAL`.
+fn content_range_total(response: &reqwest::Response) -> Option<u64> {
+    let value = response.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    value.rsplit_once('/')?.1.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_names_are_hidden_and_tied_to_the_version() {
+        let path = partial_path(Path::new("/cache/base.qcow2"), "0123456789abcdef0123");
+        assert_eq!(path, Path::new("/cache/.base.qcow2.part-0123456789abcdef"));
+    }
+}

@@ -1,0 +1,268 @@
+//! Profile and template jobs: each checks its request (names free, references found, values in
+//! range) before it is queued, and records the object when it runs. They touch no host.
+
+use super::{JobRun, Plan};
+use crate::db::{self, DbError};
+use crate::http::ApiError;
+use crate::state::AppState;
+use drover_api::library::LibraryItemKind;
+use drover_api::template::{
+    GuestOsProfile, GuestOsProfileCreate, HardwareProfile, HardwareProfileCreate, Template,
+    TemplateCreate, VmFromTemplate,
+};
+use drover_api::{JobTarget, ProfileId, TemplateId, VmCreate, VmDisk};
+
+const RECORD_STEP: &str = "Record it in the database";
+
+fn target(kind: &str, id: String, name: &str) -> JobTarget {
+    JobTarget {
+        kind: kind.to_owned(),
+        id,
+        name: name.to_owned(),
+    }
+}
+
+pub(crate) async fn find_hardware(
+    state: &AppState,
+    name: &str,
+) -> Result<HardwareProfile, ApiError> {
+    db::templates::hardware_profile(&state.db, name)
+        .await?
+        .ok_or_else(|| ApiError::ProfileNotFound {
+            kind: "hardware",
+            name: name.to_owned(),
+        })
+}
+
+pub(crate) async fn find_guest_os(
+    state: &AppState,
+    name: &str,
+) -> Result<GuestOsProfile, ApiError> {
+    db::templates::guest_os_profile(&state.db, name)
+        .await?
+        .ok_or_else(|| ApiError::ProfileNotFound {
+            kind: "guest OS",
+            name: name.to_owned(),
+        })
+}
+
+pub(crate) async fn find_template(state: &AppState, name: &str) -> Result<Template, ApiError> {
+    db::templates::template(&state.db, name)
+        .await?
+        .ok_or_else(|| ApiError::TemplateNotFound(name.to_owned()))
+}
+
+fn profile_exists<'a>(kind: &'static str, name: &'a str) -> impl Fn(DbError) -> ApiError + 'a {
+    move |error| match error {
+        DbError::Duplicate { .. } => ApiError::ProfileExists {
+            kind,
+            name: name.to_owned(),
+        },
+        other => other.into(),
+    }
+}
+
+/// The VM a template makes: its hardware profile's settings and a library disk that the host
+/// fetches straight from the library server's transfer endpoint.
+pub(crate) async fn vm_create_from(
+    state: &AppState,
+    template: &str,
+    request: VmFromTemplate,
+) -> Result<VmCreate, ApiError> {
+    let template = find_template(state, template).await?;
+    let item = super::find_item(state, &template.disk_id.to_string()).await?;
+    let share = super::find_share(state, &item.share_id.to_string()).await?;
+    let server = db::library::servers(&state.db)
+        .await?
+        .into_iter()
+        .find(|server| server.host_id == share.host_id)
+        .ok_or_else(|| ApiError::NotLibraryServer(share.server.clone()))?;
+    let hardware = find_hardware(state, &template.hardware).await?.spec;
+    let seed = match &template.guest_os {
+        Some(name) => {
+            let profile = find_guest_os(state, name).await?.spec;
+            let hostname = drover_api::template::hostname_from_pattern(&profile.hostname, || {
+                const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+                let index = rand::random_range(0..ALPHABET.len());
+                char::from(ALPHABET[index])
+            });
+            Some(drover_api::template::cloud_init_seed(
+                &profile,
+                &request.name,
+                &hostname,
+            ))
+        }
+        None => None,
+    };
+    Ok(VmCreate {
+        name: request.name,
+        host: request.host,
+        group: request.group,
+        cpus: hardware.cpus,
+        memory_mib: hardware.memory_mib,
+        disk: VmDisk::Library {
+            url: format!(
+                "https://{}/v1/shares/{}/files/{}",
+                server.transfer_address, share.name, item.file.path
+            ),
+            item: item.name,
+            sha256: item.file.sha256,
+        },
+        kernel: hardware.kernel,
+        initrd: hardware.initrd,
+        cmdline: hardware.cmdline,
+        start: request.start,
+        // Hardware-profile NICs are not applied yet: one user-mode NIC, the default.
+        networks: Vec::new(),
+        seed,
+    })
+}
+
+pub(super) async fn prepare_hardware(
+    state: &AppState,
+    profile_id: ProfileId,
+    request: &HardwareProfileCreate,
+) -> Result<Plan, ApiError> {
+    drover_api::vm::validate_name(&request.name).map_err(ApiError::InvalidName)?;
+    drover_api::template::validate_hardware(&request.spec).map_err(ApiError::InvalidProfile)?;
+    if db::templates::hardware_profile(&state.db, &request.name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::ProfileExists {
+            kind: "hardware",
+            name: request.name.clone(),
+        });
+    }
+    Ok(Plan {
+        description: format!("Create hardware profile {}", request.name),
+        target: target("profile", profile_id.to_string(), &request.name),
+        done: Vec::new(),
+        steps: vec![RECORD_STEP],
+    })
+}
+
+pub(super) async fn run_hardware(
+    state: &AppState,
+    run: &mut JobRun,
+    profile_id: ProfileId,
+    request: HardwareProfileCreate,
+) -> Result<(), ApiError> {
+    run.step(async {
+        db::templates::insert_profile(
+            &state.db,
+            profile_id,
+            db::templates::HARDWARE,
+            &request.name,
+            &request.spec,
+        )
+        .await
+        .map_err(profile_exists("hardware", &request.name))
+    })
+    .await
+}
+
+pub(super) async fn prepare_guest_os(
+    state: &AppState,
+    profile_id: ProfileId,
+    request: &GuestOsProfileCreate,
+) -> Result<Plan, ApiError> {
+    drover_api::vm::validate_name(&request.name).map_err(ApiError::InvalidName)?;
+    drover_api::template::validate_guest_os(&request.spec).map_err(ApiError::InvalidProfile)?;
+    if db::templates::guest_os_profile(&state.db, &request.name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::ProfileExists {
+            kind: "guest OS",
+            name: request.name.clone(),
+        });
+    }
+    Ok(Plan {
+        description: format!("Create guest OS profile {}", request.name),
+        target: target("profile", profile_id.to_string(), &request.name),
+        done: Vec::new(),
+        steps: vec![RECORD_STEP],
+    })
+}
+
+pub(super) async fn run_guest_os(
+    state: &AppState,
+    run: &mut JobRun,
+    profile_id: ProfileId,
+    request: GuestOsProfileCreate,
+) -> Result<(), ApiError> {
+    run.step(async {
+        db::templates::insert_profile(
+            &state.db,
+            profile_id,
+            db::templates::GUEST_OS,
+            &request.name,
+            &request.spec,
+        )
+        .await
+        .map_err(profile_exists("guest OS", &request.name))
+    })
+    .await
+}
+
+pub(super) async fn prepare_template(
+    state: &AppState,
+    template_id: TemplateId,
+    request: &TemplateCreate,
+) -> Result<Plan, ApiError> {
+    drover_api::vm::validate_name(&request.name).map_err(ApiError::InvalidName)?;
+    if db::templates::template(&state.db, &request.name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::TemplateExists(request.name.clone()));
+    }
+    let item = super::find_item(state, &request.disk).await?;
+    if item.file.kind != LibraryItemKind::Disk {
+        return Err(ApiError::InvalidProfile(format!(
+            "library item '{}' is an ISO; a template's disk must be a disk image",
+            item.name
+        )));
+    }
+    find_hardware(state, &request.hardware).await?;
+    if let Some(guest_os) = &request.guest_os {
+        find_guest_os(state, guest_os).await?;
+    }
+    Ok(Plan {
+        description: format!("Create template {}", request.name),
+        target: target("template", template_id.to_string(), &request.name),
+        done: Vec::new(),
+        steps: vec![RECORD_STEP],
+    })
+}
+
+pub(super) async fn run_template(
+    state: &AppState,
+    run: &mut JobRun,
+    template_id: TemplateId,
+    request: TemplateCreate,
+) -> Result<(), ApiError> {
+    run.step(async {
+        let item = super::find_item(state, &request.disk).await?;
+        let hardware = find_hardware(state, &request.hardware).await?;
+        let guest_os = match &request.guest_os {
+            Some(name) => Some(find_guest_os(state, name).await?.id),
+            None => None,
+        };
+        db::templates::insert_template(
+            &state.db,
+            template_id,
+            &request.name,
+            item.id,
+            hardware.id,
+            guest_os,
+        )
+        .await
+        .map_err(|error| match error {
+            DbError::Duplicate { .. } => ApiError::TemplateExists(request.name.clone()),
+            other => other.into(),
+        })
+    })
+    .await
+}
