@@ -20,5 +20,6 @@ for tool in mke2fs:e2fsprogs lz4:lz4 xz:xz-utils zstd:zstd dnsmasq:dnsmasq-base 
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  [ -n "$(ls /var/lib/apt/lists/*_Packages 2>/dev/null | head -1)" ] || apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
