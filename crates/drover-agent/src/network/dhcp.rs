@@ -166,23 +166,7 @@ pub fn leased_address(files: &DhcpFiles, mac: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drover_api::NetworkId;
-
-    fn network(mode: NetworkMode) -> AgentNetwork {
-        AgentNetwork {
-            id: NetworkId::new(),
-            name: "lab".into(),
-            mode,
-            bridge: "dr-lab".into(),
-            subnet: Some("10.10.0.0/24".into()),
-            gateway: Some("10.10.0.1".into()),
-            dhcp_start: Some("10.10.0.2".into()),
-            dhcp_end: Some("10.10.0.254".into()),
-            vlan: None,
-            uplink: None,
-            overlay: None,
-        }
-    }
+    use crate::network::sample_network as network;
 
     #[test]
     fn static_leases_only_on_the_bridge_with_a_router_for_nat() {

@@ -488,3 +488,21 @@ fn enable_forwarding() -> Result<(), NetworkError> {
     let path = PathBuf::from("/proc/sys/net/ipv4/ip_forward");
     std::fs::write(&path, "1").map_err(|source| NetworkError::Io { path, source })
 }
+
+/// A `/24` network named `lab` for the unit tests of this module's parts.
+#[cfg(test)]
+fn sample_network(mode: NetworkMode) -> AgentNetwork {
+    AgentNetwork {
+        id: NetworkId::new(),
+        name: "lab".into(),
+        mode,
+        bridge: "dr-lab".into(),
+        subnet: Some("10.10.0.0/24".into()),
+        gateway: Some("10.10.0.1".into()),
+        dhcp_start: Some("10.10.0.2".into()),
+        dhcp_end: Some("10.10.0.254".into()),
+        vlan: None,
+        uplink: None,
+        overlay: None,
+    }
+}
