@@ -349,7 +349,7 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
             "--host",
             "h1",
             "--disk",
-            "1G",
+            "64M",
             "--kernel",
             &not_a_kernel.to_string_lossy(),
             "--start",
