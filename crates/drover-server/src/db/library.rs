@@ -1,7 +1,7 @@
 //! Library servers (hosts with the library role), shares and items, and their conversion to
 //! the API's [`LibraryServer`], [`LibraryShare`] and [`LibraryItem`].
 
-use super::{Db, DbError, duplicate_as, from_json, parse_id, signed, to_json, unsigned};
+use super::{Db, DbError, duplicate_as, from_json, lookup, parse_id, signed, to_json, unsigned};
 use chrono::{DateTime, Utc};
 use drover_api::library::{
     LIBRARY_ROLE, LibraryFile, LibraryItem, LibraryItemKind, LibraryServer, LibraryShare,
@@ -95,14 +95,13 @@ pub async fn shares(db: &Db) -> Result<Vec<LibraryShare>, DbError> {
 }
 
 pub async fn share(db: &Db, id_or_name: &str) -> Result<Option<LibraryShare>, DbError> {
-    let row: Option<ShareRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SHARE_SELECT} WHERE library_shares.id = ? OR library_shares.name = ?"
-    )))
-    .bind(id_or_name.to_owned())
-    .bind(id_or_name.to_owned())
-    .fetch_optional(db.pool())
-    .await?;
-    row.map(LibraryShare::try_from).transpose()
+    lookup::<ShareRow, LibraryShare>(
+        db,
+        SHARE_SELECT,
+        ("library_shares.id", "library_shares.name"),
+        id_or_name,
+    )
+    .await
 }
 
 /// Stores a share; [`DbError::Duplicate`] when the name (or the directory on that server) is taken.
@@ -189,14 +188,13 @@ pub async fn items(db: &Db, share_id: Option<LibraryShareId>) -> Result<Vec<Libr
 }
 
 pub async fn item(db: &Db, id_or_name: &str) -> Result<Option<LibraryItem>, DbError> {
-    let row: Option<ItemRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{ITEM_SELECT} WHERE library_items.id = ? OR library_items.name = ?"
-    )))
-    .bind(id_or_name.to_owned())
-    .bind(id_or_name.to_owned())
-    .fetch_optional(db.pool())
-    .await?;
-    row.map(LibraryItem::try_from).transpose()
+    lookup::<ItemRow, LibraryItem>(
+        db,
+        ITEM_SELECT,
+        ("library_items.id", "library_items.name"),
+        id_or_name,
+    )
+    .await
 }
 
 /// Stores an item; [`DbError::Duplicate`] when its name (or its file in the share) is taken.
