@@ -28,6 +28,31 @@ pub enum VmEvent {
     Exited { clean: bool, reason: String },
 }
 
+/// What a checkpoint operation does to the VM's disk (and, with a process, its memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointOp {
+    Create,
+    Restore,
+    Delete,
+}
+
+/// A checkpoint as the VM's disk holds it (a qcow2 internal snapshot named `tag`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskCheckpoint {
+    pub tag: String,
+    /// Size of the saved memory and device state; 0 for a checkpoint of a stopped VM.
+    pub vm_state_bytes: u64,
+}
+
+/// Where a VM's process starts from other than a boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The state [`RunningVm::save`] wrote; the file is removed once the guest runs again.
+    SavedState,
+    /// A checkpoint with memory: disk, memory and devices as they were when it was taken.
+    Checkpoint(String),
+}
+
 /// The vCPU state of a live process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
@@ -56,6 +81,9 @@ pub enum DriverError {
         #[source]
         source: drover_qmp::QmpError,
     },
+    /// QEMU or qemu-img refused a checkpoint or a save; `reason` has their words.
+    #[error("{operation} failed: {reason}")]
+    Snapshot { operation: String, reason: String },
     #[error("i/o error on {path}")]
     Io {
         path: PathBuf,
@@ -95,6 +123,47 @@ pub trait VmDriver: Send + Sync + 'static {
 
     /// Ends the VM's process if any and removes everything in `vm_dir`.
     async fn destroy(&self, vm_dir: &Path) -> Result<(), DriverError>;
+
+    /// Starts the VM's process from a saved state or a checkpoint instead of booting it; as
+    /// [`VmDriver::start`] otherwise.
+    async fn start_from(
+        &self,
+        _spec: &AgentVmSpec,
+        _vm_dir: &Path,
+        _from: StartFrom,
+    ) -> Result<Box<dyn RunningVm>, DriverError> {
+        Err(not_supported())
+    }
+
+    /// Whether `vm_dir` holds a saved state written by [`RunningVm::save`].
+    fn has_saved_state(&self, _vm_dir: &Path) -> bool {
+        false
+    }
+
+    /// Removes the saved state, if any; the VM boots afresh at its next start.
+    async fn discard_saved_state(&self, _vm_dir: &Path) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    /// The checkpoints the VM's disk holds, oldest first; empty for a VM without a disk.
+    async fn checkpoints(&self, _vm_dir: &Path) -> Result<Vec<DiskCheckpoint>, DriverError> {
+        Ok(Vec::new())
+    }
+
+    /// Creates, restores or deletes a disk-only checkpoint of a VM that has no process.
+    async fn checkpoint_offline(
+        &self,
+        _vm_dir: &Path,
+        _op: CheckpointOp,
+        _tag: &str,
+    ) -> Result<(), DriverError> {
+        Err(not_supported())
+    }
+}
+
+/// What drivers without saved states and checkpoints (the simulated one) answer.
+fn not_supported() -> DriverError {
+    DriverError::Unsupported("this host's driver cannot save VMs or take checkpoints".into())
 }
 
 /// One live VM process. Owned by exactly one task, the agent's actor for the VM.
@@ -119,6 +188,16 @@ pub trait RunningVm: Send + 'static {
     async fn add_nic(&mut self, nic: &drover_api::agent::AgentNic) -> Result<(), DriverError>;
     /// Hot-unplugs the NIC `name`; returns once the guest released it and its backend is gone.
     async fn remove_nic(&mut self, name: &str) -> Result<(), DriverError>;
+    /// Saves the guest's memory and device state into the VM's directory and ends the process;
+    /// [`VmDriver::start_from`] with [`StartFrom::SavedState`] brings it back.
+    async fn save(&mut self) -> Result<(), DriverError> {
+        Err(not_supported())
+    }
+    /// Creates (with memory), restores or deletes a checkpoint while the process lives. A
+    /// restore is atomic for the guest: its vCPUs are stopped around the load.
+    async fn checkpoint(&mut self, _op: CheckpointOp, _tag: &str) -> Result<(), DriverError> {
+        Err(not_supported())
+    }
     /// The process's events; the channel closes after [`VmEvent::Exited`].
     fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>>;
     /// Unix socket of the guest's serial console (one client at a time).

@@ -6,7 +6,7 @@ use drover_api::agent::AgentVmSpec;
 use drover_api::id::VmId;
 use drover_api::vm::VmDisk;
 use drover_hv::qemu::{QemuConfig, QemuDriver, VmFiles, disk, process};
-use drover_hv::{DriverError, RunStatus, VmDriver, VmEvent};
+use drover_hv::{CheckpointOp, DriverError, RunStatus, StartFrom, VmDriver, VmEvent};
 use nix::sys::signal::{Signal, kill};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -376,4 +376,246 @@ async fn validate_reports_a_missing_kernel() {
         }
         other => panic!("expected MissingFile, got {other:?}"),
     }
+}
+
+/// A guest on an overlay of the ext4 root disk that ticks on its console every second and runs
+/// a shell there, for save and checkpoint tests.
+fn ticking_disk_spec(name: &str) -> AgentVmSpec {
+    let mut spec = tiny_spec(name);
+    spec.disk = VmDisk::Image {
+        path: drover_testkit::guest().rootfs_qcow2.display().to_string(),
+    };
+    spec.cmdline = Some("console=ttyS0 quiet tiny.root=/dev/vda tiny.tick=1 tiny.shell=1".into());
+    spec
+}
+
+/// The tick numbers the guest printed in `text`, in order.
+fn ticks(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|line| line.split("TINYVM-TICK ").nth(1))
+        .filter_map(|rest| rest.trim().parse().ok())
+        .collect()
+}
+
+fn serial_log(test_dir: &TestDir) -> String {
+    std::fs::read_to_string(test_dir.file("serial.log")).expect("serial.log")
+}
+
+/// Waits until the guest printed a tick of at least `at_least` after byte `from` of its log;
+/// returns the ticks printed after `from`.
+async fn wait_for_tick(test_dir: &TestDir, from: usize, at_least: u64) -> Vec<u64> {
+    drover_testkit::wait_until(&format!("tick {at_least}"), BOOT, async || {
+        let text = serial_log(test_dir);
+        let later = ticks(text.get(from..)?);
+        later.iter().any(|tick| *tick >= at_least).then_some(later)
+    })
+    .await
+    .expect("the guest ticks")
+}
+
+/// Types `line` into the guest's shell and waits for `answer` after byte `from` of its log.
+async fn shell(test_dir: &TestDir, socket: &Path, line: &str, answer: &str) {
+    let from = serial_log(test_dir).len();
+    let mut console = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect to the serial console");
+    console
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .expect("type");
+    drover_testkit::wait_until(&format!("{answer:?} from {line:?}"), EVENT, async || {
+        serial_log(test_dir)
+            .get(from..)?
+            .contains(answer)
+            .then_some(())
+    })
+    .await
+    .expect("the shell answers");
+}
+
+#[tokio::test]
+async fn save_and_restore_continue_the_guest() {
+    let test_dir = TestDir::new("save_and_restore_continue_the_guest");
+    let driver = driver();
+    let spec = ticking_disk_spec("save");
+    driver
+        .create(&spec, test_dir.vm_dir())
+        .await
+        .expect("create");
+    let mut vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    let mut events = vm.take_events().expect("events");
+    wait_for_tick(&test_dir, 0, 2).await;
+    // The shell prints 42A only when it ran the line, not when it echoes it.
+    shell(
+        &test_dir,
+        &vm.serial_socket(),
+        "echo $((6*7))A > /before-save; sync; echo OK$((1+1))",
+        "OK2",
+    )
+    .await;
+
+    vm.save().await.expect("save");
+    let before = ticks(&serial_log(&test_dir));
+    let last_before = *before.last().expect("ticks before the save");
+    let seen = until_exited(&mut events).await;
+    assert!(
+        matches!(seen.last(), Some(VmEvent::Exited { clean: true, .. })),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.contains(&VmEvent::Paused),
+        "the save's own pause is no news: {seen:?}"
+    );
+    assert_no_runtime_files(&test_dir);
+    assert!(driver.has_saved_state(test_dir.vm_dir()));
+    assert!(test_dir.file("saved.state").exists());
+    assert!(
+        driver
+            .recover(&spec, test_dir.vm_dir())
+            .await
+            .expect("recover")
+            .is_none(),
+        "a saved VM has no process"
+    );
+
+    let from = serial_log(&test_dir).len();
+    let mut vm = driver
+        .start_from(&spec, test_dir.vm_dir(), StartFrom::SavedState)
+        .await
+        .expect("restore");
+    assert!(
+        !driver.has_saved_state(test_dir.vm_dir()),
+        "the state is used up"
+    );
+    let after = wait_for_tick(&test_dir, from, last_before + 2).await;
+    assert!(
+        after.iter().all(|tick| *tick > last_before),
+        "the guest continued from tick {last_before}: {after:?}"
+    );
+    let log = serial_log(&test_dir);
+    assert_eq!(
+        log.matches("TINYVM-INIT").count(),
+        1,
+        "the guest did not boot again"
+    );
+    shell(&test_dir, &vm.serial_socket(), "cat /before-save", "42A").await;
+    vm.kill().await.expect("kill");
+
+    let result = driver
+        .start_from(&spec, test_dir.vm_dir(), StartFrom::SavedState)
+        .await;
+    assert!(
+        matches!(result, Err(DriverError::MissingFile { .. })),
+        "no saved state left"
+    );
+    driver.destroy(test_dir.vm_dir()).await.expect("destroy");
+}
+
+#[tokio::test]
+async fn checkpoints_rewind_disk_and_memory() {
+    let test_dir = TestDir::new("checkpoints_rewind_disk_and_memory");
+    let driver = driver();
+    let spec = ticking_disk_spec("checkpoint");
+    driver
+        .create(&spec, test_dir.vm_dir())
+        .await
+        .expect("create");
+    let mut vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    let mut events = vm.take_events().expect("events");
+    wait_for_tick(&test_dir, 0, 2).await;
+
+    vm.checkpoint(CheckpointOp::Create, "c1")
+        .await
+        .expect("checkpoint of a running VM");
+    let at_checkpoint = *ticks(&serial_log(&test_dir)).last().expect("ticks");
+    shell(
+        &test_dir,
+        &vm.serial_socket(),
+        "echo $((6*7))B > /after-checkpoint; sync; echo OK$((2+2))",
+        "OK4",
+    )
+    .await;
+    wait_for_tick(&test_dir, 0, at_checkpoint + 4).await;
+    let err = vm
+        .checkpoint(CheckpointOp::Create, "c1")
+        .await
+        .expect_err("a tag is taken once");
+    assert!(matches!(err, DriverError::Snapshot { .. }), "{err:?}");
+
+    let from = serial_log(&test_dir).len();
+    vm.checkpoint(CheckpointOp::Restore, "c1")
+        .await
+        .expect("restore");
+    assert_eq!(vm.status().await.expect("status"), RunStatus::Running);
+    let after = wait_for_tick(&test_dir, from, 0).await;
+    assert!(
+        after[0] <= at_checkpoint + 2,
+        "the guest is back at tick {at_checkpoint}: {after:?}"
+    );
+    shell(
+        &test_dir,
+        &vm.serial_socket(),
+        "ls /after-checkpoint; echo OK$((3+3))",
+        "OK6",
+    )
+    .await;
+    assert!(
+        serial_log(&test_dir)[from..].contains("No such file"),
+        "the file written after the checkpoint is gone"
+    );
+    let err = vm
+        .checkpoint(CheckpointOp::Restore, "nope")
+        .await
+        .expect_err("unknown tag");
+    assert!(matches!(err, DriverError::Snapshot { .. }), "{err:?}");
+    assert_eq!(vm.status().await.expect("status"), RunStatus::Running);
+
+    vm.kill().await.expect("kill");
+    let seen = until_exited(&mut events).await;
+    assert!(
+        !seen.contains(&VmEvent::Paused) && !seen.contains(&VmEvent::Resumed),
+        "checkpoints' own pauses are no news: {seen:?}"
+    );
+    let on_disk = driver.checkpoints(test_dir.vm_dir()).await.expect("list");
+    assert_eq!(on_disk.len(), 1, "{on_disk:?}");
+    assert_eq!(on_disk[0].tag, "c1");
+    assert!(on_disk[0].vm_state_bytes > 0, "with memory: {on_disk:?}");
+
+    driver
+        .checkpoint_offline(test_dir.vm_dir(), CheckpointOp::Create, "c2")
+        .await
+        .expect("checkpoint of a stopped VM");
+    let on_disk = driver.checkpoints(test_dir.vm_dir()).await.expect("list");
+    assert_eq!(
+        on_disk
+            .iter()
+            .map(|c| (c.tag.as_str(), c.vm_state_bytes))
+            .collect::<Vec<_>>(),
+        [("c1", on_disk[0].vm_state_bytes), ("c2", 0)]
+    );
+    driver
+        .checkpoint_offline(test_dir.vm_dir(), CheckpointOp::Restore, "c2")
+        .await
+        .expect("restore of a stopped checkpoint");
+    driver
+        .checkpoint_offline(test_dir.vm_dir(), CheckpointOp::Delete, "c2")
+        .await
+        .expect("delete offline");
+
+    let from = serial_log(&test_dir).len();
+    let mut vm = driver
+        .start_from(&spec, test_dir.vm_dir(), StartFrom::Checkpoint("c1".into()))
+        .await
+        .expect("start from a checkpoint with memory");
+    let after = wait_for_tick(&test_dir, from, 0).await;
+    assert!(after[0] <= at_checkpoint + 2, "{after:?}");
+    vm.checkpoint(CheckpointOp::Delete, "c1")
+        .await
+        .expect("delete online");
+    assert_eq!(
+        driver.checkpoints(test_dir.vm_dir()).await.expect("list"),
+        vec![]
+    );
+    vm.kill().await.expect("kill");
+    driver.destroy(test_dir.vm_dir()).await.expect("destroy");
 }

@@ -65,6 +65,17 @@ pub struct ImageInfo {
     pub backing_filename: Option<PathBuf>,
     #[serde(rename = "backing-filename-format", default)]
     pub backing_format: Option<String>,
+    /// The qcow2 internal snapshots, oldest first.
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// One internal snapshot in `qemu-img info`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    #[serde(rename = "vm-state-size", default)]
+    pub vm_state_size: u64,
 }
 
 /// `qemu-img info`. `-U` (force share) because base images may be open in running VMs.
@@ -90,7 +101,7 @@ async fn image_format(qemu_img: &Path, image: &Path) -> Result<String, DriverErr
 }
 
 /// Runs a helper program; its stdout on success, its stderr in the error otherwise.
-async fn run(program: &Path, args: &[&OsStr]) -> Result<String, DriverError> {
+pub(crate) async fn run(program: &Path, args: &[&OsStr]) -> Result<String, DriverError> {
     let failed = |output: String| DriverError::Command {
         program: program.display().to_string(),
         output,

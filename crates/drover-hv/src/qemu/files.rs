@@ -60,6 +60,15 @@ impl VmFiles {
         self.dir.join("qemu.stderr")
     }
 
+    /// The guest's memory and device state after a save; the VM starts from it next time.
+    pub fn saved_state(&self) -> PathBuf {
+        self.dir.join("saved.state")
+    }
+    /// Where a save writes until it completed, so a cut-short save never counts as one.
+    pub(crate) fn saved_state_partial(&self) -> PathBuf {
+        self.dir.join(".saved.state.partial")
+    }
+
     /// The files that only mean something while QEMU runs.
     pub(crate) fn runtime_files(&self) -> [PathBuf; 3] {
         [self.qmp_socket(), self.serial_socket(), self.pidfile()]

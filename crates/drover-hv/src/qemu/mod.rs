@@ -8,6 +8,8 @@ pub mod disk;
 mod files;
 pub mod process;
 mod running;
+mod saved_state;
+pub mod snapshot;
 
 pub use files::VmFiles;
 pub use running::QemuVm;
@@ -24,7 +26,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::revert::Revert;
-use crate::{DriverError, RunningVm, VmDriver};
+use crate::{CheckpointOp, DiskCheckpoint, DriverError, RunningVm, StartFrom, VmDriver};
 
 /// The smallest memory a VM may have; below it nothing useful boots.
 pub const MIN_MEMORY_MIB: u64 = 64;
@@ -81,14 +83,68 @@ impl QemuDriver {
         }
     }
 
+    /// Starts QEMU, booting the guest or (with `from`) continuing it from a saved state or a
+    /// checkpoint; on error no process is left behind.
+    async fn start_with(
+        &self,
+        spec: &AgentVmSpec,
+        vm_dir: &Path,
+        from: Option<&StartFrom>,
+    ) -> Result<Box<dyn RunningVm>, DriverError> {
+        self.validate(spec).await?;
+        let files = resolve(vm_dir)?;
+        let longest = files.serial_socket().as_os_str().len();
+        if longest > MAX_SOCKET_PATH {
+            return Err(DriverError::Unsupported(format!(
+                "the VM directory {} is too long for a Unix socket path",
+                files.dir().display()
+            )));
+        }
+        if let Some(pid) = live_qemu(&files) {
+            return Err(DriverError::StartFailed(format!(
+                "QEMU already runs for this VM (pid {pid})"
+            )));
+        }
+        remove_runtime_files(&files);
+
+        let launched =
+            tokio::time::timeout(self.config.start_timeout, self.launch(spec, &files, from)).await;
+        let error = match launched {
+            Ok(Ok(vm)) => {
+                tracing::info!(vm = %spec.name, pid = %vm.pid(), "qemu started");
+                return Ok(Box::new(vm));
+            }
+            Ok(Err(error)) => error,
+            Err(_) => DriverError::StartFailed(format!(
+                "the guest did not run within {:?}",
+                self.config.start_timeout
+            )),
+        };
+        // The failed launch's QemuVm (if any) is dropped by now, which detached its watcher.
+        if let Some(pid) = live_qemu(&files) {
+            process::end(pid, Signal::SIGKILL, Duration::from_secs(5)).await;
+        }
+        remove_runtime_files(&files);
+        Err(error)
+    }
+
     /// Launches QEMU and waits until the guest runs; on error the caller cleans up.
-    async fn launch(&self, spec: &AgentVmSpec, files: &VmFiles) -> Result<QemuVm, DriverError> {
+    async fn launch(
+        &self,
+        spec: &AgentVmSpec,
+        files: &VmFiles,
+        from: Option<&StartFrom>,
+    ) -> Result<QemuVm, DriverError> {
         let mut spec = spec.clone();
         // QEMU runs daemonized in `/`, so relative paths would point elsewhere.
         for path in [&mut spec.kernel, &mut spec.initrd].into_iter().flatten() {
             *path = absolute(Path::new(path))?.display().to_string();
         }
-        let args = command_line::command_line(&spec, files, self.accelerator);
+        let mut args = command_line::command_line(&spec, files, self.accelerator);
+        if from == Some(&StartFrom::SavedState) {
+            // The state is fed over QMP once connected (`migrate-incoming`).
+            args.extend(["-incoming".into(), "defer".into()]);
+        }
         tracing::debug!(command = %command_line::display(&self.config.qemu, &args), "starting qemu");
 
         let stderr_path = files.stderr();
@@ -130,6 +186,13 @@ impl QemuDriver {
             .await
             .map_err(|error| start_failed("qmp connect", &error))?;
         let vm = QemuVm::attach(qmp, pid, files.clone(), true);
+        match from {
+            None => {}
+            Some(StartFrom::SavedState) => saved_state::read(vm.qmp(), files).await?,
+            Some(StartFrom::Checkpoint(tag)) => {
+                snapshot::online(vm.qmp(), CheckpointOp::Restore, tag).await?;
+            }
+        }
         vm.qmp()
             .cont()
             .await
@@ -244,43 +307,63 @@ impl VmDriver for QemuDriver {
         spec: &AgentVmSpec,
         vm_dir: &Path,
     ) -> Result<Box<dyn RunningVm>, DriverError> {
-        self.validate(spec).await?;
-        let files = resolve(vm_dir)?;
-        let longest = files.serial_socket().as_os_str().len();
-        if longest > MAX_SOCKET_PATH {
-            return Err(DriverError::Unsupported(format!(
-                "the VM directory {} is too long for a Unix socket path",
-                files.dir().display()
-            )));
-        }
-        if let Some(pid) = live_qemu(&files) {
-            return Err(DriverError::StartFailed(format!(
-                "QEMU already runs for this VM (pid {pid})"
-            )));
-        }
-        remove_runtime_files(&files);
-
-        let launched =
-            tokio::time::timeout(self.config.start_timeout, self.launch(spec, &files)).await;
-        let error = match launched {
-            Ok(Ok(vm)) => {
-                tracing::info!(vm = %spec.name, pid = %vm.pid(), "qemu started");
-                return Ok(Box::new(vm));
-            }
-            Ok(Err(error)) => error,
-            Err(_) => DriverError::StartFailed(format!(
-                "the guest did not run within {:?}",
-                self.config.start_timeout
-            )),
-        };
-        // The failed launch's QemuVm (if any) is dropped by now, which detached its watcher.
-        if let Some(pid) = live_qemu(&files) {
-            process::end(pid, Signal::SIGKILL, Duration::from_secs(5)).await;
-        }
-        remove_runtime_files(&files);
-        Err(error)
+        self.start_with(spec, vm_dir, None).await
     }
 
+    async fn start_from(
+        &self,
+        spec: &AgentVmSpec,
+        vm_dir: &Path,
+        from: StartFrom,
+    ) -> Result<Box<dyn RunningVm>, DriverError> {
+        let files = resolve(vm_dir)?;
+        match &from {
+            StartFrom::SavedState if !files.saved_state().exists() => {
+                return Err(DriverError::MissingFile {
+                    what: "saved state",
+                    path: files.saved_state(),
+                });
+            }
+            StartFrom::Checkpoint(_) if !files.disk().exists() => return Err(no_disk()),
+            _ => {}
+        }
+        let vm = self.start_with(spec, vm_dir, Some(&from)).await?;
+        if from == StartFrom::SavedState {
+            // The guest has moved on: starting from the file again would rewind it.
+            saved_state::discard(&files)?;
+        }
+        Ok(vm)
+    }
+
+    fn has_saved_state(&self, vm_dir: &Path) -> bool {
+        resolve(vm_dir).is_ok_and(|files| files.saved_state().exists())
+    }
+
+    async fn discard_saved_state(&self, vm_dir: &Path) -> Result<(), DriverError> {
+        saved_state::discard(&resolve(vm_dir)?)
+    }
+
+    async fn checkpoints(&self, vm_dir: &Path) -> Result<Vec<DiskCheckpoint>, DriverError> {
+        snapshot::list(&self.config.qemu_img, &resolve(vm_dir)?.disk()).await
+    }
+
+    async fn checkpoint_offline(
+        &self,
+        vm_dir: &Path,
+        op: CheckpointOp,
+        tag: &str,
+    ) -> Result<(), DriverError> {
+        let files = resolve(vm_dir)?;
+        if !files.disk().exists() {
+            return Err(no_disk());
+        }
+        if let Some(pid) = live_qemu(&files) {
+            return Err(DriverError::Unsupported(format!(
+                "QEMU (pid {pid}) has the disk open; change its checkpoints through the running VM"
+            )));
+        }
+        snapshot::offline(&self.config.qemu_img, &files.disk(), op, tag).await
+    }
     async fn recover(
         &self,
         _spec: &AgentVmSpec,
@@ -405,6 +488,10 @@ fn write_seed(dir: &Path, seed: &drover_api::CloudInitSeed) -> Result<(), Driver
         std::fs::write(&path, text).map_err(io(&path))?;
     }
     Ok(())
+}
+
+fn no_disk() -> DriverError {
+    DriverError::Unsupported("the VM has no disk to hold checkpoints".into())
 }
 
 /// The agent turns a library disk into an image in its cache before the driver sees the spec.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{VmFiles, process};
-use crate::{DriverError, RunStatus, RunningVm, VmEvent};
+use crate::{CheckpointOp, DriverError, RunStatus, RunningVm, VmEvent};
 
 /// How long QEMU gets to exit after `quit`, or after its monitor connection ended.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
@@ -33,7 +33,32 @@ pub struct QemuVm {
     files: VmFiles,
     /// Set before we end the process ourselves, so its exit counts as clean.
     stopping: Arc<AtomicBool>,
+    /// The vCPU stop and restart around a checkpoint or a save, which are no news.
+    own_pause: OwnPause,
     events: Option<mpsc::Receiver<VmEvent>>,
+}
+
+/// A STOP and a RESUME that we cause ourselves and the watcher swallows, once each.
+#[derive(Debug, Clone, Default)]
+struct OwnPause {
+    stop: Arc<AtomicBool>,
+    resume: Arc<AtomicBool>,
+}
+
+impl OwnPause {
+    fn expect(&self, running: bool) {
+        self.stop.store(running, Ordering::SeqCst);
+        self.resume.store(running, Ordering::SeqCst);
+    }
+
+    /// Whether the event `name` is one we announced (and now no longer expect).
+    fn swallow(&self, name: &str) -> bool {
+        match name {
+            "STOP" => self.stop.swap(false, Ordering::SeqCst),
+            "RESUME" => self.resume.swap(false, Ordering::SeqCst),
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for QemuVm {
@@ -53,10 +78,12 @@ impl QemuVm {
         let (event_sender, event_receiver) = mpsc::channel(64);
         let (detach, detached) = oneshot::channel();
         let stopping = Arc::new(AtomicBool::new(false));
+        let own_pause = OwnPause::default();
         let watcher = Watcher {
             pid,
             files: files.clone(),
             stopping: stopping.clone(),
+            own_pause: own_pause.clone(),
             sender: event_sender,
             skip_resume: skip_first_resume,
             shutdown_reason: None,
@@ -75,8 +102,17 @@ impl QemuVm {
             pid,
             files,
             stopping,
+            own_pause,
             events: Some(event_receiver),
         }
+    }
+
+    async fn is_running(&self) -> Result<bool, DriverError> {
+        self.qmp
+            .query_status()
+            .await
+            .map(|status| status.running)
+            .map_err(|error| Self::monitor_error("query-status", error))
     }
 
     pub fn pid(&self) -> Pid {
@@ -231,6 +267,35 @@ impl RunningVm for QemuVm {
             .map_err(|error| Self::monitor_error("netdev_del", error))
     }
 
+    async fn save(&mut self) -> Result<(), DriverError> {
+        let was_running = self.is_running().await?;
+        self.own_pause.expect(was_running);
+        if was_running {
+            self.pause().await?;
+        }
+        if let Err(error) = super::saved_state::write(&self.qmp, &self.files).await {
+            if was_running {
+                // The guest goes on as if nothing happened.
+                let _ = self.resume().await;
+            }
+            return Err(error);
+        }
+        self.kill().await
+    }
+
+    async fn checkpoint(&mut self, op: CheckpointOp, tag: &str) -> Result<(), DriverError> {
+        let was_running = self.is_running().await?;
+        // A delete leaves the vCPUs alone; a save or a load stops them for its duration.
+        self.own_pause
+            .expect(was_running && op != CheckpointOp::Delete);
+        let outcome = super::snapshot::online(&self.qmp, op, tag).await;
+        if outcome.is_err() && !self.is_running().await.unwrap_or(false) {
+            // A failed load leaves the vCPUs stopped: a later RESUME is news again.
+            self.own_pause.resume.store(false, Ordering::SeqCst);
+        }
+        outcome
+    }
+
     fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>> {
         self.events.take()
     }
@@ -245,6 +310,7 @@ struct Watcher {
     pid: Pid,
     files: VmFiles,
     stopping: Arc<AtomicBool>,
+    own_pause: OwnPause,
     sender: mpsc::Sender<VmEvent>,
     skip_resume: bool,
     /// QEMU's reason from the SHUTDOWN event, once one came.
@@ -289,6 +355,9 @@ impl Watcher {
     }
 
     async fn on_event(&mut self, event: QmpEvent) {
+        if self.own_pause.swallow(&event.event) {
+            return;
+        }
         let vm_event = match event.event.as_str() {
             "STOP" => VmEvent::Paused,
             "RESUME" if std::mem::take(&mut self.skip_resume) => return,
