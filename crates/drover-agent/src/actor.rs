@@ -3,12 +3,14 @@
 //! every change at once. Others hold a [`VmHandle`]: a command channel and a read-only view of
 //! the latest state. Not here: which VMs exist (see `registry`) and HTTP.
 
+mod checkpoint;
+
 use crate::error::AgentError;
 use crate::network::Networks;
 use crate::store::{self, StoreError};
 use drover_api::agent::{AgentNic, AgentVmSpec, VmRuntime};
 use drover_api::{PortForward, VmAction, VmId, VmState};
-use drover_hv::{DriverError, RunStatus, RunningVm, VmDriver, VmEvent};
+use drover_hv::{DriverError, RunStatus, RunningVm, StartFrom, VmDriver, VmEvent};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +54,12 @@ enum Command {
     },
     /// The agent is stopping: let go of the process (it keeps running) and stop the actor.
     Detach,
+    /// Creates, restores or deletes a checkpoint (see `checkpoint`).
+    Checkpoint {
+        op: drover_hv::CheckpointOp,
+        tag: String,
+        reply: oneshot::Sender<Result<drover_api::checkpoint::AgentCheckpointDone, AgentError>>,
+    },
 }
 
 /// The right to use a VM's serial console until `ended` is cancelled (by a newer session, the
@@ -221,6 +229,9 @@ impl VmActor {
                     Some(Command::OpenConsole { reply }) => {
                         let _ = reply.send(self.open_console());
                     }
+                    Some(Command::Checkpoint { op, tag, reply }) => {
+                        let _ = reply.send(self.checkpoint(op, &tag).await);
+                    }
                 },
                 event = next_vm_event(&mut self.vm_events) => self.on_vm_event(event),
             }
@@ -322,7 +333,10 @@ impl VmActor {
     async fn act(&mut self, action: VmAction) -> Result<VmRuntime, AgentError> {
         let state = self.state();
         let result = match (action, state) {
-            (VmAction::Start, VmState::Stopped | VmState::Failed) => self.start().await,
+            (VmAction::Start, VmState::Stopped | VmState::Failed) => self.start(None).await,
+            (VmAction::Start, VmState::Saved) => self.start(Some(StartFrom::SavedState)).await,
+            (VmAction::Stop, VmState::Saved) => self.discard_saved_state().await,
+            (VmAction::Save, VmState::Running | VmState::Paused) => self.save().await,
             (VmAction::Stop, VmState::Running | VmState::Paused | VmState::Stopping) => {
                 self.kill().await
             }
@@ -335,12 +349,17 @@ impl VmActor {
         result.map(|()| self.runtime.borrow().clone())
     }
 
-    async fn start(&mut self) -> Result<(), AgentError> {
+    /// Boots the VM, or continues it from a saved state or a checkpoint.
+    async fn start(&mut self, from: Option<StartFrom>) -> Result<(), AgentError> {
         let before = self.runtime.borrow().clone();
         // The taps must exist, each on its bridge, before QEMU opens them.
         self.networks.plug(self.spec.clone()).await?;
         self.set_state(VmState::Starting, None);
-        match self.driver.start(&self.spec, &self.vm_dir).await {
+        let started = match from {
+            None => self.driver.start(&self.spec, &self.vm_dir).await,
+            Some(from) => self.driver.start_from(&self.spec, &self.vm_dir, from).await,
+        };
+        match started {
             Ok(mut process) => {
                 self.vm_events = process.take_events();
                 self.process = Some(process);
@@ -603,6 +622,7 @@ pub async fn recover(
             tracing::info!(vm_id = %spec.id, state = %state, "re-adopted running VM");
             (Some(process), runtime(state, None))
         }
+        Ok(None) if driver.has_saved_state(vm_dir) => (None, runtime(VmState::Saved, None)),
         Ok(None) => match last_state {
             Some(last) if last.state == VmState::Failed => (None, runtime(last.state, last.reason)),
             _ => (None, runtime(VmState::Stopped, None)),

@@ -68,6 +68,18 @@ pub enum AgentError {
     Image(#[from] drover_image::ImageError),
     #[error("the download of {url} failed: {detail}")]
     DownloadFailed { url: String, detail: String },
+    #[error("VM {0} has no disk to hold checkpoints")]
+    VmHasNoDisk(VmId),
+    #[error("VM {vm_id} has no checkpoint {tag} on this host")]
+    CheckpointNotFound { vm_id: VmId, tag: String },
+    #[error("cannot {operation} VM {vm_id}: it is {state}")]
+    CheckpointStateConflict {
+        vm_id: VmId,
+        operation: &'static str,
+        state: VmState,
+    },
+    #[error("{0}")]
+    CheckpointFailed(String),
     #[error("the hypervisor driver failed")]
     Driver(#[source] DriverError),
     #[error("internal error")]
@@ -80,6 +92,7 @@ impl From<DriverError> for AgentError {
             DriverError::MissingFile { what, path } => AgentError::FileMissing { what, path },
             DriverError::Unsupported(reason) => AgentError::Unsupported(reason),
             DriverError::StartFailed(reason) => AgentError::StartFailed(reason),
+            error @ DriverError::Snapshot { .. } => AgentError::CheckpointFailed(error.to_string()),
             other => AgentError::Driver(other),
         }
     }
@@ -227,6 +240,26 @@ impl AgentError {
                 "import_download_failed",
                 "Check that the URL is reachable from the library server and serves the whole file, then import again.",
             ),
+            AgentError::VmHasNoDisk(_) => (
+                StatusCode::CONFLICT,
+                "vm_has_no_disk",
+                "Checkpoints live in the VM's disk; give the VM a disk to use them.",
+            ),
+            AgentError::CheckpointNotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                "checkpoint_not_found",
+                "List the VM's checkpoints; the host's disk may have lost this one.",
+            ),
+            AgentError::CheckpointStateConflict { .. } => (
+                StatusCode::CONFLICT,
+                "vm_state_conflict",
+                "Bring the VM to a state where the operation applies (a saved VM: stop it to discard its saved state).",
+            ),
+            AgentError::CheckpointFailed(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "checkpoint_failed",
+                "Read QEMU's reason; the VM's qmp.log in the agent's data directory has the details.",
+            ),
             AgentError::Driver(_) | AgentError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -313,6 +346,27 @@ mod tests {
     fn status_and_code_table() {
         let vm_id = VmId::new();
         let cases: Vec<(AgentError, StatusCode, &str)> = vec![
+            (
+                AgentError::VmHasNoDisk(vm_id),
+                StatusCode::CONFLICT,
+                "vm_has_no_disk",
+            ),
+            (
+                AgentError::CheckpointNotFound {
+                    vm_id,
+                    tag: "t".into(),
+                },
+                StatusCode::NOT_FOUND,
+                "checkpoint_not_found",
+            ),
+            (
+                AgentError::from(DriverError::Snapshot {
+                    operation: "snapshot-save".into(),
+                    reason: "no space".into(),
+                }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "checkpoint_failed",
+            ),
             (
                 AgentError::EnrollmentCodeInvalid,
                 StatusCode::FORBIDDEN,

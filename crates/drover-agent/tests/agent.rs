@@ -5,6 +5,7 @@ use drover_agent::{AgentHandle, AgentOptions};
 use drover_api::agent::{
     AgentEvent, AgentHostInfo, AgentVmSpec, EnrollBegin, EnrollComplete, EnrollCsr, VmRuntime,
 };
+use drover_api::checkpoint::{AgentCheckpoint, AgentCheckpointCreate, AgentCheckpointDone};
 use drover_api::config::{Config, Source};
 use drover_api::{ErrorBody, VmAction, VmActionRequest, VmDisk, VmId, VmState};
 use drover_hv::qemu::{QemuConfig, QemuDriver};
@@ -1092,4 +1093,165 @@ async fn hosts_fetch_library_images_once_resuming_and_verifying() {
     assert_eq!(error_code(response).await.1, "request_invalid");
     library.shutdown().await;
     host.shutdown().await;
+}
+
+impl Agent {
+    fn checkpoints_url(&self, vm_id: VmId) -> String {
+        format!("{}/v1/vms/{vm_id}/checkpoints", self.base)
+    }
+
+    async fn checkpoint_create(&self, vm_id: VmId, tag: &str) -> reqwest::Response {
+        self.client
+            .post(self.checkpoints_url(vm_id))
+            .json(&AgentCheckpointCreate { tag: tag.into() })
+            .send()
+            .await
+            .expect("POST checkpoint")
+    }
+
+    async fn checkpoint_restore(&self, vm_id: VmId, tag: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/{tag}/restore", self.checkpoints_url(vm_id)))
+            .send()
+            .await
+            .expect("POST restore")
+    }
+
+    async fn checkpoint_delete(&self, vm_id: VmId, tag: &str) -> StatusCode {
+        self.client
+            .delete(format!("{}/{tag}", self.checkpoints_url(vm_id)))
+            .send()
+            .await
+            .expect("DELETE checkpoint")
+            .status()
+    }
+
+    async fn checkpoints(&self, vm_id: VmId) -> Vec<(String, bool)> {
+        let on_disk: Vec<AgentCheckpoint> = self
+            .client
+            .get(self.checkpoints_url(vm_id))
+            .send()
+            .await
+            .expect("GET checkpoints")
+            .json()
+            .await
+            .expect("checkpoints");
+        on_disk
+            .into_iter()
+            .map(|checkpoint| (checkpoint.tag, checkpoint.vm_state_bytes > 0))
+            .collect()
+    }
+}
+
+async fn checkpoint_done(response: reqwest::Response) -> AgentCheckpointDone {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, StatusCode::OK, "{text}");
+    serde_json::from_str(&text).expect("AgentCheckpointDone")
+}
+
+#[tokio::test]
+async fn saved_vms_are_readopted_and_checkpoints_follow_the_vm_state() {
+    let data_dir = DataDir::new("saved_vms_are_readopted_and_checkpoints_follow_the_vm_state");
+    let handle = start_agent(data_dir.path()).await;
+    let server = Server::new();
+    server.enroll(&handle).await;
+    let agent = Agent::new(&server, &handle);
+    let mut spec = tiny_spec("saver", "console=ttyS0 quiet tiny.root=/dev/vda");
+    spec.disk = VmDisk::Image {
+        path: drover_testkit::guest().rootfs_qcow2.display().to_string(),
+    };
+    assert_eq!(agent.define(&spec).await.status(), StatusCode::OK);
+    let diskless = tiny_spec("diskless", "console=ttyS0 quiet");
+    assert_eq!(agent.define(&diskless).await.status(), StatusCode::OK);
+    let (status, code, _) = error_code(agent.checkpoint_create(diskless.id, "c0").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "vm_has_no_disk")
+    );
+    let (status, code, _) = error_code(agent.checkpoint_create(spec.id, "-bad tag").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "request_invalid")
+    );
+
+    agent.act_ok(spec.id, VmAction::Start).await;
+    let done = checkpoint_done(agent.checkpoint_create(spec.id, "c1").await).await;
+    assert!(done.with_memory);
+    assert_eq!(done.runtime.state, VmState::Running);
+    let (status, code, _) = error_code(agent.checkpoint_restore(spec.id, "nope").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "checkpoint_not_found")
+    );
+
+    assert_eq!(
+        agent.act_ok(spec.id, VmAction::Save).await.state,
+        VmState::Saved
+    );
+    assert!(data_dir.vm_dir(spec.id).join("saved.state").exists());
+    let (status, code, _) = error_code(agent.checkpoint_restore(spec.id, "c1").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "vm_state_conflict")
+    );
+    handle.shutdown().await;
+
+    let handle = start_agent(data_dir.path()).await;
+    let agent = Agent::new(&server, &handle);
+    let states: Vec<(VmId, VmState)> = agent
+        .vms()
+        .await
+        .into_iter()
+        .map(|runtime| (runtime.vm_id, runtime.state))
+        .collect();
+    assert!(
+        states.contains(&(spec.id, VmState::Saved)),
+        "a saved VM is re-adopted as saved: {states:?}"
+    );
+    assert_eq!(
+        agent.act_ok(spec.id, VmAction::Start).await.state,
+        VmState::Running
+    );
+    assert!(!data_dir.vm_dir(spec.id).join("saved.state").exists());
+    agent.act_ok(spec.id, VmAction::Save).await;
+    assert_eq!(
+        agent.act_ok(spec.id, VmAction::Stop).await.state,
+        VmState::Stopped,
+        "stop discards the saved state"
+    );
+    assert!(!data_dir.vm_dir(spec.id).join("saved.state").exists());
+
+    let done = checkpoint_done(agent.checkpoint_restore(spec.id, "c1").await).await;
+    assert!(done.with_memory);
+    assert_eq!(done.runtime.state, VmState::Running, "memory restored runs");
+    agent.act_ok(spec.id, VmAction::Stop).await;
+    let done = checkpoint_done(agent.checkpoint_create(spec.id, "c2").await).await;
+    assert!(!done.with_memory);
+    agent.act_ok(spec.id, VmAction::Start).await;
+    let done = checkpoint_done(agent.checkpoint_restore(spec.id, "c2").await).await;
+    assert!(!done.with_memory);
+    assert_eq!(
+        done.runtime.state,
+        VmState::Stopped,
+        "a stopped checkpoint gives a stopped VM"
+    );
+    assert_eq!(
+        agent.checkpoints(spec.id).await,
+        [("c1".to_owned(), true), ("c2".to_owned(), false)]
+    );
+    assert_eq!(
+        agent.checkpoint_delete(spec.id, "c2").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        agent.checkpoint_delete(spec.id, "c2").await,
+        StatusCode::NO_CONTENT,
+        "idempotent"
+    );
+    assert_eq!(agent.checkpoints(spec.id).await, [("c1".to_owned(), true)]);
+
+    assert_eq!(agent.delete(spec.id).await, StatusCode::NO_CONTENT);
+    assert_eq!(agent.delete(diskless.id).await, StatusCode::NO_CONTENT);
+    handle.shutdown().await;
 }

@@ -49,6 +49,10 @@ object_id!(
     VmId
 );
 object_id!(
+    /// Identifies a checkpoint of a VM.
+    CheckpointId
+);
+object_id!(
     /// Identifies a job.
     JobId
 );

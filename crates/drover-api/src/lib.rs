@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -20,13 +21,14 @@ pub mod size;
 pub mod template;
 pub mod vm;
 
+pub use checkpoint::{Checkpoint, CheckpointCreate};
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::Event;
 pub use host::{Accelerator, Host, HostAdd, HostState};
 pub use hostgroup::{HostGroup, HostGroupCreate, HostGroupUpdate};
 pub use id::{
-    HostGroupId, HostId, JobId, LibraryItemId, LibraryShareId, NetworkId, ProfileId, TemplateId,
-    VmId,
+    CheckpointId, HostGroupId, HostId, JobId, LibraryItemId, LibraryShareId, NetworkId, ProfileId,
+    TemplateId, VmId,
 };
 pub use job::{Job, JobStatus, JobStep, JobTarget};
 pub use network::{Network, NetworkCreate, NetworkMode, NicAdd, PortForward, VmNic};

@@ -199,16 +199,20 @@ pub enum VmAction {
     Resume,
     /// Hard reset of the running guest.
     Restart,
+    /// Saves the guest's memory to a file on its host and ends the process (state Saved); the
+    /// next start continues the guest where it was.
+    Save,
 }
 
 impl VmAction {
-    pub const ALL: [VmAction; 6] = [
+    pub const ALL: [VmAction; 7] = [
         VmAction::Start,
         VmAction::Stop,
         VmAction::Shutdown,
         VmAction::Pause,
         VmAction::Resume,
         VmAction::Restart,
+        VmAction::Save,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -219,6 +223,7 @@ impl VmAction {
             VmAction::Pause => "pause",
             VmAction::Resume => "resume",
             VmAction::Restart => "restart",
+            VmAction::Save => "save",
         }
     }
 
@@ -228,6 +233,7 @@ impl VmAction {
             VmAction::Start | VmAction::Resume | VmAction::Restart => VmState::Running,
             VmAction::Stop | VmAction::Shutdown => VmState::Stopped,
             VmAction::Pause => VmState::Paused,
+            VmAction::Save => VmState::Saved,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! module per resource, one shared [`AgentState`]. Only the enrollment routes answer before the
 //! agent is enrolled. TLS and the listener are set up in the crate root, not here.
 
+mod checkpoints;
 mod console;
 mod enroll;
 mod events;
@@ -92,6 +93,18 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms/{id}/nics", post(vms::add_nic))
         .route("/v1/vms/{id}/nics/{name}", delete(vms::remove_nic))
         .route("/v1/vms/{id}/console", get(console::attach))
+        .route(
+            "/v1/vms/{id}/checkpoints",
+            get(checkpoints::list).post(checkpoints::create),
+        )
+        .route(
+            "/v1/vms/{id}/checkpoints/{tag}/restore",
+            post(checkpoints::restore),
+        )
+        .route(
+            "/v1/vms/{id}/checkpoints/{tag}",
+            delete(checkpoints::delete),
+        )
         .route("/v1/images/fetch", post(transfer::fetch))
         .route("/v1/library/shares/{name}", put(library::add_share))
         .route("/v1/library/shares/{name}/files", get(library::files))
