@@ -2,6 +2,7 @@
 //! `crates/drover-server/migrations`. One submodule per table family; rows become API types here,
 //! in one place per type. Nothing outside this module writes SQL; nothing in it knows HTTP.
 
+pub mod checkpoints;
 pub mod hostgroups;
 pub mod hosts;
 pub mod jobs;

@@ -134,6 +134,14 @@ pub enum ApiError {
     TemplateNotFound(String),
     #[error("a template named '{0}' already exists")]
     TemplateExists(String),
+    #[error("VM '{vm}' has no checkpoint '{checkpoint}'")]
+    CheckpointNotFound { vm: String, checkpoint: String },
+    #[error("VM '{vm}' already has a checkpoint named '{name}'")]
+    CheckpointExists { vm: String, name: String },
+    #[error("VM '{vm}' has {limit} checkpoints, the most it may have")]
+    CheckpointLimitReached { vm: String, limit: usize },
+    #[error("VM '{0}' has no disk to hold checkpoints")]
+    VmHasNoDisk(String),
     #[error("the agent refused the enrollment code")]
     EnrollmentCodeInvalid,
     /// The agent answered with its own error; its status and body pass through.
@@ -171,7 +179,8 @@ impl ApiError {
             | ApiError::ShareNotFound(_)
             | ApiError::LibraryItemNotFound(_)
             | ApiError::ProfileNotFound { .. }
-            | ApiError::TemplateNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::TemplateNotFound(_)
+            | ApiError::CheckpointNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::VmExists(_)
             | ApiError::HostExists(_)
             | ApiError::HostHasVms { .. }
@@ -199,7 +208,10 @@ impl ApiError {
             | ApiError::HostGroupNotEmpty { .. }
             | ApiError::RootGroupFixed(_)
             | ApiError::HostInMaintenance(_)
-            | ApiError::NoSuitableHost { .. } => StatusCode::CONFLICT,
+            | ApiError::NoSuitableHost { .. }
+            | ApiError::CheckpointExists { .. }
+            | ApiError::CheckpointLimitReached { .. }
+            | ApiError::VmHasNoDisk(_) => StatusCode::CONFLICT,
             ApiError::InvalidName(_)
             | ApiError::InvalidAddress { .. }
             | ApiError::InvalidVmSpec(_)
@@ -416,6 +428,19 @@ impl ApiError {
                 "list templates with `drover template list`",
             ),
             ApiError::TemplateExists(_) => ("template_exists", "choose another name"),
+            ApiError::CheckpointNotFound { .. } => (
+                "checkpoint_not_found",
+                "list the VM's checkpoints with `drover vm checkpoint list VM`",
+            ),
+            ApiError::CheckpointExists { .. } => ("checkpoint_exists", "choose another name"),
+            ApiError::CheckpointLimitReached { .. } => (
+                "checkpoint_limit_reached",
+                "delete checkpoints the VM no longer needs with `drover vm checkpoint delete`",
+            ),
+            ApiError::VmHasNoDisk(_) => (
+                "vm_has_no_disk",
+                "checkpoints live in the VM's disk; create the VM with a disk to use them",
+            ),
             ApiError::EnrollmentCodeInvalid => (
                 "enrollment_code_invalid",
                 "use the one-time code the agent printed at its start (or run `drover agent enroll-code` on the host)",
@@ -488,6 +513,31 @@ mod tests {
         let detail = ErrorDetail::new("image_not_found", "no such image", "check the path");
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (ApiError::Unauthenticated, 401, "unauthenticated"),
+            (
+                ApiError::CheckpointNotFound {
+                    vm: "a".into(),
+                    checkpoint: "c".into(),
+                },
+                404,
+                "checkpoint_not_found",
+            ),
+            (
+                ApiError::CheckpointExists {
+                    vm: "a".into(),
+                    name: "c".into(),
+                },
+                409,
+                "checkpoint_exists",
+            ),
+            (
+                ApiError::CheckpointLimitReached {
+                    vm: "a".into(),
+                    limit: 50,
+                },
+                409,
+                "checkpoint_limit_reached",
+            ),
+            (ApiError::VmHasNoDisk("a".into()), 409, "vm_has_no_disk"),
             (ApiError::TokenExpired, 401, "token_expired"),
             (ApiError::InvalidCredentials, 401, "invalid_credentials"),
             (ApiError::InvalidJson("x".into()), 400, "invalid_json"),

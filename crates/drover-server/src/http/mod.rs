@@ -3,6 +3,7 @@
 //! Handlers check and translate; the work is in `jobs` and `db`.
 
 mod auth;
+mod checkpoints;
 mod console;
 mod error;
 mod events;
@@ -55,6 +56,18 @@ pub fn router(state: AppState) -> Router {
         .route("/vms/{vm}/port-forwards", post(vms::add_port_forward))
         .route("/vms/{vm}/nics", post(vms::add_nic))
         .route("/vms/{vm}/nics/{nic}", delete(vms::remove_nic))
+        .route(
+            "/vms/{vm}/checkpoints",
+            get(checkpoints::list).post(checkpoints::create),
+        )
+        .route(
+            "/vms/{vm}/checkpoints/{checkpoint}/restore",
+            post(checkpoints::restore),
+        )
+        .route(
+            "/vms/{vm}/checkpoints/{checkpoint}",
+            delete(checkpoints::delete),
+        )
         .route("/networks", get(networks::list).post(networks::create))
         .route(
             "/networks/{network}",

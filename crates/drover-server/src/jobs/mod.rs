@@ -4,12 +4,14 @@
 //! they were submitted; jobs on different targets run in parallel. A job's operation is stored
 //! as a [`JobSpec`] so that a failed or canceled job can be run again. HTTP lives in `http::jobs`.
 
+mod checkpoint;
 mod host;
 mod library;
 mod network;
 mod template;
 mod vm;
 
+pub(crate) use checkpoint::find as find_checkpoint;
 pub(crate) use library::{find_item, find_share, schedule_refresh};
 pub(crate) use template::{find_guest_os, find_hardware, find_template, vm_create_from};
 
@@ -20,9 +22,9 @@ use chrono::Utc;
 use drover_api::library::{LibraryImport, LibraryRefresh, LibraryShareAdd};
 use drover_api::template::{GuestOsProfileCreate, HardwareProfileCreate, TemplateCreate};
 use drover_api::{
-    ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep, JobTarget,
-    LibraryItemId, LibraryShareId, NetworkCreate, NetworkId, PortForward, ProfileId, TemplateId,
-    VmAction, VmCreate, VmId, VmState,
+    CheckpointId, ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep,
+    JobTarget, LibraryItemId, LibraryShareId, NetworkCreate, NetworkId, PortForward, ProfileId,
+    TemplateId, VmAction, VmCreate, VmId, VmState,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -104,6 +106,19 @@ pub enum JobSpec {
         template_id: TemplateId,
         request: TemplateCreate,
     },
+    CheckpointCreate {
+        vm_id: VmId,
+        checkpoint_id: CheckpointId,
+        name: String,
+    },
+    CheckpointRestore {
+        vm_id: VmId,
+        checkpoint_id: CheckpointId,
+    },
+    CheckpointDelete {
+        vm_id: VmId,
+        checkpoint_id: CheckpointId,
+    },
 }
 
 impl JobSpec {
@@ -130,6 +145,9 @@ impl JobSpec {
             JobSpec::HardwareProfileCreate { .. } => "profile.hardware_create".to_owned(),
             JobSpec::GuestOsProfileCreate { .. } => "profile.guest_os_create".to_owned(),
             JobSpec::TemplateCreate { .. } => "template.create".to_owned(),
+            JobSpec::CheckpointCreate { .. } => "vm.checkpoint_create".to_owned(),
+            JobSpec::CheckpointRestore { .. } => "vm.checkpoint_restore".to_owned(),
+            JobSpec::CheckpointDelete { .. } => "vm.checkpoint_delete".to_owned(),
         }
     }
 }
@@ -249,6 +267,17 @@ pub async fn submit(
             template_id,
             request,
         } => template::prepare_template(state, *template_id, request).await?,
+        JobSpec::CheckpointCreate { vm_id, name, .. } => {
+            checkpoint::prepare_create(state, *vm_id, name).await?
+        }
+        JobSpec::CheckpointRestore {
+            vm_id,
+            checkpoint_id,
+        } => checkpoint::prepare_restore(state, *vm_id, *checkpoint_id).await?,
+        JobSpec::CheckpointDelete {
+            vm_id,
+            checkpoint_id,
+        } => checkpoint::prepare_delete(state, *vm_id, *checkpoint_id).await?,
     };
     let now = Utc::now();
     let done = plan.done.into_iter().map(|(name, detail)| JobStep {
@@ -450,6 +479,19 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
             template_id,
             request,
         } => template::run_template(&state, &mut run, template_id, request).await,
+        JobSpec::CheckpointCreate {
+            vm_id,
+            checkpoint_id,
+            name,
+        } => checkpoint::run_create(&state, &mut run, vm_id, checkpoint_id, name).await,
+        JobSpec::CheckpointRestore {
+            vm_id,
+            checkpoint_id,
+        } => checkpoint::run_restore(&state, &mut run, vm_id, checkpoint_id).await,
+        JobSpec::CheckpointDelete {
+            vm_id,
+            checkpoint_id,
+        } => checkpoint::run_delete(&state, &mut run, vm_id, checkpoint_id).await,
     };
     run.finish(outcome).await;
 }

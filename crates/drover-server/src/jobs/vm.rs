@@ -20,7 +20,7 @@ pub const MIN_MEMORY_MIB: u64 = 64;
 const CREATE_STEP: &str = "Create disk and configuration on host";
 const START_STEP: &str = "Start virtual machine";
 
-fn target(vm_id: VmId, name: &str) -> JobTarget {
+pub(super) fn target(vm_id: VmId, name: &str) -> JobTarget {
     JobTarget {
         kind: "vm".to_owned(),
         id: vm_id.to_string(),
@@ -104,13 +104,13 @@ fn check_networks_on_host(networks: &[Option<Network>], host: &Host) -> Result<(
     Ok(())
 }
 
-async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
+pub(super) async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
     db::vms::get_by_id(&state.db, vm_id)
         .await?
         .ok_or_else(|| ApiError::VmNotFound(vm_id.to_string()))
 }
 
-async fn host_of(state: &AppState, vm: &Vm) -> Result<Host, ApiError> {
+pub(super) async fn host_of(state: &AppState, vm: &Vm) -> Result<Host, ApiError> {
     db::hosts::get_by_id(&state.db, vm.host_id)
         .await?
         .ok_or_else(|| ApiError::HostNotFound(vm.host_id.to_string()))
@@ -348,7 +348,7 @@ async fn vm_networks(state: &AppState, vm: &Vm) -> Result<Vec<drover_api::Networ
 
 /// Records a VM state the job caused and announces it; with `expected`, only while the VM is
 /// still in that state (the event stream may already know better).
-async fn record(
+pub(super) async fn record(
     state: &AppState,
     vm_id: VmId,
     expected: Option<VmState>,
@@ -384,10 +384,14 @@ pub fn action_allowed(action: VmAction, state: VmState) -> bool {
     use VmState::*;
     match action {
         VmAction::Start => matches!(state, Stopped | Failed | Saved | Creating | Stopping),
-        VmAction::Stop => matches!(state, Running | Paused | Starting | Stopping | Failed),
+        VmAction::Stop => matches!(
+            state,
+            Running | Paused | Starting | Stopping | Failed | Saved
+        ),
         VmAction::Shutdown | VmAction::Pause => matches!(state, Running | Starting),
         VmAction::Resume => matches!(state, Paused),
         VmAction::Restart => matches!(state, Running | Paused | Starting),
+        VmAction::Save => matches!(state, Running | Paused | Starting),
     }
 }
 
@@ -399,6 +403,7 @@ fn action_step(action: VmAction) -> &'static str {
         VmAction::Pause => "Pause virtual machine",
         VmAction::Resume => "Resume virtual machine",
         VmAction::Restart => "Reset virtual machine",
+        VmAction::Save => "Save the guest's memory to a file on the host",
     }
 }
 
@@ -439,7 +444,7 @@ pub(super) async fn run_action(
     let transient = match action {
         VmAction::Start => Some(VmState::Starting),
         VmAction::Stop | VmAction::Shutdown => Some(VmState::Stopping),
-        VmAction::Pause | VmAction::Resume | VmAction::Restart => None,
+        VmAction::Pause | VmAction::Resume | VmAction::Restart | VmAction::Save => None,
     };
     run.step(async {
         if already_there {
