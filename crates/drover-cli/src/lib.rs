@@ -3,6 +3,7 @@
 //! the serial console, login and the stored credentials, and the daemon flags shared with the
 //! `drover` binary. It starts no daemon: that is the binary's wiring.
 
+mod checkpoint;
 pub mod console;
 pub mod credentials;
 mod error;

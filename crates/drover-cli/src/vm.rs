@@ -1,4 +1,5 @@
-//! `drover vm create|list|show|start|stop|shutdown|pause|resume|restart|delete|console`.
+//! `drover vm create|list|show|start|stop|shutdown|pause|resume|restart|save|delete|console`
+//! and `drover vm checkpoint ...` (in `checkpoint`).
 
 use crate::CliError;
 use crate::output::{OutputFormat, Table, print_fields, print_json, time};
@@ -79,7 +80,7 @@ pub enum VmCommand {
     },
     /// A VM's settings and state.
     Show { vm: String },
-    /// Start a stopped VM.
+    /// Start a stopped VM, or continue a saved one.
     Start(VmTarget),
     /// Hard stop: end the VM's process at once.
     Stop(VmTarget),
@@ -107,6 +108,12 @@ pub enum VmCommand {
         #[command(flatten)]
         job: JobOptions,
     },
+    /// Save the guest's memory to a file on its host and end its process; `start` continues
+    /// the guest where it was, `stop` discards the saved state.
+    Save(VmTarget),
+    /// Checkpoints: points the VM can return to.
+    #[command(subcommand)]
+    Checkpoint(crate::checkpoint::CheckpointCommand),
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -350,6 +357,8 @@ pub async fn run(
             let started = client.add_port_forward(vm, forward).await?;
             finish(client, started, *job, output).await
         }
+        VmCommand::Save(target) => action(client, target, VmAction::Save, output).await,
+        VmCommand::Checkpoint(command) => crate::checkpoint::run(client, command, output).await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! It holds no state beyond the connection settings: where credentials are stored is the CLI's
 //! business.
 
+mod checkpoints;
 mod error;
 
 pub use error::ClientError;
