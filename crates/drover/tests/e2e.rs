@@ -1037,3 +1037,222 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
         cli.ok(&["vm", "delete", name]).await;
     }
 }
+
+/// The tick numbers the guest printed to its serial log after byte `from`.
+fn serial_ticks(serial_log: &Path, from: usize) -> Vec<u64> {
+    let text = std::fs::read_to_string(serial_log).unwrap_or_default();
+    text.get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split("TINYVM-TICK ").nth(1))
+        .filter_map(|rest| rest.trim().parse().ok())
+        .collect()
+}
+
+fn file_len(path: &Path) -> usize {
+    std::fs::metadata(path).map_or(0, |metadata| metadata.len() as usize)
+}
+
+/// Waits until the guest ticked after byte `from` of its serial log; the ticks since.
+async fn ticks_after(serial_log: &Path, from: usize) -> Vec<u64> {
+    wait_until("the guest ticks", Duration::from_secs(60), async || {
+        let ticks = serial_ticks(serial_log, from);
+        (ticks.len() >= 2).then_some(ticks)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_restore_and_checkpoints_through_the_cli() {
+    let cluster = Cluster::start("e2e_checkpoints", 1).await;
+    let cli = cluster.cli.clone();
+    let guest = guest();
+    cli.ok(&[
+        "vm",
+        "create",
+        "cp",
+        "--host",
+        "h1",
+        "--memory",
+        "256M",
+        "--image",
+        &guest.rootfs_qcow2.to_string_lossy(),
+        "--kernel",
+        &guest.kernel.to_string_lossy(),
+        "--initrd",
+        &guest.initrd.to_string_lossy(),
+        "--cmdline",
+        "console=ttyS0 quiet tiny.root=/dev/vda tiny.shell=1 tiny.tick=1",
+        "--start",
+    ])
+    .await;
+    let vm_id = cli.json(&["vm", "show", "cp"]).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let vm_dir = cluster.agents[0].2.join("vms").join(&vm_id);
+    let serial_log = vm_dir.join("serial.log");
+
+    // Save and start: the guest goes on where it was, with what it wrote.
+    let mut shell = GuestShell::open(&cli, "cp").await;
+    assert!(
+        shell
+            .succeeds("echo kept > /before-save && sync", Duration::from_secs(30))
+            .await
+    );
+    shell.detach().await;
+    ticks_after(&serial_log, 0).await;
+    cli.ok(&["vm", "save", "cp"]).await;
+    assert_eq!(cli.vm_field("cp", "state").await.as_deref(), Some("saved"));
+    assert!(vm_dir.join("saved.state").exists());
+    let before = serial_ticks(&serial_log, 0);
+    let last_before = *before.last().expect("ticks before the save");
+    cli.fails(&["vm", "checkpoint", "create", "cp"], "vm_state_conflict")
+        .await;
+    let from = file_len(&serial_log);
+    cli.ok(&["vm", "start", "cp"]).await;
+    assert_eq!(
+        cli.vm_field("cp", "state").await.as_deref(),
+        Some("running")
+    );
+    let after = ticks_after(&serial_log, from).await;
+    assert!(
+        after.iter().all(|tick| *tick > last_before),
+        "the tick counter goes on from {last_before}: {after:?}"
+    );
+    let mut shell = GuestShell::open(&cli, "cp").await;
+    let timeout = Duration::from_secs(30);
+    assert!(shell.succeeds("grep -q kept /before-save", timeout).await);
+    assert!(
+        shell
+            .succeeds(
+                &format!("[ $(cut -d. -f1 /proc/uptime) -ge {last_before} ]"),
+                timeout
+            )
+            .await,
+        "the guest's uptime went on: no reboot"
+    );
+    shell.detach().await;
+    assert!(!vm_dir.join("saved.state").exists());
+
+    // A checkpoint of the running guest, then a file, then back to the checkpoint.
+    cli.ok(&["vm", "checkpoint", "create", "cp", "--name", "c1"])
+        .await;
+    let at_checkpoint = *serial_ticks(&serial_log, 0).last().expect("ticks");
+    cli.fails(
+        &["vm", "checkpoint", "create", "cp", "--name", "c1"],
+        "checkpoint_exists",
+    )
+    .await;
+    let mut shell = GuestShell::open(&cli, "cp").await;
+    assert!(
+        shell
+            .succeeds("echo new > /after-checkpoint && sync", timeout)
+            .await
+    );
+    shell.detach().await;
+    let from = file_len(&serial_log);
+    ticks_after(&serial_log, from).await;
+    cli.fails(
+        &["vm", "checkpoint", "restore", "cp", "nope"],
+        "checkpoint_not_found",
+    )
+    .await;
+    let from = file_len(&serial_log);
+    cli.ok(&["vm", "checkpoint", "restore", "cp", "c1"]).await;
+    assert_eq!(
+        cli.vm_field("cp", "state").await.as_deref(),
+        Some("running")
+    );
+    let after = ticks_after(&serial_log, from).await;
+    assert!(
+        after[0] <= at_checkpoint + 2,
+        "the tick counter is back near {at_checkpoint}: {after:?}"
+    );
+    let mut shell = GuestShell::open(&cli, "cp").await;
+    assert!(
+        shell.succeeds("[ ! -e /after-checkpoint ]", timeout).await,
+        "the file written after the checkpoint is gone"
+    );
+    shell.detach().await;
+
+    let listed = cli.json(&["vm", "checkpoint", "list", "cp"]).await;
+    let listed = listed.as_array().expect("array");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (
+            &listed[0]["name"],
+            &listed[0]["with_memory"],
+            &listed[0]["current"],
+            &listed[0]["on_host"]
+        ),
+        (
+            &Value::from("c1"),
+            &Value::from(true),
+            &Value::from(true),
+            &Value::from(true)
+        )
+    );
+    let c1_id = listed[0]["id"].as_str().expect("id").to_owned();
+
+    // Stopped: a disk-only checkpoint; restoring c1 starts the guest from its memory.
+    cli.ok(&["vm", "stop", "cp"]).await;
+    cli.fails(&["vm", "save", "cp"], "vm_state_conflict").await;
+    cli.ok(&["vm", "checkpoint", "create", "cp", "--name", "c2"])
+        .await;
+    let listed = cli.json(&["vm", "checkpoint", "list", "cp"]).await;
+    assert_eq!(listed[1]["with_memory"], false, "{listed}");
+    assert_eq!(listed[1]["parent"], c1_id.as_str(), "{listed}");
+    cli.ok(&["vm", "checkpoint", "restore", "cp", "c1"]).await;
+    assert_eq!(
+        cli.vm_field("cp", "state").await.as_deref(),
+        Some("running")
+    );
+    cli.ok(&["vm", "checkpoint", "restore", "cp", "c2"]).await;
+    assert_eq!(
+        cli.vm_field("cp", "state").await.as_deref(),
+        Some("stopped"),
+        "a stopped checkpoint gives a stopped VM"
+    );
+
+    // Stop of a saved VM discards its saved state.
+    cli.ok(&["vm", "start", "cp"]).await;
+    cli.ok(&["vm", "save", "cp"]).await;
+    cli.fails(
+        &["vm", "checkpoint", "restore", "cp", "c1"],
+        "vm_state_conflict",
+    )
+    .await;
+    cli.ok(&["vm", "stop", "cp"]).await;
+    assert_eq!(
+        cli.vm_field("cp", "state").await.as_deref(),
+        Some("stopped")
+    );
+    assert!(!vm_dir.join("saved.state").exists());
+
+    cli.ok(&["vm", "checkpoint", "delete", "cp", "c2"]).await;
+    let listed = cli.json(&["vm", "checkpoint", "list", "cp"]).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    cli.ok(&[
+        "vm",
+        "create",
+        "nodisk",
+        "--host",
+        "h1",
+        "--disk",
+        "none",
+        "--kernel",
+        &guest.kernel.to_string_lossy(),
+    ])
+    .await;
+    cli.fails(&["vm", "checkpoint", "create", "nodisk"], "vm_has_no_disk")
+        .await;
+    cli.ok(&["vm", "delete", "nodisk"]).await;
+    cli.ok(&["vm", "delete", "cp"]).await;
+    assert!(
+        !vm_dir.exists(),
+        "the VM's files, checkpoints and all, are gone"
+    );
+}
