@@ -77,7 +77,7 @@ impl JobEnds {
     }
 }
 
-fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
+pub(crate) fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
     let guest = drover_testkit::guest();
     VmCreate {
         name: name.to_owned(),
@@ -95,7 +95,7 @@ fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
     }
 }
 
-async fn run_job(client: &Client, ends: &JobEnds, job: JobId) -> anyhow::Result<()> {
+pub(crate) async fn run_job(client: &Client, ends: &JobEnds, job: JobId) -> anyhow::Result<()> {
     ends.wait(job).await?;
     let job = client.job(job).await?;
     anyhow::ensure!(job.status == JobStatus::Completed, "{job:?}");

@@ -2,6 +2,7 @@
 //! Run in release mode (`cargo run --release -p drover-bench -- core`); results go to
 //! `docs/benchmarks.md` with the machine and the date. Not a test: nothing here asserts targets.
 
+mod checkpoint;
 mod cluster;
 mod core;
 mod library;
@@ -29,6 +30,9 @@ enum Bench {
     Scale(scale::ScaleArgs),
     /// Network realization (issue 6): bridge, rules, dnsmasq, uplink, VXLAN, in a namespace.
     Network(network::NetworkArgs),
+    /// Saved states and checkpoints (issue 5): save and restore, checkpoint create and restore
+    /// of a running 256 MiB guest, each from the API call to the job's end.
+    Checkpoint(checkpoint::CheckpointArgs),
     /// The server process `scale` starts and measures (internal).
     #[command(hide = true)]
     Serve {
@@ -44,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Library(args) => library::run(args).await,
         Bench::Scale(args) => scale::run(args).await,
         Bench::Network(args) => network::run(args).await,
+        Bench::Checkpoint(args) => checkpoint::run(args).await,
         Bench::Serve { data_dir } => scale::serve(data_dir).await,
     }
 }
