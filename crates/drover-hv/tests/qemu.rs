@@ -389,6 +389,22 @@ fn ticking_disk_spec(name: &str) -> AgentVmSpec {
     spec
 }
 
+/// Creates and starts a [`ticking_disk_spec`] guest and waits until it ticks.
+async fn start_ticking(
+    test_dir: &TestDir,
+    name: &str,
+) -> (QemuDriver, AgentVmSpec, Box<dyn drover_hv::RunningVm>) {
+    let driver = driver();
+    let spec = ticking_disk_spec(name);
+    driver
+        .create(&spec, test_dir.vm_dir())
+        .await
+        .expect("create");
+    let vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    wait_for_tick(test_dir, 0, 2).await;
+    (driver, spec, vm)
+}
+
 /// The tick numbers the guest printed in `text`, in order.
 fn ticks(text: &str) -> Vec<u64> {
     text.lines()
@@ -436,15 +452,8 @@ async fn shell(test_dir: &TestDir, socket: &Path, line: &str, answer: &str) {
 #[tokio::test]
 async fn save_and_restore_continue_the_guest() {
     let test_dir = TestDir::new("save_and_restore_continue_the_guest");
-    let driver = driver();
-    let spec = ticking_disk_spec("save");
-    driver
-        .create(&spec, test_dir.vm_dir())
-        .await
-        .expect("create");
-    let mut vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    let (driver, spec, mut vm) = start_ticking(&test_dir, "save").await;
     let mut events = vm.take_events().expect("events");
-    wait_for_tick(&test_dir, 0, 2).await;
     // The shell prints 42A only when it ran the line, not when it echoes it.
     shell(
         &test_dir,
@@ -514,15 +523,8 @@ async fn save_and_restore_continue_the_guest() {
 #[tokio::test]
 async fn checkpoints_rewind_disk_and_memory() {
     let test_dir = TestDir::new("checkpoints_rewind_disk_and_memory");
-    let driver = driver();
-    let spec = ticking_disk_spec("checkpoint");
-    driver
-        .create(&spec, test_dir.vm_dir())
-        .await
-        .expect("create");
-    let mut vm = driver.start(&spec, test_dir.vm_dir()).await.expect("start");
+    let (driver, spec, mut vm) = start_ticking(&test_dir, "checkpoint").await;
     let mut events = vm.take_events().expect("events");
-    wait_for_tick(&test_dir, 0, 2).await;
 
     vm.checkpoint(CheckpointOp::Create, "c1")
         .await

@@ -4,10 +4,9 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use chrono::Utc;
-use common::{TestServer, error_code, insert_host};
+use common::{TestServer, error_code, insert_host, vm_row};
 use drover_api::checkpoint::MAX_CHECKPOINTS_PER_VM;
-use drover_api::{CheckpointId, Host, Vm, VmDisk, VmId, VmState};
+use drover_api::{CheckpointId, Host, Vm, VmDisk, VmState};
 use drover_server::db;
 use serde_json::json;
 
@@ -19,22 +18,8 @@ async fn insert_vm(
     state: VmState,
 ) -> Vm {
     let vm = Vm {
-        id: VmId::new(),
-        name: name.to_owned(),
-        host_id: host.id,
-        host_name: host.name.clone(),
-        state,
-        state_reason: None,
-        cpus: 1,
-        memory_mib: 128,
         disk,
-        kernel: None,
-        initrd: None,
-        cmdline: None,
-        nics: vec![],
-        port_forwards: vec![],
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
+        ..vm_row(host, name, state)
     };
     db::vms::insert(&server.state.db, &vm)
         .await

@@ -5,7 +5,7 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use chrono::Utc;
-use common::{TestServer, error_code, insert_host};
+use common::{TestServer, error_code, insert_host, vm_row};
 use drover_api::{Network, Vm, VmDisk, VmId, VmState};
 use drover_server::db;
 use drover_server::db::networks::AllocationError;
@@ -128,27 +128,6 @@ async fn network_settings_are_checked_and_bad_ones_change_nothing() {
     assert_eq!(error_code(&gone), "network_not_found");
 }
 
-fn vm_row(host: &drover_api::Host, name: &str) -> Vm {
-    Vm {
-        id: VmId::new(),
-        name: name.to_owned(),
-        host_id: host.id,
-        host_name: host.name.clone(),
-        state: VmState::Stopped,
-        state_reason: None,
-        cpus: 1,
-        memory_mib: 128,
-        disk: VmDisk::None,
-        kernel: None,
-        initrd: None,
-        cmdline: None,
-        nics: vec![],
-        port_forwards: vec![],
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    }
-}
-
 #[tokio::test]
 async fn macs_and_ips_come_from_pools_and_go_back_when_a_vm_goes() {
     let server = TestServer::new().await;
@@ -175,7 +154,7 @@ async fn macs_and_ips_come_from_pools_and_go_back_when_a_vm_goes() {
 
     let mut vms = Vec::new();
     for name in ["a", "b"] {
-        let vm = vm_row(&host, name);
+        let vm = vm_row(&host, name, VmState::Stopped);
         db::vms::insert(db, &vm).await.expect("vm row");
         db::networks::allocate_nics(db, vm.id, &[Some(small.clone()), None])
             .await
@@ -209,7 +188,7 @@ async fn macs_and_ips_come_from_pools_and_go_back_when_a_vm_goes() {
     assert_eq!(macs.len(), 4, "every NIC has its own MAC");
 
     // The range is full: a third VM is refused and keeps nothing.
-    let c = vm_row(&host, "c");
+    let c = vm_row(&host, "c", VmState::Stopped);
     db::vms::insert(db, &c).await.expect("vm row");
     let full = db::networks::allocate_nics(db, c.id, &[Some(small.clone())]).await;
     assert!(

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Json};
 use chrono::Utc;
-use drover_api::{Checkpoint, CheckpointCreate, CheckpointId, Page};
+use drover_api::{Checkpoint, CheckpointCreate, CheckpointId, Page, VmId};
 use std::time::Duration;
 
 /// How long a list waits for the VM's host to say which checkpoints its disk holds.
@@ -86,13 +86,27 @@ pub async fn restore(
     Extension(user): Extension<CurrentUser>,
     Path((vm, checkpoint)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let vm = find(&state, &vm).await?;
-    let checkpoint = jobs::find_checkpoint(&state, &vm, &checkpoint).await?;
-    let spec = JobSpec::CheckpointRestore {
-        vm_id: vm.id,
-        checkpoint_id: checkpoint.id,
-    };
-    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+    submit_on(&state, &user, &vm, &checkpoint, |vm_id, checkpoint_id| {
+        JobSpec::CheckpointRestore {
+            vm_id,
+            checkpoint_id,
+        }
+    })
+    .await
+}
+
+/// Submits the job `spec` makes for the VM's checkpoint, both named by id or name.
+async fn submit_on(
+    state: &AppState,
+    user: &CurrentUser,
+    vm: &str,
+    checkpoint: &str,
+    spec: impl FnOnce(VmId, CheckpointId) -> JobSpec,
+) -> Result<Response, ApiError> {
+    let vm = find(state, vm).await?;
+    let checkpoint = jobs::find_checkpoint(state, &vm, checkpoint).await?;
+    let spec = spec(vm.id, checkpoint.id);
+    Ok(accepted(jobs::submit(state, spec, &user.0, None).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/vms/{vm}/checkpoints/{checkpoint}",
@@ -105,11 +119,11 @@ pub async fn delete(
     Extension(user): Extension<CurrentUser>,
     Path((vm, checkpoint)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let vm = find(&state, &vm).await?;
-    let checkpoint = jobs::find_checkpoint(&state, &vm, &checkpoint).await?;
-    let spec = JobSpec::CheckpointDelete {
-        vm_id: vm.id,
-        checkpoint_id: checkpoint.id,
-    };
-    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+    submit_on(&state, &user, &vm, &checkpoint, |vm_id, checkpoint_id| {
+        JobSpec::CheckpointDelete {
+            vm_id,
+            checkpoint_id,
+        }
+    })
+    .await
 }

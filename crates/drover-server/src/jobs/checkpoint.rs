@@ -164,12 +164,10 @@ pub(super) async fn run_restore(
     vm_id: VmId,
     checkpoint_id: CheckpointId,
 ) -> Result<(), ApiError> {
-    let vm = vm_with_disk(state, vm_id).await?;
-    let host = host_of(state, &vm).await?;
+    let host = host_of(state, &vm_with_disk(state, vm_id).await?).await?;
+    let agent = state.agents.at(&host.address);
     run.step(async {
-        let done = state
-            .agents
-            .at(&host.address)
+        let done = agent
             .checkpoint_restore(vm_id, &checkpoint_id.to_string())
             .await?;
         db::checkpoints::make_current(&state.db, vm_id, checkpoint_id).await?;
@@ -212,12 +210,10 @@ pub(super) async fn run_delete(
     vm_id: VmId,
     checkpoint_id: CheckpointId,
 ) -> Result<(), ApiError> {
-    let vm = vm_with_disk(state, vm_id).await?;
-    let host = host_of(state, &vm).await?;
+    let host = host_of(state, &vm_with_disk(state, vm_id).await?).await?;
+    let agent = state.agents.at(&host.address);
     run.step(async {
-        Ok(state
-            .agents
-            .at(&host.address)
+        Ok(agent
             .checkpoint_delete(vm_id, &checkpoint_id.to_string())
             .await?)
     })
