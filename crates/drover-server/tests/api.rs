@@ -6,7 +6,7 @@ mod common;
 use axum::http::{Method, StatusCode};
 use chrono::Utc;
 use common::{TestServer, error_code, insert_host, send, vm_row};
-use drover_api::{Job, JobStatus, JobTarget, Vm, VmDisk, VmId, VmState};
+use drover_api::{Job, JobStatus, JobTarget, VmId, VmState};
 use drover_server::jobs::JobSpec;
 use serde_json::json;
 use std::time::Duration;

@@ -4,9 +4,8 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use chrono::Utc;
 use common::{TestServer, error_code, insert_host, vm_row};
-use drover_api::{Network, Vm, VmDisk, VmId, VmState};
+use drover_api::{Network, Vm, VmState};
 use drover_server::db;
 use drover_server::db::networks::AllocationError;
 use serde_json::{Value, json};
