@@ -107,9 +107,18 @@ pub(super) async fn run_create(
     let with_memory = run
         .step(async {
             check_room(state, &vm, &name).await?;
-            let done = agent.checkpoint_create(vm_id, &tag).await?;
+            // A restarted job finds the checkpoint its first run took before the server stopped.
+            let taken = agent
+                .checkpoints(vm_id)
+                .await?
+                .into_iter()
+                .find(|checkpoint| checkpoint.tag == tag);
+            let with_memory = match taken {
+                Some(checkpoint) => checkpoint.vm_state_bytes > 0,
+                None => agent.checkpoint_create(vm_id, &tag).await?.with_memory,
+            };
             let recorded =
-                db::checkpoints::insert(&state.db, checkpoint_id, vm_id, &name, done.with_memory)
+                db::checkpoints::insert(&state.db, checkpoint_id, vm_id, &name, with_memory)
                     .await
                     .map_err(|error| match error {
                         db::DbError::Duplicate { .. } => ApiError::CheckpointExists {
@@ -124,7 +133,7 @@ pub(super) async fn run_create(
                 }
                 return Err(error);
             }
-            Ok(done.with_memory)
+            Ok(with_memory)
         })
         .await?;
     run.note(if with_memory {
