@@ -123,12 +123,16 @@ impl VmActor {
         })
     }
 
-    /// Runs `op` through the live process.
+    /// Runs `op` through the live process. A failed load may leave the vCPUs stopped; the state
+    /// then says so.
     async fn online(&mut self, op: CheckpointOp, tag: &str) -> Result<(), AgentError> {
-        if let Err(error) = self.process()?.checkpoint(op, tag).await {
-            return Err(self.driver_error(error));
+        let Err(error) = self.process()?.checkpoint(op, tag).await else {
+            return Ok(());
+        };
+        if let Ok(drover_hv::RunStatus::Paused) = self.process()?.status().await {
+            self.set_state(VmState::Paused, None);
         }
-        Ok(())
+        Err(self.driver_error(error))
     }
 
     /// Returns the VM to checkpoint `tag`: with memory, a running guest as it was then (a VM
