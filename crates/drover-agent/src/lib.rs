@@ -14,6 +14,8 @@ mod library;
 pub mod network;
 mod registry;
 mod store;
+mod transfers;
+mod vm_files;
 
 pub use actor::SHUTDOWN_TIMEOUT;
 pub use error::AgentError;
@@ -136,6 +138,7 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
         roles,
         library,
         transfer_port: transfer_addr.port(),
+        transfers: transfers::Transfers::default(),
         changes,
         shutdown: CancellationToken::new(),
     });

@@ -18,6 +18,7 @@ pub mod placement;
 pub mod ports;
 pub mod size;
 pub mod template;
+pub mod transfer;
 pub mod vm;
 
 pub use error::{ErrorBody, ErrorDetail};

@@ -112,6 +112,7 @@ mod tests {
             library: crate::library::Library::open(data_dir, &[]).expect("library"),
             images: crate::cache::ImageCache::new(data_dir),
             transfer_port: 0,
+            transfers: crate::transfers::Transfers::default(),
             changes: broadcast::channel(buffer).0,
             shutdown: CancellationToken::new(),
         })

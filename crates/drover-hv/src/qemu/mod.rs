@@ -231,6 +231,11 @@ impl VmDriver for QemuDriver {
                 }
                 VmDisk::Library { .. } => return Err(library_disk_unresolved()),
             }
+        } else if let VmDisk::Image { path } = &spec.disk
+            && disk_path.exists()
+        {
+            // The disk came from another host (deploy, migration): its base is cached here.
+            disk::point_overlay_at(&self.config.qemu_img, &disk_path, Path::new(path)).await?;
         }
         if let Some(seed) = &spec.seed {
             write_seed(&files.seed_dir(), seed)?;
