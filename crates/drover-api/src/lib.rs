@@ -20,6 +20,7 @@ pub mod size;
 pub mod template;
 pub mod transfer;
 pub mod vm;
+pub mod vm_store;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::Event;

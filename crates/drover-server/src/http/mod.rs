@@ -14,6 +14,7 @@ mod networks;
 mod openapi;
 mod placement;
 mod templates;
+mod vm_store;
 mod vms;
 
 pub use auth::{ADMIN, CurrentUser, ensure_admin, issue_token};
@@ -55,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .route("/vms/{vm}/port-forwards", post(vms::add_port_forward))
         .route("/vms/{vm}/nics", post(vms::add_nic))
         .route("/vms/{vm}/nics/{nic}", delete(vms::remove_nic))
+        .route("/vms/{vm}/store", post(vm_store::store))
+        .route("/vms/{vm}/deploy", post(vm_store::deploy))
         .route("/networks", get(networks::list).post(networks::create))
         .route(
             "/networks/{network}",

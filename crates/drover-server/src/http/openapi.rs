@@ -2,7 +2,8 @@
 //! the API types' schemas, so it cannot drift from the code.
 
 use super::{
-    auth, console, events, hostgroups, hosts, jobs, library, networks, placement, templates, vms,
+    auth, console, events, hostgroups, hosts, jobs, library, networks, placement, templates,
+    vm_store, vms,
 };
 use axum::Json;
 use utoipa::OpenApi;
@@ -63,6 +64,8 @@ use utoipa::OpenApi;
         jobs::cancel,
         jobs::restart,
         events::stream,
+        vm_store::store,
+        vm_store::deploy,
     ),
     components(schemas(drover_api::ErrorBody, drover_api::ErrorDetail, drover_api::Event))
 )]

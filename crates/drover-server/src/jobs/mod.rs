@@ -10,8 +10,9 @@ mod network;
 mod template;
 mod vm;
 
-pub(crate) use library::{find_item, find_share, schedule_refresh};
+pub(crate) use library::{find_item, find_share, schedule_refresh, share_or_only};
 pub(crate) use template::{find_guest_os, find_hardware, find_template, vm_create_from};
+pub(crate) use vm::deploy_host;
 
 use crate::db;
 use crate::http::ApiError;
@@ -104,6 +105,14 @@ pub enum JobSpec {
         template_id: TemplateId,
         request: TemplateCreate,
     },
+    VmStore {
+        vm_id: VmId,
+        share_id: LibraryShareId,
+    },
+    VmDeploy {
+        vm_id: VmId,
+        host_id: HostId,
+    },
 }
 
 impl JobSpec {
@@ -130,6 +139,8 @@ impl JobSpec {
             JobSpec::HardwareProfileCreate { .. } => "profile.hardware_create".to_owned(),
             JobSpec::GuestOsProfileCreate { .. } => "profile.guest_os_create".to_owned(),
             JobSpec::TemplateCreate { .. } => "template.create".to_owned(),
+            JobSpec::VmStore { .. } => "vm.store".to_owned(),
+            JobSpec::VmDeploy { .. } => "vm.deploy".to_owned(),
         }
     }
 }
@@ -249,6 +260,8 @@ pub async fn submit(
             template_id,
             request,
         } => template::prepare_template(state, *template_id, request).await?,
+        JobSpec::VmStore { vm_id, share_id } => vm::prepare_store(state, *vm_id, *share_id).await?,
+        JobSpec::VmDeploy { vm_id, host_id } => vm::prepare_deploy(state, *vm_id, *host_id).await?,
     };
     let now = Utc::now();
     let done = plan.done.into_iter().map(|(name, detail)| JobStep {
@@ -450,6 +463,12 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
             template_id,
             request,
         } => template::run_template(&state, &mut run, template_id, request).await,
+        JobSpec::VmStore { vm_id, share_id } => {
+            vm::run_store(&state, &mut run, vm_id, share_id).await
+        }
+        JobSpec::VmDeploy { vm_id, host_id } => {
+            vm::run_deploy(&state, &mut run, vm_id, host_id).await
+        }
     };
     run.finish(outcome).await;
 }

@@ -1,6 +1,11 @@
 //! VM jobs: create (with an optional start), power actions and delete. A create that fails at
 //! any step undoes everything: the agent forgets the VM and its files, the row goes.
 
+mod store;
+
+pub(crate) use store::deploy_host;
+pub(super) use store::{prepare_deploy, prepare_store, run_deploy, run_store};
+
 use super::{JobRun, Plan};
 use crate::db;
 use crate::http::ApiError;
@@ -670,8 +675,11 @@ pub(super) async fn run_delete(
 ) -> Result<(), ApiError> {
     let vm = find_vm(state, vm_id).await?;
     let host = host_of(state, &vm).await?;
-    run.step(async { Ok(state.agents.at(&host.address).delete(vm_id).await?) })
-        .await?;
+    run.step(async {
+        store::remove_stored_copy(state, &vm).await?;
+        Ok(state.agents.at(&host.address).delete(vm_id).await?)
+    })
+    .await?;
     run.step(async {
         forget(state, vm_id).await;
         Ok(())
