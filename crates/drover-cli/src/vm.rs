@@ -107,6 +107,26 @@ pub enum VmCommand {
         #[command(flatten)]
         job: JobOptions,
     },
+    /// Move a stopped VM's disks into the library (state Stored); its host keeps nothing.
+    Store {
+        vm: String,
+        /// The library share (id or name); the only share when omitted.
+        #[arg(long)]
+        share: Option<String>,
+        #[command(flatten)]
+        job: JobOptions,
+    },
+    /// Bring a stored VM back to a host, Stopped (the best-rated host unless --host is given).
+    Deploy {
+        vm: String,
+        #[arg(long)]
+        host: Option<String>,
+        /// The host group to place it in (default "All Hosts"); not with --host.
+        #[arg(long)]
+        group: Option<String>,
+        #[command(flatten)]
+        job: JobOptions,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -348,6 +368,26 @@ pub async fn run(
         }
         VmCommand::PortForward { vm, forward, job } => {
             let started = client.add_port_forward(vm, forward).await?;
+            finish(client, started, *job, output).await
+        }
+        VmCommand::Store { vm, share, job } => {
+            let request = drover_api::vm_store::VmStore {
+                share: share.clone(),
+            };
+            let started = client.store_vm(vm, &request).await?;
+            finish(client, started, *job, output).await
+        }
+        VmCommand::Deploy {
+            vm,
+            host,
+            group,
+            job,
+        } => {
+            let request = drover_api::vm_store::VmDeploy {
+                host: host.clone(),
+                group: group.clone(),
+            };
+            let started = client.deploy_vm(vm, &request).await?;
             finish(client, started, *job, output).await
         }
     }
