@@ -139,6 +139,7 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
         library,
         transfer_port: transfer_addr.port(),
         transfers: transfers::Transfers::default(),
+        transfer_rate_limit: config.transfer_rate_limit(),
         changes,
         shutdown: CancellationToken::new(),
     });

@@ -113,6 +113,7 @@ mod tests {
             images: crate::cache::ImageCache::new(data_dir),
             transfer_port: 0,
             transfers: crate::transfers::Transfers::default(),
+            transfer_rate_limit: None,
             changes: broadcast::channel(buffer).0,
             shutdown: CancellationToken::new(),
         })

@@ -45,6 +45,8 @@ pub struct AgentState {
     pub transfer_port: u16,
     /// Fetches in progress, for their callers' progress display.
     pub transfers: crate::transfers::Transfers,
+    /// Bytes per second the transfer endpoint sends each file at most (`agent.transfer_rate_limit`).
+    pub transfer_rate_limit: Option<u64>,
     /// Every VM state change, as the actors publish them.
     pub changes: broadcast::Sender<VmRuntime>,
     /// Cancelled when the agent stops: ends event streams and console relays.

@@ -116,7 +116,11 @@ async fn serve(
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(|error| AgentError::Internal(error.into()))?;
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(count), READ_CHUNK));
+    let chunks = ReaderStream::with_capacity(file.take(count), READ_CHUNK);
+    let body = match state.transfer_rate_limit {
+        Some(rate) => Body::from_stream(paced(chunks, rate)),
+        None => Body::from_stream(chunks),
+    };
     let mut response = (status, body).into_response();
     let response_headers = response.headers_mut();
     let value = |text: String| {
@@ -133,4 +137,20 @@ async fn serve(
         );
     }
     Ok(response)
+}
+
+/// Sends `chunks` no faster than `rate` bytes per second: each chunk waits until the bytes
+/// before it are due.
+fn paced<S>(chunks: S, rate: u64) -> impl futures_util::Stream<Item = S::Item>
+where
+    S: futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Unpin,
+{
+    let started = tokio::time::Instant::now();
+    futures_util::stream::unfold((chunks, 0_u64), move |(mut chunks, sent)| async move {
+        let chunk = futures_util::StreamExt::next(&mut chunks).await?;
+        let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+        tokio::time::sleep_until(started + due).await;
+        let length = chunk.as_ref().map_or(0, |bytes| bytes.len() as u64);
+        Some((chunk, (chunks, sent + length)))
+    })
 }
