@@ -1250,11 +1250,9 @@ async fn killed_transfer_ends_resume_where_they_stopped() {
     cluster.agents[1].0.stop(Signal::SIGKILL);
     let failed = finished_job(&cli, &job_id).await;
     assert_eq!(failed["status"], "failed", "{failed}");
-    assert_eq!(
-        cli.vm_field("big", "state").await.as_deref(),
-        Some("stopped")
-    );
     restart_paced_agent(&mut cluster, 1, 3).await;
+    cli.wait_vm_state("big", "stopped", Duration::from_secs(30))
+        .await;
     let job = cli.json(&["job", "restart", &job_id]).await;
     assert_eq!(job["status"], "completed", "{job}");
     let received = last_received(&cluster.artifacts.join("agent1-2.log"));
