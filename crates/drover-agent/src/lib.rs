@@ -8,6 +8,7 @@ mod actor;
 mod cache;
 mod enrollment;
 mod error;
+mod eviction;
 mod host;
 mod http;
 mod library;
@@ -129,7 +130,7 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
     let networks = network::Networks::open(&data_dir, config.vxlan_port())
         .context("cannot read the networks of this host")?;
     let state = Arc::new(AgentState {
-        images: cache::ImageCache::new(&data_dir),
+        images: cache::ImageCache::new(&data_dir, config.cache_min_free()),
         data_dir,
         driver,
         networks,

@@ -28,7 +28,10 @@ pub async fn fetch(
 ) -> Result<axum::Json<AgentCachedImage>, AgentError> {
     let axum::Json(request) = body?;
     let client = state.enrollment.peer_client()?;
-    Ok(axum::Json(state.images.ensure(&client, &request).await?))
+    let in_use = state.registry.disk_images();
+    Ok(axum::Json(
+        state.images.ensure(&client, &request, in_use).await?,
+    ))
 }
 
 /// Large reads keep a transfer at disk speed.

@@ -49,6 +49,7 @@ async fn resolve_library_disk(
                     url: url.clone(),
                     sha256: sha256.clone(),
                 },
+                state.registry.disk_images(),
             )
             .await?;
         spec.disk = VmDisk::Image { path: cached.path };
