@@ -9,6 +9,7 @@ mod cache;
 mod enrollment;
 mod error;
 mod eviction;
+mod full_clone;
 mod host;
 mod http;
 mod library;

@@ -1345,3 +1345,90 @@ async fn stopped_vm_files_move_between_agents_resuming_and_verifying() {
     host.shutdown().await;
     library.shutdown().await;
 }
+
+#[tokio::test]
+async fn full_clones_are_independent_copies_of_the_cached_base() {
+    use drover_api::library::{AgentImport, AgentShare, LibraryFile};
+    let library_dir = DataDir::new("full_clones_library");
+    let host_dir = DataDir::new("full_clones_host");
+    let sources = tempfile::tempdir().expect("temp dir");
+    let library = start_agent_with_roles(library_dir.path(), &["library"]).await;
+    let host = start_agent(host_dir.path()).await;
+    let server = Server::new();
+    server.enroll(&library).await;
+    server.enroll(&host).await;
+    let library_agent = Agent::new(&server, &library);
+    let host_agent = Agent::new(&server, &host);
+    let share = library_dir.path().join("share");
+    let response = library_agent
+        .client
+        .put(format!("{}/v1/library/shares/main", library_agent.base))
+        .json(&AgentShare {
+            path: share.display().to_string(),
+        })
+        .send()
+        .await
+        .expect("PUT share");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let raw = random_raw(sources.path(), 4);
+    let file: LibraryFile = library_agent
+        .client
+        .post(format!(
+            "{}/v1/library/shares/main/import",
+            library_agent.base
+        ))
+        .json(&AgentImport {
+            source: raw.display().to_string(),
+            name: "base".to_owned(),
+        })
+        .send()
+        .await
+        .expect("import")
+        .json()
+        .await
+        .expect("file");
+    let mut spec = tiny_spec("copy", "console=ttyS0 quiet");
+    spec.disk = VmDisk::LibraryCopy {
+        item: "base".to_owned(),
+        sha256: file.sha256.clone(),
+        url: format!(
+            "https://{}/v1/shares/main/files/base.qcow2",
+            library.transfer_addr
+        ),
+        virtual_size: file.virtual_size,
+    };
+    assert_eq!(host_agent.define(&spec).await.status(), StatusCode::OK);
+    let disk = host_dir.vm_dir(spec.id).join("disk.qcow2");
+    assert_eq!(
+        backing_file(&disk),
+        None,
+        "a full clone reads through nothing"
+    );
+    let compared = std::process::Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
+        .arg(&disk)
+        .arg(&raw)
+        .status()
+        .expect("qemu-img compare");
+    assert!(compared.success(), "the copy holds the base's data");
+    let cached = host_dir
+        .path()
+        .join("images")
+        .join(format!("{}.qcow2", file.sha256));
+    assert!(cached.exists(), "the base was fetched into the cache");
+    // The same define again is the same VM; its disk is kept, not copied again.
+    let written = std::fs::metadata(&disk)
+        .expect("disk")
+        .modified()
+        .expect("mtime");
+    assert_eq!(host_agent.define(&spec).await.status(), StatusCode::OK);
+    assert_eq!(
+        std::fs::metadata(&disk)
+            .expect("disk")
+            .modified()
+            .expect("mtime"),
+        written
+    );
+    library.shutdown().await;
+    host.shutdown().await;
+}

@@ -37,6 +37,10 @@ pub struct VmCreateArgs {
     /// fetched once to the host's cache from the library server.
     #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline"])]
     pub template: Option<String>,
+    /// With --template: an independent copy of its disk (`qemu-img convert`) instead of a
+    /// linked clone; the host's disk claim counts the copy's virtual size.
+    #[arg(long, requires = "template")]
+    pub full_clone: bool,
     /// Kernel file on the host, for direct kernel boot.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<String>,
@@ -195,6 +199,7 @@ fn disk_text(disk: &VmDisk) -> String {
         VmDisk::Blank { size_bytes } => format!("{} (blank)", format_bytes(*size_bytes)),
         VmDisk::Image { path } => format!("overlay on {path}"),
         VmDisk::Library { item, .. } => format!("linked clone of library item {item}"),
+        VmDisk::LibraryCopy { item, .. } => format!("full clone of library item {item}"),
     }
 }
 
@@ -281,6 +286,7 @@ pub async fn run(
                     host: args.host.clone(),
                     group: args.group.clone(),
                     start: args.start,
+                    full_clone: args.full_clone,
                 };
                 let started = client.create_vm_from_template(template, &request).await?;
                 return finish(client, started, args.job, output).await;

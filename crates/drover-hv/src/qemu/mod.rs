@@ -188,7 +188,9 @@ impl VmDriver for QemuDriver {
             }
             VmDisk::Blank { .. } => {}
             VmDisk::Image { path } => readable("image", path)?,
-            VmDisk::Library { .. } => return Err(library_disk_unresolved()),
+            VmDisk::Library { .. } | VmDisk::LibraryCopy { .. } => {
+                return Err(library_disk_unresolved());
+            }
         }
         if let Some(kernel) = &spec.kernel {
             readable("kernel", kernel)?;
@@ -229,7 +231,9 @@ impl VmDriver for QemuDriver {
                     disk::create_overlay(&self.config.qemu_img, &disk_path, Path::new(path))
                         .await?;
                 }
-                VmDisk::Library { .. } => return Err(library_disk_unresolved()),
+                VmDisk::Library { .. } | VmDisk::LibraryCopy { .. } => {
+                    return Err(library_disk_unresolved());
+                }
             }
         } else if let VmDisk::Image { path } = &spec.disk
             && disk_path.exists()
