@@ -4,6 +4,7 @@
 //! once; the second caller finds the file in place.
 
 use crate::error::AgentError;
+use crate::transfers::Tracker;
 use drover_api::library::{AgentCachedImage, AgentFetch};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,12 +58,14 @@ impl ImageCache {
     }
 
     /// Makes sure the image is cached, fetching it with `client` when it is not (after making
-    /// room by evicting unused images, never one of `in_use`), and marks it used now.
+    /// room by evicting unused images, never one of `in_use`), and marks it used now. A fetch
+    /// counts its bytes in `tracker`.
     pub async fn ensure(
         &self,
         client: &reqwest::Client,
         request: &AgentFetch,
         in_use: Vec<PathBuf>,
+        tracker: &mut Tracker,
     ) -> Result<AgentCachedImage, AgentError> {
         check_fingerprint(&request.sha256)?;
         let target = self.path(&request.sha256);
@@ -82,6 +85,8 @@ impl ImageCache {
             let mut received = 0;
             drover_image::transfer::fetch(client, &request.url, &request.sha256, &target, |p| {
                 received = p.received;
+                tracker.set_total(p.total);
+                tracker.update(p.done, p.received);
             })
             .await?;
             tracing::info!(sha256 = %request.sha256, bytes = received, "image cached");

@@ -28,7 +28,12 @@ pub async fn ensure(state: &AgentState, spec: &AgentVmSpec) -> Result<(), AgentE
     };
     let cached = state
         .images
-        .ensure(&client, &fetch, state.registry.disk_images())
+        .ensure(
+            &client,
+            &fetch,
+            state.registry.disk_images(),
+            &mut state.transfers.track(Some(&spec.id.to_string()), 0),
+        )
         .await?;
     tokio::fs::create_dir_all(&vm_dir)
         .await

@@ -57,6 +57,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// Sets the size once it is known (a single file's, from the sender's answer).
+    pub fn set_total(&mut self, bytes_total: u64) {
+        self.progress.bytes_total = bytes_total;
+    }
+
     /// Records the bytes in place and those received in this attempt.
     pub fn update(&mut self, bytes_done: u64, bytes_received: u64) {
         let seconds = self.started.elapsed().as_secs_f64();

@@ -29,8 +29,12 @@ pub async fn fetch(
     let axum::Json(request) = body?;
     let client = state.enrollment.peer_client()?;
     let in_use = state.registry.disk_images();
+    let mut tracker = state.transfers.track(None, 0);
     Ok(axum::Json(
-        state.images.ensure(&client, &request, in_use).await?,
+        state
+            .images
+            .ensure(&client, &request, in_use, &mut tracker)
+            .await?,
     ))
 }
 

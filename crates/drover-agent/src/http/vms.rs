@@ -35,7 +35,7 @@ pub async fn validate(
 
 /// A library disk becomes an overlay on the image in this host's cache, fetched (once, agent to
 /// agent, verified) when it is not there yet; a full clone becomes a copy of it in the VM's
-/// directory. Other disks pass unchanged.
+/// directory. Other disks pass unchanged. The fetch is followed as transfer `<vm id>`.
 async fn resolve_library_disk(
     state: &AgentState,
     mut spec: AgentVmSpec,
@@ -56,6 +56,7 @@ async fn resolve_library_disk(
                     sha256: sha256.clone(),
                 },
                 state.registry.disk_images(),
+                &mut state.transfers.track(Some(&spec.id.to_string()), 0),
             )
             .await?;
         spec.disk = VmDisk::Image { path: cached.path };

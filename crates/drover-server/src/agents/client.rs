@@ -190,12 +190,14 @@ impl AgentClient<'_> {
             .map(drop)
     }
 
-    /// Defines the VM and makes its disk (idempotent).
+    /// Defines the VM and makes its disk (idempotent). A library disk's base may be fetched to
+    /// the host first, which takes as long as its size does.
     pub async fn define(&self, spec: &AgentVmSpec) -> Result<VmRuntime, AgentError> {
-        self.json(
+        self.json_within(
             self.http
                 .put(self.url(&format!("/v1/vms/{}", spec.id)))
                 .json(spec),
+            IMPORT_TIMEOUT,
         )
         .await
     }

@@ -303,7 +303,8 @@ async fn create_and_start(
     let vm = find_vm(state, vm_id).await?;
     let host = host_of(state, &vm).await?;
     let agent = state.agents.at(&host.address);
-    run.step(async {
+    // A template's base image may be fetched to the host here: its transfer shows as progress.
+    run.transfer_step(&host.address, &vm_id.to_string(), async {
         for network in vm_networks(state, &vm).await? {
             super::network::ensure_on_host(state, network, &host).await?;
         }

@@ -41,28 +41,34 @@ async fn transfer_address(state: &AppState, host_id: HostId) -> Result<String, A
 }
 
 impl JobRun {
-    /// Runs the next step, a fetch of files on `receiver` named by this job's id, showing how
-    /// far it has come (bytes, rate) in the step's detail and the job's progress while it runs.
-    async fn transfer_step(
+    /// Runs the next step, whose work includes a transfer the agent at `receiver` follows as
+    /// `transfer_id`: while it runs, the step's detail shows the bytes and the rate, and the
+    /// job's progress moves within the step's share.
+    pub(in crate::jobs) async fn transfer_step<T>(
         &mut self,
         receiver: &str,
-        work: impl Future<Output = Result<AgentVmFilesFetched, ApiError>>,
-    ) -> Result<AgentVmFilesFetched, ApiError> {
+        transfer_id: &str,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
         let index = self.next_step;
         self.next_step += 1;
         self.set_step(index, JobStatus::Running, None).await;
         let base_progress = self.job.progress;
         let step_share = 100 / u8::try_from(self.job.steps.len().max(1)).unwrap_or(1);
-        let transfer_id = self.job.id.to_string();
-        let mut ticks = tokio::time::interval(PROGRESS_INTERVAL);
+        // The first look after an interval: a step done sooner (most defines) costs no call.
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + PROGRESS_INTERVAL,
+            PROGRESS_INTERVAL,
+        );
         let mut work = std::pin::pin!(work);
         let outcome = loop {
             tokio::select! {
                 outcome = &mut work => break outcome,
                 _ = ticks.tick() => {
                     let agent = self.state.agents.at(receiver);
-                    // Not there yet (the fetch is still listing) or gone (just done): no news.
-                    if let Ok(progress) = agent.transfer_progress(&transfer_id).await
+                    // Not there yet (the work has not reached the transfer) or gone (done, or
+                    // nothing to fetch): no news.
+                    if let Ok(progress) = agent.transfer_progress(transfer_id).await
                         && let Some(step) = self.job.steps.get_mut(index)
                     {
                         step.detail = Some(progress.describe());
@@ -75,7 +81,7 @@ impl JobRun {
             }
         };
         let (status, detail) = match &outcome {
-            Ok(fetched) => (JobStatus::Completed, Some(describe_fetch(fetched))),
+            Ok(_) => (JobStatus::Completed, None),
             Err(error) => (JobStatus::Failed, Some(error.detail().message)),
         };
         self.set_step(index, status, detail).await;
@@ -151,10 +157,12 @@ pub(in crate::jobs) async fn run_store(
         files: files.clone(),
         transfer_id: Some(run.job.id.to_string()),
     };
-    run.transfer_step(&library.address, async {
-        Ok(receiver.fetch_vm_files(vm_id, &request).await?)
-    })
-    .await?;
+    let fetched = run
+        .transfer_step(&library.address, &run.job.id.to_string(), async {
+            Ok(receiver.fetch_vm_files(vm_id, &request).await?)
+        })
+        .await?;
+    run.note(&describe_fetch(&fetched)).await;
     run.step(async {
         let copy = StoredCopy { share_id, files };
         if !db::stored::mark_stored(&state.db, vm_id, library.id, &copy).await? {
@@ -271,10 +279,12 @@ pub(in crate::jobs) async fn run_deploy(
         files: copy.files,
         transfer_id: Some(run.job.id.to_string()),
     };
-    run.transfer_step(&host.address, async {
-        Ok(receiver.fetch_vm_files(vm_id, &request).await?)
-    })
-    .await?;
+    let fetched = run
+        .transfer_step(&host.address, &run.job.id.to_string(), async {
+            Ok(receiver.fetch_vm_files(vm_id, &request).await?)
+        })
+        .await?;
+    run.note(&describe_fetch(&fetched)).await;
     let defined = run
         .step(async {
             for network in vm_networks(state, &vm).await? {
