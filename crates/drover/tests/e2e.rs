@@ -1189,7 +1189,7 @@ fn last_received(log: &Path) -> u64 {
         .filter(|line| line.contains("VM files fetched"))
         .filter_map(|line| line.split("received=").nth(1))
         .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-        .last()
+        .next_back()
         .expect("a fetch logged")
 }
 
