@@ -131,6 +131,23 @@ pub fn check_vm_size(cpus: u32, memory_mib: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Why a named host (rated 0) cannot take VM `vm`.
+fn unfit_host(vm: &str, host: Host, reasons: &[String]) -> ApiError {
+    match host.state {
+        HostState::Maintenance => ApiError::HostInMaintenance(host.name),
+        HostState::Responding => ApiError::InsufficientHostResources(format!(
+            "VM '{vm}' does not fit on host '{}': {}",
+            host.name,
+            reasons.join("; ")
+        )),
+        HostState::NeedsAttention => ApiError::HostNeedsAttention {
+            reason: host.state_reason.clone().unwrap_or_default(),
+            host: host.name,
+        },
+        HostState::NotResponding => ApiError::HostNotResponding(host.name),
+    }
+}
+
 const PLACE_STEP: &str = "Rate hosts and place the VM";
 
 /// How many hosts' ratings a create job records.
@@ -175,20 +192,7 @@ pub(super) async fn prepare_create(
             check_networks_on_host(&networks, &host)?;
             let candidate = placement::rate_host(state, host.id, &demand).await?;
             if candidate.rating.rating == 0.0 {
-                return Err(match host.state {
-                    HostState::Maintenance => ApiError::HostInMaintenance(host.name),
-                    HostState::Responding => ApiError::InsufficientHostResources(format!(
-                        "VM '{}' does not fit on host '{}': {}",
-                        request.name,
-                        host.name,
-                        candidate.rating.reasons.join("; ")
-                    )),
-                    HostState::NeedsAttention => ApiError::HostNeedsAttention {
-                        reason: host.state_reason.clone().unwrap_or_default(),
-                        host: host.name,
-                    },
-                    HostState::NotResponding => ApiError::HostNotResponding(host.name),
-                });
+                return Err(unfit_host(&request.name, host, &candidate.rating.reasons));
             }
             (host.group_name, vec![candidate])
         }

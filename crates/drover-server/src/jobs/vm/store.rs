@@ -19,7 +19,7 @@ use crate::state::AppState;
 use drover_api::transfer::{AgentVmFilesFetch, AgentVmFilesFetched, VmFilesPlace};
 use drover_api::vm_store::VmDeploy;
 use drover_api::{
-    Event, HostId, HostState, JobStatus, LibraryShareId, PlacementGoal, Vm, VmId, VmState,
+    Event, Host, HostId, JobStatus, LibraryShareId, PlacementGoal, Vm, VmId, VmState,
 };
 
 /// How often a running transfer's progress is asked for and shown.
@@ -30,6 +30,35 @@ fn state_conflict(vm: &Vm, action: &str) -> ApiError {
         vm: vm.name.clone(),
         state: vm.state.to_string(),
         action: action.to_owned(),
+    }
+}
+
+/// The VM, refused unless it is in `expected` (what `action` needs).
+async fn vm_in_state(
+    state: &AppState,
+    vm_id: VmId,
+    expected: VmState,
+    action: &str,
+) -> Result<Vm, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    if vm.state != expected {
+        return Err(state_conflict(&vm, action));
+    }
+    Ok(vm)
+}
+
+async fn host_by_id(state: &AppState, host_id: HostId) -> Result<Host, ApiError> {
+    db::hosts::get_by_id(&state.db, host_id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))
+}
+
+/// What a VM asks of a host: a stored VM claims nothing until it is deployed.
+fn demand(vm: &Vm) -> Demand {
+    Demand {
+        cpus: vm.cpus,
+        memory_mib: vm.memory_mib,
+        disk_bytes: vm.disk.committed_bytes(),
     }
 }
 
@@ -116,10 +145,7 @@ pub(in crate::jobs) async fn prepare_store(
     vm_id: VmId,
     share_id: LibraryShareId,
 ) -> Result<Plan, ApiError> {
-    let vm = find_vm(state, vm_id).await?;
-    if vm.state != VmState::Stopped {
-        return Err(state_conflict(&vm, "store"));
-    }
+    let vm = vm_in_state(state, vm_id, VmState::Stopped, "store").await?;
     let share = find_share(state, &share_id.to_string()).await?;
     Ok(Plan {
         description: format!("Store VM {} in library share {}", vm.name, share.name),
@@ -135,15 +161,10 @@ pub(in crate::jobs) async fn run_store(
     vm_id: VmId,
     share_id: LibraryShareId,
 ) -> Result<(), ApiError> {
-    let vm = find_vm(state, vm_id).await?;
-    if vm.state != VmState::Stopped {
-        return Err(state_conflict(&vm, "store"));
-    }
+    let vm = vm_in_state(state, vm_id, VmState::Stopped, "store").await?;
     let host = host_of(state, &vm).await?;
     let share = find_share(state, &share_id.to_string()).await?;
-    let library = db::hosts::get_by_id(&state.db, share.host_id)
-        .await?
-        .ok_or_else(|| ApiError::HostNotFound(share.server.clone()))?;
+    let library = host_by_id(state, share.host_id).await?;
     let source = transfer_address(state, host.id).await?;
     let sender = state.agents.at(&host.address);
     let receiver = state.agents.at(&library.address);
@@ -187,11 +208,7 @@ pub(crate) async fn deploy_host(
     vm: &Vm,
     request: &VmDeploy,
 ) -> Result<HostId, ApiError> {
-    let demand = Demand {
-        cpus: vm.cpus,
-        memory_mib: vm.memory_mib,
-        disk_bytes: vm.disk.committed_bytes(),
-    };
+    let demand = demand(vm);
     if let Some(name) = &request.host {
         if request.group.is_some() {
             return Err(ApiError::InvalidVmSpec(
@@ -203,16 +220,7 @@ pub(crate) async fn deploy_host(
             .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
         let candidate = placement::rate_host(state, host.id, &demand).await?;
         if candidate.rating.rating == 0.0 {
-            return Err(match host.state {
-                HostState::Maintenance => ApiError::HostInMaintenance(host.name),
-                HostState::NotResponding => ApiError::HostNotResponding(host.name),
-                _ => ApiError::InsufficientHostResources(format!(
-                    "VM '{}' does not fit on host '{}': {}",
-                    vm.name,
-                    host.name,
-                    candidate.rating.reasons.join("; ")
-                )),
-            });
+            return Err(super::unfit_host(&vm.name, host, &candidate.rating.reasons));
         }
         return Ok(host.id);
     }
@@ -239,13 +247,8 @@ pub(in crate::jobs) async fn prepare_deploy(
     vm_id: VmId,
     host_id: HostId,
 ) -> Result<Plan, ApiError> {
-    let vm = find_vm(state, vm_id).await?;
-    if vm.state != VmState::Stored {
-        return Err(state_conflict(&vm, "deploy"));
-    }
-    let host = db::hosts::get_by_id(&state.db, host_id)
-        .await?
-        .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))?;
+    let vm = vm_in_state(state, vm_id, VmState::Stored, "deploy").await?;
+    let host = host_by_id(state, host_id).await?;
     Ok(Plan {
         description: format!("Deploy VM {} to host {}", vm.name, host.name),
         target: target(vm_id, &vm.name),
@@ -266,9 +269,7 @@ pub(in crate::jobs) async fn run_deploy(
         .ok_or_else(|| state_conflict(&vm, "deploy"))?;
     let share = find_share(state, &copy.share_id.to_string()).await?;
     let library = host_of(state, &vm).await?;
-    let host = db::hosts::get_by_id(&state.db, host_id)
-        .await?
-        .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))?;
+    let host = host_by_id(state, host_id).await?;
     let receiver = state.agents.at(&host.address);
     let request = AgentVmFilesFetch {
         source: transfer_address(state, library.id).await?,
