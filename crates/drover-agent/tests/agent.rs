@@ -254,6 +254,41 @@ impl Agent {
             .expect("runtimes")
     }
 
+    /// Serves `path` as share `name` (the agent has the library role).
+    async fn add_share(&self, name: &str, path: &Path) {
+        let response = self
+            .client
+            .put(format!("{}/v1/library/shares/{name}", self.base))
+            .json(&drover_api::library::AgentShare {
+                path: path.display().to_string(),
+            })
+            .send()
+            .await
+            .expect("PUT share");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    /// Imports `source` into share `share` as `name`.
+    async fn import(
+        &self,
+        share: &str,
+        source: &Path,
+        name: &str,
+    ) -> drover_api::library::LibraryFile {
+        self.client
+            .post(format!("{}/v1/library/shares/{share}/import", self.base))
+            .json(&drover_api::library::AgentImport {
+                source: source.display().to_string(),
+                name: name.to_owned(),
+            })
+            .send()
+            .await
+            .expect("import")
+            .json()
+            .await
+            .expect("file")
+    }
+
     async fn delete(&self, vm_id: VmId) -> StatusCode {
         self.client
             .delete(format!("{}/v1/vms/{vm_id}", self.base))
@@ -939,7 +974,7 @@ fn random_raw(dir: &Path, mib: usize) -> PathBuf {
 
 #[tokio::test]
 async fn hosts_fetch_library_images_once_resuming_and_verifying() {
-    use drover_api::library::{AgentCachedImage, AgentFetch, AgentImport, AgentShare, LibraryFile};
+    use drover_api::library::{AgentCachedImage, AgentFetch};
     use drover_image::transfer::{self, Progress};
     let library_dir = DataDir::new("hosts_fetch_library_images_library");
     let host_dir = DataDir::new("hosts_fetch_library_images_host");
@@ -953,33 +988,9 @@ async fn hosts_fetch_library_images_once_resuming_and_verifying() {
     let host_agent = Agent::new(&server, &host);
 
     let share = library_dir.path().join("share");
-    let response = library_agent
-        .client
-        .put(format!("{}/v1/library/shares/main", library_agent.base))
-        .json(&AgentShare {
-            path: share.display().to_string(),
-        })
-        .send()
-        .await
-        .expect("PUT share");
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    library_agent.add_share("main", &share).await;
     let raw = random_raw(sources.path(), 8);
-    let file: LibraryFile = library_agent
-        .client
-        .post(format!(
-            "{}/v1/library/shares/main/import",
-            library_agent.base
-        ))
-        .json(&AgentImport {
-            source: raw.display().to_string(),
-            name: "base".to_owned(),
-        })
-        .send()
-        .await
-        .expect("import")
-        .json()
-        .await
-        .expect("file");
+    let file = library_agent.import("main", &raw, "base").await;
     let stored = std::fs::read(share.join("base.qcow2")).expect("read");
     let total = u64::try_from(stored.len()).expect("size");
     let url = format!(
@@ -1107,7 +1118,6 @@ fn backing_file(disk: &Path) -> Option<String> {
 
 #[tokio::test]
 async fn stopped_vm_files_move_between_agents_resuming_and_verifying() {
-    use drover_api::library::AgentShare;
     use drover_api::transfer::{AgentVmFile, AgentVmFilesFetch, AgentVmFilesFetched, VmFilesPlace};
     let host_dir = DataDir::new("stopped_vm_files_move_host");
     let library_dir = DataDir::new("stopped_vm_files_move_library");
@@ -1120,16 +1130,7 @@ async fn stopped_vm_files_move_between_agents_resuming_and_verifying() {
     let host_agent = Agent::new(&server, &host);
     let library_agent = Agent::new(&server, &library);
     let share = library_dir.path().join("share");
-    let response = library_agent
-        .client
-        .put(format!("{}/v1/library/shares/main", library_agent.base))
-        .json(&AgentShare {
-            path: share.display().to_string(),
-        })
-        .send()
-        .await
-        .expect("PUT share");
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    library_agent.add_share("main", &share).await;
 
     // A VM whose overlay holds 8 MiB of its own (random) data over an empty base.
     let raw = random_raw(sources.path(), 8);
@@ -1348,7 +1349,6 @@ async fn stopped_vm_files_move_between_agents_resuming_and_verifying() {
 
 #[tokio::test]
 async fn full_clones_are_independent_copies_of_the_cached_base() {
-    use drover_api::library::{AgentImport, AgentShare, LibraryFile};
     let library_dir = DataDir::new("full_clones_library");
     let host_dir = DataDir::new("full_clones_host");
     let sources = tempfile::tempdir().expect("temp dir");
@@ -1360,33 +1360,9 @@ async fn full_clones_are_independent_copies_of_the_cached_base() {
     let library_agent = Agent::new(&server, &library);
     let host_agent = Agent::new(&server, &host);
     let share = library_dir.path().join("share");
-    let response = library_agent
-        .client
-        .put(format!("{}/v1/library/shares/main", library_agent.base))
-        .json(&AgentShare {
-            path: share.display().to_string(),
-        })
-        .send()
-        .await
-        .expect("PUT share");
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    library_agent.add_share("main", &share).await;
     let raw = random_raw(sources.path(), 4);
-    let file: LibraryFile = library_agent
-        .client
-        .post(format!(
-            "{}/v1/library/shares/main/import",
-            library_agent.base
-        ))
-        .json(&AgentImport {
-            source: raw.display().to_string(),
-            name: "base".to_owned(),
-        })
-        .send()
-        .await
-        .expect("import")
-        .json()
-        .await
-        .expect("file");
+    let file = library_agent.import("main", &raw, "base").await;
     let mut spec = tiny_spec("copy", "console=ttyS0 quiet");
     spec.disk = VmDisk::LibraryCopy {
         item: "base".to_owned(),

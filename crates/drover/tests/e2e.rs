@@ -857,18 +857,7 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
     let cluster = Cluster::start("e2e_template", 2).await;
     let cli = cluster.cli.clone();
     let guest = guest();
-    let share = cluster.root.join("library");
-    cli.ok(&[
-        "library",
-        "share",
-        "add",
-        "main",
-        "--server",
-        "h1",
-        "--path",
-        &share.display().to_string(),
-    ])
-    .await;
+    add_main_share(&cluster).await;
     cli.ok(&[
         "library",
         "import",
