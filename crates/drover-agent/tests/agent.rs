@@ -972,23 +972,68 @@ fn random_raw(dir: &Path, mib: usize) -> PathBuf {
     path
 }
 
+/// A library server with share `main` in its data directory, and a host, both enrolled.
+struct LibraryAndHost {
+    library_dir: DataDir,
+    host_dir: DataDir,
+    library: AgentHandle,
+    host: AgentHandle,
+    server: Server,
+    library_agent: Agent,
+    host_agent: Agent,
+    share: PathBuf,
+}
+
+impl LibraryAndHost {
+    async fn start(
+        library_test: &'static str,
+        host_test: &'static str,
+        library_roles: &[&str],
+    ) -> Self {
+        let library_dir = DataDir::new(library_test);
+        let host_dir = DataDir::new(host_test);
+        let library = start_agent_with_roles(library_dir.path(), library_roles).await;
+        let host = start_agent(host_dir.path()).await;
+        let server = Server::new();
+        server.enroll(&library).await;
+        server.enroll(&host).await;
+        let library_agent = Agent::new(&server, &library);
+        let host_agent = Agent::new(&server, &host);
+        let share = library_dir.path().join("share");
+        library_agent.add_share("main", &share).await;
+        Self {
+            library_dir,
+            host_dir,
+            library,
+            host,
+            server,
+            library_agent,
+            host_agent,
+            share,
+        }
+    }
+}
+
 #[tokio::test]
 async fn hosts_fetch_library_images_once_resuming_and_verifying() {
     use drover_api::library::{AgentCachedImage, AgentFetch};
     use drover_image::transfer::{self, Progress};
-    let library_dir = DataDir::new("hosts_fetch_library_images_library");
-    let host_dir = DataDir::new("hosts_fetch_library_images_host");
+    let LibraryAndHost {
+        library_dir: _library_dir,
+        host_dir,
+        library,
+        host,
+        server,
+        library_agent,
+        host_agent,
+        share,
+    } = LibraryAndHost::start(
+        "hosts_fetch_library_images_library",
+        "hosts_fetch_library_images_host",
+        &["library"],
+    )
+    .await;
     let sources = tempfile::tempdir().expect("temp dir");
-    let library = start_agent_with_roles(library_dir.path(), &["library"]).await;
-    let host = start_agent(host_dir.path()).await;
-    let server = Server::new();
-    server.enroll(&library).await;
-    server.enroll(&host).await;
-    let library_agent = Agent::new(&server, &library);
-    let host_agent = Agent::new(&server, &host);
-
-    let share = library_dir.path().join("share");
-    library_agent.add_share("main", &share).await;
     let raw = random_raw(sources.path(), 8);
     let file = library_agent.import("main", &raw, "base").await;
     let stored = std::fs::read(share.join("base.qcow2")).expect("read");
@@ -1119,18 +1164,22 @@ fn backing_file(disk: &Path) -> Option<String> {
 #[tokio::test]
 async fn stopped_vm_files_move_between_agents_resuming_and_verifying() {
     use drover_api::transfer::{AgentVmFile, AgentVmFilesFetch, AgentVmFilesFetched, VmFilesPlace};
-    let host_dir = DataDir::new("stopped_vm_files_move_host");
-    let library_dir = DataDir::new("stopped_vm_files_move_library");
+    let LibraryAndHost {
+        library_dir,
+        host_dir,
+        library,
+        host,
+        server,
+        library_agent,
+        host_agent,
+        share,
+    } = LibraryAndHost::start(
+        "stopped_vm_files_move_library",
+        "stopped_vm_files_move_host",
+        &["host", "library"],
+    )
+    .await;
     let sources = tempfile::tempdir().expect("temp dir");
-    let host = start_agent(host_dir.path()).await;
-    let library = start_agent_with_roles(library_dir.path(), &["host", "library"]).await;
-    let server = Server::new();
-    server.enroll(&host).await;
-    server.enroll(&library).await;
-    let host_agent = Agent::new(&server, &host);
-    let library_agent = Agent::new(&server, &library);
-    let share = library_dir.path().join("share");
-    library_agent.add_share("main", &share).await;
 
     // A VM whose overlay holds 8 MiB of its own (random) data over an empty base.
     let raw = random_raw(sources.path(), 8);
@@ -1349,18 +1398,17 @@ async fn stopped_vm_files_move_between_agents_resuming_and_verifying() {
 
 #[tokio::test]
 async fn full_clones_are_independent_copies_of_the_cached_base() {
-    let library_dir = DataDir::new("full_clones_library");
-    let host_dir = DataDir::new("full_clones_host");
+    let LibraryAndHost {
+        library_dir: _library_dir,
+        host_dir,
+        library,
+        host,
+        server: _server,
+        library_agent,
+        host_agent,
+        share: _share,
+    } = LibraryAndHost::start("full_clones_library", "full_clones_host", &["library"]).await;
     let sources = tempfile::tempdir().expect("temp dir");
-    let library = start_agent_with_roles(library_dir.path(), &["library"]).await;
-    let host = start_agent(host_dir.path()).await;
-    let server = Server::new();
-    server.enroll(&library).await;
-    server.enroll(&host).await;
-    let library_agent = Agent::new(&server, &library);
-    let host_agent = Agent::new(&server, &host);
-    let share = library_dir.path().join("share");
-    library_agent.add_share("main", &share).await;
     let raw = random_raw(sources.path(), 4);
     let file = library_agent.import("main", &raw, "base").await;
     let mut spec = tiny_spec("copy", "console=ttyS0 quiet");

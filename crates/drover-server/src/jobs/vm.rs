@@ -131,6 +131,18 @@ pub fn check_vm_size(cpus: u32, memory_mib: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The host a request names; a group given with it is refused.
+async fn named_host(state: &AppState, name: &str, group: Option<&str>) -> Result<Host, ApiError> {
+    if group.is_some() {
+        return Err(ApiError::InvalidVmSpec(
+            "give either a host or a group to place the VM in, not both".to_owned(),
+        ));
+    }
+    db::hosts::get(&state.db, name)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(name.to_owned()))
+}
+
 /// Why a named host (rated 0) cannot take VM `vm`.
 fn unfit_host(vm: &str, host: Host, reasons: &[String]) -> ApiError {
     match host.state {
@@ -181,14 +193,7 @@ pub(super) async fn prepare_create(
     };
     let (group, candidates) = match &request.host {
         Some(name) => {
-            if request.group.is_some() {
-                return Err(ApiError::InvalidVmSpec(
-                    "give either a host or a group to place the VM in, not both".to_owned(),
-                ));
-            }
-            let host = db::hosts::get(&state.db, name)
-                .await?
-                .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
+            let host = named_host(state, name, request.group.as_deref()).await?;
             check_networks_on_host(&networks, &host)?;
             let candidate = placement::rate_host(state, host.id, &demand).await?;
             if candidate.rating.rating == 0.0 {

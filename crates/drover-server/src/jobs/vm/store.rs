@@ -210,14 +210,7 @@ pub(crate) async fn deploy_host(
 ) -> Result<HostId, ApiError> {
     let demand = demand(vm);
     if let Some(name) = &request.host {
-        if request.group.is_some() {
-            return Err(ApiError::InvalidVmSpec(
-                "give either a host or a group to deploy the VM to, not both".to_owned(),
-            ));
-        }
-        let host = db::hosts::get(&state.db, name)
-            .await?
-            .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
+        let host = super::named_host(state, name, request.group.as_deref()).await?;
         let candidate = placement::rate_host(state, host.id, &demand).await?;
         if candidate.rating.rating == 0.0 {
             return Err(super::unfit_host(&vm.name, host, &candidate.rating.reasons));
