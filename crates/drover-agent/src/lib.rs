@@ -8,12 +8,16 @@ mod actor;
 mod cache;
 mod enrollment;
 mod error;
+mod eviction;
+mod full_clone;
 mod host;
 mod http;
 mod library;
 pub mod network;
 mod registry;
 mod store;
+mod transfers;
+mod vm_files;
 
 pub use actor::SHUTDOWN_TIMEOUT;
 pub use error::AgentError;
@@ -127,7 +131,7 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
     let networks = network::Networks::open(&data_dir, config.vxlan_port())
         .context("cannot read the networks of this host")?;
     let state = Arc::new(AgentState {
-        images: cache::ImageCache::new(&data_dir),
+        images: cache::ImageCache::new(&data_dir, config.cache_min_free()),
         data_dir,
         driver,
         networks,
@@ -136,6 +140,8 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
         roles,
         library,
         transfer_port: transfer_addr.port(),
+        transfers: transfers::Transfers::default(),
+        transfer_rate_limit: config.transfer_rate_limit(),
         changes,
         shutdown: CancellationToken::new(),
     });

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, IF_RANGE, RANGE};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// How far a transfer has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,14 +82,19 @@ pub async fn fetch(
             return Err(failed(format!("the endpoint answered {other}: {body}")));
         }
     };
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .append(have > 0)
         .truncate(have == 0)
         .open(&partial)
-        .await
         .map_err(ImageError::io(&partial))?;
+    // The network side only receives; hashing and writing run on a blocking thread, in
+    // parallel with it, and the small chunks TLS hands over are written in large blocks.
+    let (chunks, pending) = tokio::sync::mpsc::channel(PIPELINE_CHUNKS);
+    let writer_path = partial.clone();
+    let writer =
+        tokio::task::spawn_blocking(move || write_and_hash(file, hasher, pending, &writer_path));
     let mut received = 0;
     progress(Progress {
         done: have,
@@ -97,13 +102,19 @@ pub async fn fetch(
         received,
     });
     let mut body = response.bytes_stream();
+    let mut broken = None;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|error| failed(format!("the connection broke: {error}")))?;
-        file.write_all(&chunk)
-            .await
-            .map_err(ImageError::io(&partial))?;
-        hasher.update(&chunk);
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                broken = Some(failed(format!("the connection broke: {error}")));
+                break;
+            }
+        };
         let length = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
+        if chunks.send(chunk).await.is_err() {
+            break; // the writer failed: its error says why
+        }
         have += length;
         received += length;
         progress(Progress {
@@ -112,8 +123,14 @@ pub async fn fetch(
             received,
         });
     }
-    file.sync_all().await.map_err(ImageError::io(&partial))?;
-    drop(file);
+    drop(chunks);
+    // What arrived is kept (and made durable) even when the connection broke: a retry resumes.
+    let hasher = writer
+        .await
+        .map_err(|error| failed(format!("the writer stopped: {error}")))??;
+    if let Some(error) = broken {
+        return Err(error);
+    }
     let actual = hex::encode(hasher.finalize());
     if actual != sha256 {
         remove_partial(&partial).await?;
@@ -126,6 +143,33 @@ pub async fn fetch(
     tokio::fs::rename(&partial, target)
         .await
         .map_err(ImageError::io(target))
+}
+
+/// Chunks in flight between the network and the writer: enough to keep both busy.
+const PIPELINE_CHUNKS: usize = 64;
+/// Writes of this size keep the disk side at its speed whatever the size of TLS records.
+const WRITE_BLOCK: usize = 4 << 20;
+
+/// Hashes and writes every chunk that arrives, then makes the file durable.
+fn write_and_hash(
+    file: std::fs::File,
+    mut hasher: Sha256,
+    mut pending: tokio::sync::mpsc::Receiver<impl AsRef<[u8]>>,
+    path: &Path,
+) -> Result<Sha256, ImageError> {
+    use std::io::Write;
+    let mut writer = std::io::BufWriter::with_capacity(WRITE_BLOCK, file);
+    while let Some(chunk) = pending.blocking_recv() {
+        hasher.update(chunk.as_ref());
+        writer
+            .write_all(chunk.as_ref())
+            .map_err(ImageError::io(path))?;
+    }
+    let file = writer
+        .into_inner()
+        .map_err(|error| ImageError::io(path)(error.into_error()))?;
+    file.sync_all().map_err(ImageError::io(path))?;
+    Ok(hasher)
 }
 
 async fn hash_existing(partial: &Path, hasher: &mut Sha256) -> Result<u64, ImageError> {

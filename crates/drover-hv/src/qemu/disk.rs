@@ -32,27 +32,53 @@ pub async fn create_blank(
 /// A qcow2 overlay on `image`. The backing path is stored absolute so the overlay does not depend
 /// on where it is opened from.
 pub async fn create_overlay(qemu_img: &Path, disk: &Path, image: &Path) -> Result<(), DriverError> {
-    let image = std::path::absolute(image).map_err(|source| DriverError::Io {
+    with_backing(qemu_img, &["create", "-q"], disk, image).await
+}
+
+/// `qemu-img VERB... -f qcow2 -b IMAGE -F FORMAT DISK`, with `image` made absolute and its
+/// format probed.
+async fn with_backing(
+    qemu_img: &Path,
+    verb: &[&str],
+    disk: &Path,
+    image: &Path,
+) -> Result<(), DriverError> {
+    let image = absolute(image)?;
+    let format = image_format(qemu_img, &image).await?;
+    let mut args: Vec<&OsStr> = verb.iter().map(OsStr::new).collect();
+    args.extend([
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-b".as_ref(),
+        image.as_os_str(),
+        "-F".as_ref(),
+        format.as_ref(),
+        disk.as_os_str(),
+    ]);
+    run(qemu_img, &args).await.map(drop)
+}
+
+fn absolute(image: &Path) -> Result<PathBuf, DriverError> {
+    std::path::absolute(image).map_err(|source| DriverError::Io {
         path: image.to_path_buf(),
         source,
-    })?;
-    let format = image_format(qemu_img, &image).await?;
-    run(
-        qemu_img,
-        &[
-            "create".as_ref(),
-            "-q".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
-            "-b".as_ref(),
-            image.as_os_str(),
-            "-F".as_ref(),
-            format.as_ref(),
-            disk.as_os_str(),
-        ],
-    )
-    .await
-    .map(drop)
+    })
+}
+
+/// Points an existing overlay at `image` when it reads through another file: an overlay that
+/// came from another host names the base image where that host keeps it. Only the header
+/// changes (`rebase -u`): the base's bytes are the same, verified by SHA-256 when fetched. A
+/// disk without a backing file (a full clone, a blank disk) is left alone.
+pub async fn point_overlay_at(
+    qemu_img: &Path,
+    disk: &Path,
+    image: &Path,
+) -> Result<(), DriverError> {
+    let current = info(qemu_img, disk).await?.backing_filename;
+    if current.is_none() || current == Some(absolute(image)?) {
+        return Ok(());
+    }
+    with_backing(qemu_img, &["rebase", "-u"], disk, image).await
 }
 
 /// What `qemu-img info` says of a disk file.

@@ -15,6 +15,7 @@ mod networks;
 mod openapi;
 mod placement;
 mod templates;
+mod vm_store;
 mod vms;
 
 pub use auth::{ADMIN, CurrentUser, ensure_admin, issue_token};
@@ -68,6 +69,8 @@ pub fn router(state: AppState) -> Router {
             "/vms/{vm}/checkpoints/{checkpoint}",
             delete(checkpoints::delete),
         )
+        .route("/vms/{vm}/store", post(vm_store::store))
+        .route("/vms/{vm}/deploy", post(vm_store::deploy))
         .route("/networks", get(networks::list).post(networks::create))
         .route(
             "/networks/{network}",

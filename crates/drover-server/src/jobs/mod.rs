@@ -12,8 +12,9 @@ mod template;
 mod vm;
 
 pub(crate) use checkpoint::find as find_checkpoint;
-pub(crate) use library::{find_item, find_share, schedule_refresh};
+pub(crate) use library::{find_item, find_share, schedule_refresh, share_or_only};
 pub(crate) use template::{find_guest_os, find_hardware, find_template, vm_create_from};
+pub(crate) use vm::deploy_host;
 
 use crate::db;
 use crate::http::ApiError;
@@ -119,6 +120,14 @@ pub enum JobSpec {
         vm_id: VmId,
         checkpoint_id: CheckpointId,
     },
+    VmStore {
+        vm_id: VmId,
+        share_id: LibraryShareId,
+    },
+    VmDeploy {
+        vm_id: VmId,
+        host_id: HostId,
+    },
 }
 
 impl JobSpec {
@@ -148,6 +157,8 @@ impl JobSpec {
             JobSpec::CheckpointCreate { .. } => "vm.checkpoint_create".to_owned(),
             JobSpec::CheckpointRestore { .. } => "vm.checkpoint_restore".to_owned(),
             JobSpec::CheckpointDelete { .. } => "vm.checkpoint_delete".to_owned(),
+            JobSpec::VmStore { .. } => "vm.store".to_owned(),
+            JobSpec::VmDeploy { .. } => "vm.deploy".to_owned(),
         }
     }
 }
@@ -278,6 +289,8 @@ pub async fn submit(
             vm_id,
             checkpoint_id,
         } => checkpoint::prepare_delete(state, *vm_id, *checkpoint_id).await?,
+        JobSpec::VmStore { vm_id, share_id } => vm::prepare_store(state, *vm_id, *share_id).await?,
+        JobSpec::VmDeploy { vm_id, host_id } => vm::prepare_deploy(state, *vm_id, *host_id).await?,
     };
     let now = Utc::now();
     let done = plan.done.into_iter().map(|(name, detail)| JobStep {
@@ -492,6 +505,12 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
             vm_id,
             checkpoint_id,
         } => checkpoint::run_delete(&state, &mut run, vm_id, checkpoint_id).await,
+        JobSpec::VmStore { vm_id, share_id } => {
+            vm::run_store(&state, &mut run, vm_id, share_id).await
+        }
+        JobSpec::VmDeploy { vm_id, host_id } => {
+            vm::run_deploy(&state, &mut run, vm_id, host_id).await
+        }
     };
     run.finish(outcome).await;
 }

@@ -1,6 +1,11 @@
 //! VM jobs: create (with an optional start), power actions and delete. A create that fails at
 //! any step undoes everything: the agent forgets the VM and its files, the row goes.
 
+mod store;
+
+pub(crate) use store::deploy_host;
+pub(super) use store::{prepare_deploy, prepare_store, run_deploy, run_store};
+
 use super::{JobRun, Plan};
 use crate::db;
 use crate::http::ApiError;
@@ -126,6 +131,35 @@ pub fn check_vm_size(cpus: u32, memory_mib: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The host a request names; a group given with it is refused.
+async fn named_host(state: &AppState, name: &str, group: Option<&str>) -> Result<Host, ApiError> {
+    if group.is_some() {
+        return Err(ApiError::InvalidVmSpec(
+            "give either a host or a group to place the VM in, not both".to_owned(),
+        ));
+    }
+    db::hosts::get(&state.db, name)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(name.to_owned()))
+}
+
+/// Why a named host (rated 0) cannot take VM `vm`.
+fn unfit_host(vm: &str, host: Host, reasons: &[String]) -> ApiError {
+    match host.state {
+        HostState::Maintenance => ApiError::HostInMaintenance(host.name),
+        HostState::Responding => ApiError::InsufficientHostResources(format!(
+            "VM '{vm}' does not fit on host '{}': {}",
+            host.name,
+            reasons.join("; ")
+        )),
+        HostState::NeedsAttention => ApiError::HostNeedsAttention {
+            reason: host.state_reason.clone().unwrap_or_default(),
+            host: host.name,
+        },
+        HostState::NotResponding => ApiError::HostNotResponding(host.name),
+    }
+}
+
 const PLACE_STEP: &str = "Rate hosts and place the VM";
 
 /// How many hosts' ratings a create job records.
@@ -159,31 +193,11 @@ pub(super) async fn prepare_create(
     };
     let (group, candidates) = match &request.host {
         Some(name) => {
-            if request.group.is_some() {
-                return Err(ApiError::InvalidVmSpec(
-                    "give either a host or a group to place the VM in, not both".to_owned(),
-                ));
-            }
-            let host = db::hosts::get(&state.db, name)
-                .await?
-                .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
+            let host = named_host(state, name, request.group.as_deref()).await?;
             check_networks_on_host(&networks, &host)?;
             let candidate = placement::rate_host(state, host.id, &demand).await?;
             if candidate.rating.rating == 0.0 {
-                return Err(match host.state {
-                    HostState::Maintenance => ApiError::HostInMaintenance(host.name),
-                    HostState::Responding => ApiError::InsufficientHostResources(format!(
-                        "VM '{}' does not fit on host '{}': {}",
-                        request.name,
-                        host.name,
-                        candidate.rating.reasons.join("; ")
-                    )),
-                    HostState::NeedsAttention => ApiError::HostNeedsAttention {
-                        reason: host.state_reason.clone().unwrap_or_default(),
-                        host: host.name,
-                    },
-                    HostState::NotResponding => ApiError::HostNotResponding(host.name),
-                });
+                return Err(unfit_host(&request.name, host, &candidate.rating.reasons));
             }
             (host.group_name, vec![candidate])
         }
@@ -298,7 +312,8 @@ async fn create_and_start(
     let vm = find_vm(state, vm_id).await?;
     let host = host_of(state, &vm).await?;
     let agent = state.agents.at(&host.address);
-    run.step(async {
+    // A template's base image may be fetched to the host here: its transfer shows as progress.
+    run.transfer_step(&host.address, &vm_id.to_string(), async {
         for network in vm_networks(state, &vm).await? {
             super::network::ensure_on_host(state, network, &host).await?;
         }
@@ -675,8 +690,11 @@ pub(super) async fn run_delete(
 ) -> Result<(), ApiError> {
     let vm = find_vm(state, vm_id).await?;
     let host = host_of(state, &vm).await?;
-    run.step(async { Ok(state.agents.at(&host.address).delete(vm_id).await?) })
-        .await?;
+    run.step(async {
+        store::remove_stored_copy(state, &vm).await?;
+        Ok(state.agents.at(&host.address).delete(vm_id).await?)
+    })
+    .await?;
     run.step(async {
         forget(state, vm_id).await;
         Ok(())
