@@ -6,6 +6,7 @@ pub mod accel;
 pub mod command_line;
 pub mod disk;
 mod files;
+pub mod migration;
 pub mod process;
 mod running;
 
@@ -81,14 +82,23 @@ impl QemuDriver {
         }
     }
 
-    /// Launches QEMU and waits until the guest runs; on error the caller cleans up.
-    async fn launch(&self, spec: &AgentVmSpec, files: &VmFiles) -> Result<QemuVm, DriverError> {
+    /// Launches QEMU and waits until the guest runs, or, for an incoming migration, until it
+    /// listens for it; on error the caller cleans up.
+    async fn launch(
+        &self,
+        spec: &AgentVmSpec,
+        files: &VmFiles,
+        incoming: Option<&migration::Incoming>,
+    ) -> Result<QemuVm, DriverError> {
         let mut spec = spec.clone();
         // QEMU runs daemonized in `/`, so relative paths would point elsewhere.
         for path in [&mut spec.kernel, &mut spec.initrd].into_iter().flatten() {
             *path = absolute(Path::new(path))?.display().to_string();
         }
-        let args = command_line::command_line(&spec, files, self.accelerator);
+        let mut args = command_line::command_line(&spec, files, self.accelerator);
+        if incoming.is_some() {
+            args.extend(["-incoming".into(), "defer".into()]);
+        }
         tracing::debug!(command = %command_line::display(&self.config.qemu, &args), "starting qemu");
 
         let stderr_path = files.stderr();
@@ -129,6 +139,14 @@ impl QemuDriver {
         let qmp = Qmp::connect_with(files.qmp_socket(), Self::qmp_options(files))
             .await
             .map_err(|error| start_failed("qmp connect", &error))?;
+        if let Some(incoming) = incoming {
+            let vm = QemuVm::attach(qmp, pid, files.clone(), false);
+            migration::Monitor::new(vm.qmp().clone())
+                .prepare_incoming(incoming)
+                .await
+                .map_err(|error| start_failed("prepare the incoming migration", &error))?;
+            return Ok(vm);
+        }
         let vm = QemuVm::attach(qmp, pid, files.clone(), true);
         vm.qmp()
             .cont()
@@ -146,6 +164,54 @@ impl QemuDriver {
             )));
         }
         Ok(vm)
+    }
+
+    /// Starts QEMU for `spec` (see [`VmDriver::start`]); waiting for a migration when `incoming`
+    /// is given.
+    async fn start_process(
+        &self,
+        spec: &AgentVmSpec,
+        vm_dir: &Path,
+        incoming: Option<&migration::Incoming>,
+    ) -> Result<Box<dyn RunningVm>, DriverError> {
+        self.validate(spec).await?;
+        let files = resolve(vm_dir)?;
+        let longest = files.serial_socket().as_os_str().len();
+        if longest > MAX_SOCKET_PATH {
+            return Err(DriverError::Unsupported(format!(
+                "the VM directory {} is too long for a Unix socket path",
+                files.dir().display()
+            )));
+        }
+        if let Some(pid) = live_qemu(&files) {
+            return Err(DriverError::StartFailed(format!(
+                "QEMU already runs for this VM (pid {pid})"
+            )));
+        }
+        remove_runtime_files(&files);
+
+        let launched = tokio::time::timeout(
+            self.config.start_timeout,
+            self.launch(spec, &files, incoming),
+        )
+        .await;
+        let error = match launched {
+            Ok(Ok(vm)) => {
+                tracing::info!(vm = %spec.name, pid = %vm.pid(), "qemu started");
+                return Ok(Box::new(vm));
+            }
+            Ok(Err(error)) => error,
+            Err(_) => DriverError::StartFailed(format!(
+                "the guest did not run within {:?}",
+                self.config.start_timeout
+            )),
+        };
+        // The failed launch's QemuVm (if any) is dropped by now, which detached its watcher.
+        if let Some(pid) = live_qemu(&files) {
+            process::end(pid, Signal::SIGKILL, Duration::from_secs(5)).await;
+        }
+        remove_runtime_files(&files);
+        Err(error)
     }
 }
 
@@ -244,41 +310,16 @@ impl VmDriver for QemuDriver {
         spec: &AgentVmSpec,
         vm_dir: &Path,
     ) -> Result<Box<dyn RunningVm>, DriverError> {
-        self.validate(spec).await?;
-        let files = resolve(vm_dir)?;
-        let longest = files.serial_socket().as_os_str().len();
-        if longest > MAX_SOCKET_PATH {
-            return Err(DriverError::Unsupported(format!(
-                "the VM directory {} is too long for a Unix socket path",
-                files.dir().display()
-            )));
-        }
-        if let Some(pid) = live_qemu(&files) {
-            return Err(DriverError::StartFailed(format!(
-                "QEMU already runs for this VM (pid {pid})"
-            )));
-        }
-        remove_runtime_files(&files);
+        self.start_process(spec, vm_dir, None).await
+    }
 
-        let launched =
-            tokio::time::timeout(self.config.start_timeout, self.launch(spec, &files)).await;
-        let error = match launched {
-            Ok(Ok(vm)) => {
-                tracing::info!(vm = %spec.name, pid = %vm.pid(), "qemu started");
-                return Ok(Box::new(vm));
-            }
-            Ok(Err(error)) => error,
-            Err(_) => DriverError::StartFailed(format!(
-                "the guest did not run within {:?}",
-                self.config.start_timeout
-            )),
-        };
-        // The failed launch's QemuVm (if any) is dropped by now, which detached its watcher.
-        if let Some(pid) = live_qemu(&files) {
-            process::end(pid, Signal::SIGKILL, Duration::from_secs(5)).await;
-        }
-        remove_runtime_files(&files);
-        Err(error)
+    async fn start_incoming(
+        &self,
+        spec: &AgentVmSpec,
+        vm_dir: &Path,
+        incoming: &migration::Incoming,
+    ) -> Result<Box<dyn RunningVm>, DriverError> {
+        self.start_process(spec, vm_dir, Some(incoming)).await
     }
 
     async fn recover(
@@ -337,9 +378,9 @@ impl VmDriver for QemuDriver {
     }
 }
 
-fn start_failed(step: &str, error: &drover_qmp::QmpError) -> DriverError {
+fn start_failed(step: &str, error: &(dyn std::error::Error + 'static)) -> DriverError {
     let mut text = format!("{step}: {error}");
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(&format!(": {cause}"));
         source = cause.source();
