@@ -35,7 +35,7 @@ pub async fn validate(
 
 /// A library disk becomes an overlay on the image in this host's cache, fetched (once, agent to
 /// agent, verified) when it is not there yet. Other disks pass unchanged.
-async fn resolve_library_disk(
+pub(crate) async fn resolve_library_disk(
     state: &AgentState,
     mut spec: AgentVmSpec,
 ) -> Result<AgentVmSpec, AgentError> {
