@@ -29,6 +29,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "address the server listens on",
     },
     Setting {
+        key: "server.migrations_per_host",
+        default: "2",
+        help: "live migrations one host runs at once (as source or destination); more wait",
+    },
+    Setting {
         key: "portal.port",
         default: "8443",
         help: "HTTPS port of a separate self-service portal front end",
@@ -271,6 +276,11 @@ impl Config {
         parse_port_range(self.value("agent.migration_ports")).unwrap_or(0..=0)
     }
 
+    /// How many live migrations one host runs at once.
+    pub fn migrations_per_host(&self) -> usize {
+        parse_count(self.value("server.migrations_per_host")).unwrap_or(1)
+    }
+
     /// `None` means SQLite in the data directory.
     pub fn database_url(&self) -> Option<&str> {
         Some(self.value("database.url")).filter(|url| !url.is_empty())
@@ -289,12 +299,24 @@ fn validate(key: &str, value: &str, source: &Source) -> Result<(), ConfigError> 
         parse_port(value).map_err(invalid)?;
     } else if key.ends_with("_ports") {
         parse_port_range(value).map_err(invalid)?;
+    } else if key.ends_with("_per_host") {
+        parse_count(value).map_err(invalid)?;
     } else if key.ends_with("_address") {
         value
             .parse::<IpAddr>()
             .map_err(|_| invalid("not an IP address".to_owned()))?;
     }
     Ok(())
+}
+
+/// A count of at least 1.
+fn parse_count(value: &str) -> Result<usize, String> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|count| *count >= 1)
+        .ok_or_else(|| "not a whole number of at least 1".to_owned())
 }
 
 /// A TCP or UDP port; 0 asks the kernel for a free one (tests use it).

@@ -11,6 +11,7 @@ mod hostgroup;
 mod job;
 mod library;
 mod login;
+mod migrate;
 mod network;
 pub mod output;
 mod placement;

@@ -10,6 +10,7 @@ mod hostgroups;
 mod hosts;
 mod jobs;
 mod library;
+mod migrations;
 mod networks;
 mod openapi;
 mod placement;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/vms/{vm}/port-forwards", post(vms::add_port_forward))
         .route("/vms/{vm}/nics", post(vms::add_nic))
         .route("/vms/{vm}/nics/{nic}", delete(vms::remove_nic))
+        .route("/vms/{vm}/migrate", post(migrations::migrate))
         .route("/networks", get(networks::list).post(networks::create))
         .route(
             "/networks/{network}",

@@ -2,7 +2,8 @@
 //! the API types' schemas, so it cannot drift from the code.
 
 use super::{
-    auth, console, events, hostgroups, hosts, jobs, library, networks, placement, templates, vms,
+    auth, console, events, hostgroups, hosts, jobs, library, migrations, networks, placement,
+    templates, vms,
 };
 use axum::Json;
 use utoipa::OpenApi;
@@ -35,6 +36,7 @@ use utoipa::OpenApi;
         vms::add_port_forward,
         vms::add_nic,
         vms::remove_nic,
+        migrations::migrate,
         networks::list,
         networks::get,
         networks::create,

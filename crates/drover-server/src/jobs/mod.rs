@@ -6,6 +6,7 @@
 
 mod host;
 mod library;
+mod migration;
 mod network;
 mod template;
 mod vm;
@@ -18,6 +19,7 @@ use crate::http::ApiError;
 use crate::state::AppState;
 use chrono::Utc;
 use drover_api::library::{LibraryImport, LibraryRefresh, LibraryShareAdd};
+use drover_api::migration::VmMigrate;
 use drover_api::template::{GuestOsProfileCreate, HardwareProfileCreate, TemplateCreate};
 use drover_api::{
     ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep, JobTarget,
@@ -104,6 +106,13 @@ pub enum JobSpec {
         template_id: TemplateId,
         request: TemplateCreate,
     },
+    VmMigrate {
+        vm_id: VmId,
+        request: VmMigrate,
+        /// Chosen when the job is submitted.
+        #[serde(default)]
+        destination: Option<HostId>,
+    },
 }
 
 impl JobSpec {
@@ -130,6 +139,7 @@ impl JobSpec {
             JobSpec::HardwareProfileCreate { .. } => "profile.hardware_create".to_owned(),
             JobSpec::GuestOsProfileCreate { .. } => "profile.guest_os_create".to_owned(),
             JobSpec::TemplateCreate { .. } => "template.create".to_owned(),
+            JobSpec::VmMigrate { .. } => "vm.migrate".to_owned(),
         }
     }
 }
@@ -153,6 +163,10 @@ struct Plan {
 pub struct Engine {
     /// Per target, what the last job in line signals when it finishes.
     tails: Mutex<HashMap<String, oneshot::Receiver<()>>>,
+    /// Running jobs that can be canceled, and how to tell them.
+    cancels: Mutex<HashMap<JobId, tokio::sync::watch::Sender<bool>>>,
+    /// Live migrations running per host.
+    pub migration_slots: migration::MigrationSlots,
 }
 
 /// A place in a target's line, taken in submission order.
@@ -205,6 +219,8 @@ pub async fn submit(
     owner: &str,
     restarted_from: Option<JobId>,
 ) -> Result<Job, ApiError> {
+    let mut spec = spec;
+    let mut chosen_destination = None;
     let plan = match &spec {
         JobSpec::HostAdd { host_id, request } => {
             host::prepare_add(state, *host_id, request).await?
@@ -249,7 +265,15 @@ pub async fn submit(
             template_id,
             request,
         } => template::prepare_template(state, *template_id, request).await?,
+        JobSpec::VmMigrate { vm_id, request, .. } => {
+            let (plan, destination) = migration::prepare(state, *vm_id, request).await?;
+            chosen_destination = Some(destination);
+            plan
+        }
     };
+    if let JobSpec::VmMigrate { destination, .. } = &mut spec {
+        *destination = chosen_destination;
+    }
     let now = Utc::now();
     let done = plan.done.into_iter().map(|(name, detail)| JobStep {
         name: name.to_owned(),
@@ -310,6 +334,10 @@ pub async fn cancel(state: &AppState, id: JobId) -> Result<Job, ApiError> {
     let job = db::jobs::get(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    if job.status == JobStatus::Running && state.engine.request_cancel(id) {
+        // The job stops itself and ends as Canceled.
+        return Ok(job);
+    }
     if !db::jobs::transition(&state.db, id, JobStatus::Queued, JobStatus::Canceled).await? {
         let status = db::jobs::get(&state.db, id)
             .await?
@@ -450,6 +478,18 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
             template_id,
             request,
         } => template::run_template(&state, &mut run, template_id, request).await,
+        JobSpec::VmMigrate {
+            vm_id,
+            request,
+            destination,
+        } => match destination {
+            Some(destination) => {
+                migration::run(&state, &mut run, vm_id, destination, request).await
+            }
+            None => Err(ApiError::internal(anyhow::anyhow!(
+                "a migration job without its destination"
+            ))),
+        },
     };
     run.finish(outcome).await;
 }
@@ -521,6 +561,10 @@ impl JobRun {
             Ok(()) => {
                 self.job.status = JobStatus::Completed;
                 self.job.progress = 100;
+            }
+            Err(ApiError::JobCanceled) => {
+                self.job.status = JobStatus::Canceled;
+                self.job.error = Some(ApiError::JobCanceled.detail());
             }
             Err(error) => {
                 self.job.status = JobStatus::Failed;

@@ -28,7 +28,7 @@ fn target(vm_id: VmId, name: &str) -> JobTarget {
     }
 }
 
-fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
+pub(super) fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
     AgentVmSpec {
         id: vm.id,
         name: vm.name.clone(),
@@ -104,13 +104,13 @@ fn check_networks_on_host(networks: &[Option<Network>], host: &Host) -> Result<(
     Ok(())
 }
 
-async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
+pub(super) async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
     db::vms::get_by_id(&state.db, vm_id)
         .await?
         .ok_or_else(|| ApiError::VmNotFound(vm_id.to_string()))
 }
 
-async fn host_of(state: &AppState, vm: &Vm) -> Result<Host, ApiError> {
+pub(super) async fn host_of(state: &AppState, vm: &Vm) -> Result<Host, ApiError> {
     db::hosts::get_by_id(&state.db, vm.host_id)
         .await?
         .ok_or_else(|| ApiError::HostNotFound(vm.host_id.to_string()))
@@ -333,7 +333,10 @@ async fn create_and_start(
 }
 
 /// The networks (not user-mode) the VM's NICs are on, each once.
-async fn vm_networks(state: &AppState, vm: &Vm) -> Result<Vec<drover_api::NetworkId>, ApiError> {
+pub(super) async fn vm_networks(
+    state: &AppState,
+    vm: &Vm,
+) -> Result<Vec<drover_api::NetworkId>, ApiError> {
     let mut ids = Vec::new();
     for nic in vm.nics.iter().filter(|nic| nic.network != USER_NETWORK) {
         let network = db::networks::get(&state.db, &nic.network)

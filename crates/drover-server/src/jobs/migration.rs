@@ -1,0 +1,496 @@
+//! `vm.migrate`: moves a running VM to another host while it runs (live migration, with its disk
+//! mirrored; `drover_api::migration` has the protocol). The destination is the one asked for or
+//! the best-rated other host. At most `server.migrations_per_host` migrations run at once on a
+//! host, as source or destination; more wait in line for a slot, never fail for it. The job can
+//! be canceled while it runs: the VM then runs on at its source, and the destination forgets it.
+
+use super::vm::{agent_spec, find_vm, host_of, vm_networks};
+use super::{JobRun, Plan};
+use crate::agents::address_host;
+use crate::db;
+use crate::http::ApiError;
+use crate::placement::{self, rating::Demand};
+use crate::state::AppState;
+use drover_api::migration::{AgentIncoming, AgentMigrate, MigrationPhase, MirrorSync, VmMigrate};
+use drover_api::{
+    Event, Host, HostId, HostState, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmDisk, VmId,
+    VmState,
+};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How many migrations run at once on one host unless `server.migrations_per_host` says otherwise.
+const DEFAULT_MIGRATIONS_PER_HOST: usize = 2;
+/// The guest pause QEMU plans for at the switch (DESIGN.md targets under 100 ms).
+const DOWNTIME_LIMIT_MS: u64 = 100;
+const POLL_INTERVAL: Duration = Duration::from_millis(300);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the source agent may stay silent before the migration is given up.
+const SOURCE_SILENCE: Duration = Duration::from_secs(30);
+
+const CHOOSE_STEP: &str = "Rate hosts and choose the destination";
+const SLOT_STEP: &str = "Wait for a migration slot on both hosts";
+const PREPARE_STEP: &str = "Prepare the VM on the destination";
+const COPY_STEP: &str = "Copy disk and memory while the VM runs";
+const SWITCH_STEP: &str = "Switch the VM to the destination";
+
+/// The migrations running per host; a migration holds a slot on its source and its destination.
+#[derive(Debug)]
+pub struct MigrationSlots {
+    per_host: AtomicUsize,
+    taken: Mutex<HashMap<HostId, usize>>,
+}
+
+impl Default for MigrationSlots {
+    fn default() -> Self {
+        MigrationSlots {
+            per_host: AtomicUsize::new(DEFAULT_MIGRATIONS_PER_HOST),
+            taken: Mutex::default(),
+        }
+    }
+}
+
+/// A slot on each of two hosts, given back when dropped.
+#[derive(Debug)]
+struct Slots<'a> {
+    owner: &'a MigrationSlots,
+    hosts: [HostId; 2],
+}
+
+impl Drop for Slots<'_> {
+    fn drop(&mut self) {
+        let mut taken = self.owner.lock();
+        for host in self.hosts {
+            if let Some(count) = taken.get_mut(&host) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    taken.remove(&host);
+                }
+            }
+        }
+    }
+}
+
+impl MigrationSlots {
+    /// Sets how many migrations one host runs at once (at least one).
+    pub fn set_per_host(&self, count: usize) {
+        self.per_host.store(count.max(1), Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<HostId, usize>> {
+        self.taken
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// A slot on both hosts, or `None` when either is full.
+    fn try_take(&self, source: HostId, destination: HostId) -> Option<Slots<'_>> {
+        let limit = self.per_host.load(Ordering::Relaxed);
+        let mut taken = self.lock();
+        let count = |host| taken.get(&host).copied().unwrap_or(0);
+        if count(source) >= limit || count(destination) >= limit {
+            return None;
+        }
+        for host in [source, destination] {
+            *taken.entry(host).or_insert(0) += 1;
+        }
+        Some(Slots {
+            owner: self,
+            hosts: [source, destination],
+        })
+    }
+}
+
+fn target(vm: &Vm) -> JobTarget {
+    JobTarget {
+        kind: "vm".to_owned(),
+        id: vm.id.to_string(),
+        name: vm.name.clone(),
+    }
+}
+
+fn demand(vm: &Vm) -> Demand {
+    Demand {
+        cpus: vm.cpus,
+        memory_mib: vm.memory_mib,
+        disk_bytes: vm.disk.committed_bytes(),
+    }
+}
+
+/// Why a host with a rating of 0 cannot take the VM, as the error a user can act on.
+fn refusal(vm: &Vm, host: Host, reasons: &[String]) -> ApiError {
+    match host.state {
+        HostState::Maintenance => ApiError::HostInMaintenance(host.name),
+        HostState::NotResponding => ApiError::HostNotResponding(host.name),
+        HostState::NeedsAttention => ApiError::HostNeedsAttention {
+            reason: host.state_reason.clone().unwrap_or_default(),
+            host: host.name,
+        },
+        HostState::Responding => ApiError::InsufficientHostResources(format!(
+            "VM '{}' does not fit on host '{}': {}",
+            vm.name,
+            host.name,
+            reasons.join("; ")
+        )),
+    }
+}
+
+/// Checks that the VM can move and picks its destination; changes nothing.
+pub(super) async fn prepare(
+    state: &AppState,
+    vm_id: VmId,
+    request: &VmMigrate,
+) -> Result<(Plan, HostId), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    if vm.state != VmState::Running {
+        return Err(ApiError::VmStateConflict {
+            vm: vm.name,
+            state: vm.state.to_string(),
+            action: "live-migrate".to_owned(),
+        });
+    }
+    let source = host_of(state, &vm).await?;
+    let mut done = Vec::new();
+    let destination = match &request.to {
+        Some(name) => {
+            let host = db::hosts::get(&state.db, name)
+                .await?
+                .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
+            if host.id == source.id {
+                return Err(ApiError::InvalidMigrationTarget(format!(
+                    "VM '{}' already runs on host '{}'",
+                    vm.name, host.name
+                )));
+            }
+            let candidate = placement::rate_host(state, host.id, &demand(&vm)).await?;
+            if candidate.rating.rating == 0.0 {
+                return Err(refusal(&vm, host, &candidate.rating.reasons));
+            }
+            host
+        }
+        None => {
+            let rated =
+                placement::rate_group(state, None, &demand(&vm), PlacementGoal::LoadBalance)
+                    .await?;
+            let others: Vec<_> = rated
+                .candidates
+                .into_iter()
+                .filter(|candidate| candidate.rating.host_id != source.id)
+                .collect();
+            let best = others
+                .iter()
+                .find(|candidate| candidate.rating.rating > 0.0)
+                .map(|candidate| candidate.rating.host_id);
+            let Some(best) = best else {
+                return Err(ApiError::NoSuitableHost {
+                    group: rated.group,
+                    reasons: if others.is_empty() {
+                        "there is no other host".to_owned()
+                    } else {
+                        placement::describe(&others, None, 20)
+                    },
+                });
+            };
+            done.push((CHOOSE_STEP, placement::describe(&others, Some(best), 20)));
+            db::hosts::get_by_id(&state.db, best)
+                .await?
+                .ok_or_else(|| ApiError::HostNotFound(best.to_string()))?
+        }
+    };
+    let plan = Plan {
+        description: format!(
+            "Migrate VM {} from host {} to host {}",
+            vm.name, source.name, destination.name
+        ),
+        target: target(&vm),
+        done,
+        steps: vec![SLOT_STEP, PREPARE_STEP, COPY_STEP, SWITCH_STEP],
+    };
+    Ok((plan, destination.id))
+}
+
+/// Whether a cancel was asked for.
+fn canceled(cancel: &watch::Receiver<bool>) -> bool {
+    *cancel.borrow()
+}
+
+pub(super) async fn run(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    destination_id: HostId,
+    request: VmMigrate,
+) -> Result<(), ApiError> {
+    let cancel = state.engine.cancelable(run.job.id);
+    let outcome = migrate(state, run, vm_id, destination_id, &request, cancel).await;
+    state.engine.forget_cancel(run.job.id);
+    outcome
+}
+
+async fn migrate(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    destination_id: HostId,
+    request: &VmMigrate,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    if vm.state != VmState::Running {
+        return Err(ApiError::VmStateConflict {
+            vm: vm.name,
+            state: vm.state.to_string(),
+            action: "live-migrate".to_owned(),
+        });
+    }
+    let source = host_of(state, &vm).await?;
+    let destination = db::hosts::get_by_id(&state.db, destination_id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(destination_id.to_string()))?;
+
+    let slot_step = run.begin_step().await;
+    let _slots = {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if let Some(slots) = state
+                .engine
+                .migration_slots
+                .try_take(source.id, destination.id)
+            {
+                break slots;
+            }
+            run.detail(
+                slot_step,
+                format!(
+                    "hosts {} and {} are busy with other migrations; waiting",
+                    source.name, destination.name
+                ),
+                None,
+            )
+            .await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = cancel.changed() => {}
+            }
+            if canceled(&cancel) {
+                run.end_step(slot_step, JobStatus::Canceled).await;
+                return Err(ApiError::JobCanceled);
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    };
+    run.end_step(slot_step, JobStatus::Completed).await;
+
+    let destination_agent = state.agents.at(&destination.address);
+    let ready = run
+        .step(async {
+            for network in vm_networks(state, &vm).await? {
+                super::network::ensure_on_host(state, network, &destination).await?;
+            }
+            let mut spec = agent_spec(&vm, db::vms::seed(&state.db, vm_id).await?);
+            // The source still holds the forwarded host ports; they move after the switch.
+            spec.port_forwards.clear();
+            Ok(destination_agent
+                .receive_migration(&AgentIncoming { spec })
+                .await?)
+        })
+        .await?;
+
+    let copied = copy(
+        state,
+        run,
+        &vm,
+        &source,
+        &destination,
+        ready,
+        request,
+        cancel,
+    )
+    .await;
+    if let Err(error) = copied {
+        if let Err(abort) = destination_agent.abort_incoming(vm_id).await {
+            tracing::warn!(error = ?anyhow::Error::from(abort), %vm_id, "cannot remove the VM from the destination; its agent removes it at its next start");
+        }
+        return Err(error);
+    }
+
+    run.step(async {
+        let moved = db::migration::move_to_host(&state.db, vm_id, source.id, destination.id).await?;
+        if let Some(vm) = moved {
+            state.publish(Event::VmChanged(vm));
+        }
+        if let Err(error) = state.agents.at(&source.address).delete(vm_id).await {
+            tracing::warn!(error = ?anyhow::Error::from(error), %vm_id, "cannot remove the migrated VM's paused process from its source");
+        }
+        for forward in &vm.port_forwards {
+            destination_agent.add_port_forward(vm_id, *forward).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs the copy on the source and follows it until it ends, with its figures in the step.
+#[allow(clippy::too_many_arguments)]
+async fn copy(
+    state: &AppState,
+    run: &mut JobRun,
+    vm: &Vm,
+    source: &Host,
+    destination: &Host,
+    ready: drover_api::migration::AgentIncomingReady,
+    request: &VmMigrate,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<(), ApiError> {
+    let step = run.begin_step().await;
+    let source_agent = state.agents.at(&source.address);
+    let host = address_host(&destination.address)
+        .map_err(|reason| ApiError::internal(anyhow::anyhow!("destination address: {reason}")))?;
+    let order = AgentMigrate {
+        destination: destination.address.clone(),
+        host: host.to_owned(),
+        nbd_port: ready.nbd_port,
+        migration_port: ready.migration_port,
+        sync: match vm.disk {
+            VmDisk::Blank { .. } | VmDisk::None => MirrorSync::Full,
+            // The destination has the same base image under its overlay.
+            VmDisk::Image { .. } | VmDisk::Library { .. } => MirrorSync::Top,
+        },
+        mirror_bytes_per_second: request.mirror_bytes_per_second,
+        downtime_limit_ms: DOWNTIME_LIMIT_MS,
+    };
+    if let Err(error) = source_agent.send_migration(vm.id, &order).await {
+        run.end_step(step, JobStatus::Failed).await;
+        return Err(error.into());
+    }
+    let mut cancel_sent = false;
+    let mut last_answer = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = cancel.changed(), if !cancel_sent => {}
+        }
+        if canceled(&cancel) && !cancel_sent {
+            cancel_sent = source_agent.cancel_migration(vm.id).await.is_ok();
+        }
+        let progress = match source_agent.migration_progress(vm.id).await {
+            Ok(progress) => progress,
+            Err(error) if last_answer.elapsed() > SOURCE_SILENCE => {
+                run.end_step(step, JobStatus::Failed).await;
+                return Err(error.into());
+            }
+            Err(_) => continue,
+        };
+        last_answer = tokio::time::Instant::now();
+        let copied = progress.disk_bytes_mirrored + progress.ram_bytes_transferred;
+        let whole = progress.disk_bytes_total + progress.ram_bytes_total;
+        let done = (whole > 0).then(|| copied as f64 / whole as f64);
+        run.detail(step, progress.summary(), done).await;
+        match progress.phase {
+            MigrationPhase::Completed => {
+                run.end_step(step, JobStatus::Completed).await;
+                return Ok(());
+            }
+            MigrationPhase::Canceled => {
+                run.end_step(step, JobStatus::Canceled).await;
+                return Err(ApiError::JobCanceled);
+            }
+            MigrationPhase::Failed => {
+                run.end_step(step, JobStatus::Failed).await;
+                let detail = progress.error.unwrap_or_else(|| {
+                    drover_api::ErrorDetail::new(
+                        "migration_failed",
+                        "the live migration failed",
+                        "check both hosts' agent logs, then migrate again",
+                    )
+                });
+                return Err(ApiError::Agent {
+                    status: 422,
+                    detail,
+                });
+            }
+            MigrationPhase::Mirroring | MigrationPhase::Migrating => {}
+        }
+    }
+}
+
+impl JobRun {
+    /// Starts the job's next step by hand, for a step that reports as it goes.
+    async fn begin_step(&mut self) -> usize {
+        let index = self.next_step;
+        self.next_step += 1;
+        self.set_step(index, JobStatus::Running, None).await;
+        index
+    }
+
+    /// Shows what a running step is doing; `done` (0 to 1) moves the job's progress within it.
+    async fn detail(&mut self, index: usize, text: String, done: Option<f64>) {
+        if let Some(step) = self.job.steps.get_mut(index) {
+            step.detail = Some(text);
+        }
+        if let Some(done) = done {
+            let total = self.job.steps.len().max(1) as f64;
+            let percent = (index as f64 + done.clamp(0.0, 1.0)) * 100.0 / total;
+            self.job.progress = percent as u8;
+        }
+        self.save().await;
+    }
+
+    async fn end_step(&mut self, index: usize, status: JobStatus) {
+        self.set_step(index, status, None).await;
+    }
+}
+
+impl super::Engine {
+    /// A job that can be canceled while it runs; see [`super::cancel`].
+    pub(super) fn cancelable(&self, job_id: JobId) -> watch::Receiver<bool> {
+        let (sender, receiver) = watch::channel(false);
+        self.cancels
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(job_id, sender);
+        receiver
+    }
+
+    pub(super) fn forget_cancel(&self, job_id: JobId) {
+        self.cancels
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(&job_id);
+    }
+
+    /// Asks a running cancelable job to stop; false when it is not one.
+    pub(super) fn request_cancel(&self, job_id: JobId) -> bool {
+        self.cancels
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(&job_id)
+            .is_some_and(|sender| sender.send(true).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_per_host_and_come_back() {
+        let slots = MigrationSlots::default();
+        let (a, b, c) = (HostId::new(), HostId::new(), HostId::new());
+        let first = slots.try_take(a, b).expect("a free slot");
+        let second = slots.try_take(a, c).expect("a has a second slot");
+        assert!(slots.try_take(a, c).is_none(), "a is full");
+        assert!(slots.try_take(c, b).is_some(), "b and c have room");
+        drop(first);
+        assert!(slots.try_take(a, b).is_some(), "a slot came back");
+        drop(second);
+        slots.set_per_host(1);
+        let only = slots.try_take(a, b).expect("one slot");
+        assert!(slots.try_take(b, c).is_none());
+        drop(only);
+    }
+}
