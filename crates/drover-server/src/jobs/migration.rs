@@ -13,10 +13,12 @@ use crate::placement::{self, rating::Demand};
 use crate::state::AppState;
 use drover_api::migration::{AgentIncoming, AgentMigrate, MigrationPhase, MirrorSync, VmMigrate};
 use drover_api::{
-    Event, Host, HostId, HostState, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmDisk, VmId,
-    VmState,
+    Event, Host, HostId, HostState, Job, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmDisk,
+    VmId, VmState,
 };
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -415,6 +417,102 @@ async fn copy(
             }
             MigrationPhase::Mirroring | MigrationPhase::Migrating => {}
         }
+    }
+}
+
+/// How often an evacuation looks at its migrations.
+const EVACUATION_POLL: Duration = Duration::from_millis(500);
+
+/// Submits a `vm.migrate` job from inside another job. Boxed with `Send` spelled out: a job that
+/// submits jobs would otherwise make the job future's type depend on itself.
+fn submit_migration<'a>(
+    state: &'a AppState,
+    vm_id: VmId,
+    owner: &'a str,
+) -> Pin<Box<dyn Future<Output = Result<Job, ApiError>> + Send + 'a>> {
+    Box::pin(super::submit(
+        state,
+        super::JobSpec::VmMigrate {
+            vm_id,
+            request: VmMigrate::default(),
+            destination: None,
+        },
+        owner,
+        None,
+    ))
+}
+
+/// Maintenance mode's second half: live-migrates every running VM of the host to the host
+/// placement picks for it, each as its own `vm.migrate` job (so through the per-host slots), and
+/// waits for them all. The step shows each VM's outcome; any VM left behind fails the job.
+pub(super) async fn evacuate(
+    state: &AppState,
+    run: &mut JobRun,
+    host: &Host,
+) -> Result<(), ApiError> {
+    let step = run.begin_step().await;
+    let owner = run.job.owner.clone();
+    let mut outcomes: Vec<(String, Result<JobId, String>)> = Vec::new();
+    for vm_id in db::vms::ids_on_host(&state.db, host.id).await? {
+        let Some(vm) = db::vms::get_by_id(&state.db, vm_id).await? else {
+            continue;
+        };
+        if vm.state != VmState::Running {
+            continue; // stopped and paused VMs stay
+        }
+        let submitted = submit_migration(state, vm_id, &owner).await;
+        outcomes.push((
+            vm.name,
+            submitted.map(|job| job.id).map_err(|e| e.to_string()),
+        ));
+    }
+    let mut lines = Vec::new();
+    let mut failures = Vec::new();
+    for (vm, submitted) in outcomes {
+        let line = match submitted {
+            Ok(job_id) => {
+                let job = loop {
+                    match db::jobs::get(&state.db, job_id).await? {
+                        Some(job)
+                            if matches!(
+                                job.status,
+                                JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled
+                            ) =>
+                        {
+                            break job;
+                        }
+                        Some(_) => tokio::time::sleep(EVACUATION_POLL).await,
+                        None => return Err(ApiError::JobNotFound(job_id.to_string())),
+                    }
+                };
+                match (&job.status, &job.error) {
+                    (JobStatus::Completed, _) => format!("{vm}: moved ({})", job.description),
+                    (_, Some(error)) => format!("{vm}: {} (job {job_id})", error.message),
+                    (status, None) => format!("{vm}: {status} (job {job_id})"),
+                }
+            }
+            Err(reason) => format!("{vm}: not moved: {reason}"),
+        };
+        if !line.contains(": moved (") {
+            failures.push(vm);
+        }
+        lines.push(line);
+    }
+    let detail = if lines.is_empty() {
+        "no running VMs on the host".to_owned()
+    } else {
+        lines.join("; ")
+    };
+    run.detail(step, detail, None).await;
+    if failures.is_empty() {
+        run.end_step(step, JobStatus::Completed).await;
+        Ok(())
+    } else {
+        run.end_step(step, JobStatus::Failed).await;
+        Err(ApiError::EvacuationIncomplete {
+            host: host.name.clone(),
+            failures: failures.join(", "),
+        })
     }
 }
 
