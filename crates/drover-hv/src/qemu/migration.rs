@@ -22,6 +22,10 @@ const MIRROR_JOB: &str = "migration-mirror";
 const MIRROR_TARGET: &str = "migration-target";
 /// How often progress is read while the disk or the memory is copied.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long the destination may take to load the end of the stream after the source finished.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the destination looks whether it has loaded everything; this wait is downtime.
+const LOAD_POLL: Duration = Duration::from_millis(5);
 /// How long a canceled mirror job may take to go away.
 const MIRROR_CANCEL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -204,18 +208,32 @@ impl Monitor {
     /// Destination, once the source's QEMU finished: the guest runs here from now on; the
     /// NBD server has nothing more to receive.
     pub async fn resume_incoming(&self) -> Result<(), MigrationError> {
-        let status = self
-            .qmp
-            .query_status()
-            .await
-            .map_err(|source| MigrationError::Monitor {
-                command: "query-status".into(),
-                source,
-            })?;
-        if status.status == "inmigrate" {
-            return Err(MigrationError::Failed(
-                "the migration stream has not arrived in full".into(),
-            ));
+        // The source is done sending; this side may still be loading the last of it.
+        let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
+        let status = loop {
+            let status = self
+                .qmp
+                .query_status()
+                .await
+                .map_err(|source| MigrationError::Monitor {
+                    command: "query-status".into(),
+                    source,
+                })?;
+            if status.status != "inmigrate" {
+                break status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MigrationError::Failed(format!(
+                    "the migration stream did not arrive in full within {LOAD_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(LOAD_POLL).await;
+        };
+        if matches!(status.status.as_str(), "shutdown" | "internal-error" | "io-error") {
+            return Err(MigrationError::Failed(format!(
+                "the destination is {} after loading the migration stream",
+                status.status
+            )));
         }
         if !status.running {
             self.run("cont", Value::Null).await?;
