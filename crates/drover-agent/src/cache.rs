@@ -4,6 +4,7 @@
 //! once; the second caller finds the file in place.
 
 use crate::error::AgentError;
+use crate::transfers::Tracker;
 use drover_api::library::{AgentCachedImage, AgentFetch};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use std::time::Instant;
 pub struct ImageCache {
     dir: PathBuf,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// `agent.cache_min_free`: below it, unused images are evicted before a fetch.
+    min_free: u64,
 }
 
 /// A fingerprint names a file in the cache: it must be 64 lower-case hex digits, nothing else.
@@ -32,10 +35,11 @@ pub fn check_fingerprint(text: &str) -> Result<(), AgentError> {
 }
 
 impl ImageCache {
-    pub fn new(data_dir: &Path) -> ImageCache {
+    pub fn new(data_dir: &Path, min_free: u64) -> ImageCache {
         ImageCache {
             dir: data_dir.join("images"),
             locks: Mutex::new(HashMap::new()),
+            min_free,
         }
     }
 
@@ -53,11 +57,15 @@ impl ImageCache {
             .clone()
     }
 
-    /// Makes sure the image is cached, fetching it with `client` when it is not.
+    /// Makes sure the image is cached, fetching it with `client` when it is not (after making
+    /// room by evicting unused images, never one of `in_use`), and marks it used now. A fetch
+    /// counts its bytes in `tracker`.
     pub async fn ensure(
         &self,
         client: &reqwest::Client,
         request: &AgentFetch,
+        in_use: Vec<PathBuf>,
+        tracker: &mut Tracker,
     ) -> Result<AgentCachedImage, AgentError> {
         check_fingerprint(&request.sha256)?;
         let target = self.path(&request.sha256);
@@ -70,9 +78,15 @@ impl ImageCache {
             tokio::fs::create_dir_all(&self.dir)
                 .await
                 .map_err(|error| AgentError::Internal(error.into()))?;
+            let (dir, min_free) = (self.dir.clone(), self.min_free);
+            tokio::task::spawn_blocking(move || crate::eviction::evict(&dir, &in_use, min_free))
+                .await
+                .map_err(|error| AgentError::Internal(error.into()))?;
             let mut received = 0;
             drover_image::transfer::fetch(client, &request.url, &request.sha256, &target, |p| {
                 received = p.received;
+                tracker.set_total(p.total);
+                tracker.update(p.done, p.received);
             })
             .await?;
             tracing::info!(sha256 = %request.sha256, bytes = received, "image cached");
@@ -82,6 +96,7 @@ impl ImageCache {
             .await
             .map_err(|error| AgentError::Internal(error.into()))?
             .len();
+        mark_used(&target)?;
         Ok(AgentCachedImage {
             path: target.display().to_string(),
             size,
@@ -90,4 +105,11 @@ impl ImageCache {
             milliseconds: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
     }
+}
+
+/// Eviction's clock: the modification time of a cached image is its last use.
+fn mark_used(image: &Path) -> Result<(), AgentError> {
+    std::fs::File::open(image)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+        .map_err(|error| AgentError::Internal(error.into()))
 }

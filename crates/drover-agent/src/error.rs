@@ -2,7 +2,7 @@
 //! [`drover_api::ErrorBody`] with a stable code, a message and a recommended action. Not used for
 //! start-up failures, which are `anyhow` errors for the binary to print.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -84,6 +84,14 @@ pub enum AgentError {
     Driver(#[source] DriverError),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+    #[error("VM {vm_id} has a QEMU process (it is {state}); its files cannot be copied now")]
+    VmHasProcess { vm_id: VmId, state: VmState },
+    #[error("VM {vm_id} has no file '{name}' here")]
+    VmFileNotFound { vm_id: VmId, name: String },
+    #[error("VM {0} is defined on this host; its files are not written over")]
+    VmDefinedHere(VmId),
+    #[error("no transfer '{0}' is running on this agent")]
+    TransferNotFound(String),
 }
 
 impl From<DriverError> for AgentError {
@@ -105,6 +113,12 @@ impl From<JsonRejection> for AgentError {
 
 impl From<PathRejection> for AgentError {
     fn from(rejection: PathRejection) -> Self {
+        AgentError::RequestInvalid(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for AgentError {
+    fn from(rejection: QueryRejection) -> Self {
         AgentError::RequestInvalid(rejection.body_text())
     }
 }
@@ -264,6 +278,26 @@ impl AgentError {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "insufficient_disk_space",
                 "Free space on the destination host or choose another with `drover vm migrate NAME --to HOST`.",
+            ),
+            AgentError::VmHasProcess { .. } => (
+                StatusCode::CONFLICT,
+                "vm_has_process",
+                "Stop or shut down the VM first; its disks are copied only while no QEMU process writes them.",
+            ),
+            AgentError::VmFileNotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                "vm_file_not_found",
+                "List the VM's files with GET /v1/vms/{id}/files (with ?share=S for a stored VM).",
+            ),
+            AgentError::VmDefinedHere(_) => (
+                StatusCode::CONFLICT,
+                "vm_defined_here",
+                "Delete the VM on this host first, or fetch its files into a share.",
+            ),
+            AgentError::TransferNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "transfer_not_found",
+                "The transfer has finished or never started; its fetch call has the result.",
             ),
             AgentError::Driver(_) | AgentError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -472,6 +506,32 @@ mod tests {
                 AgentError::Internal(anyhow::anyhow!("boom")),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
+            ),
+            (
+                AgentError::VmHasProcess {
+                    vm_id,
+                    state: VmState::Running,
+                },
+                StatusCode::CONFLICT,
+                "vm_has_process",
+            ),
+            (
+                AgentError::VmFileNotFound {
+                    vm_id,
+                    name: "x".into(),
+                },
+                StatusCode::NOT_FOUND,
+                "vm_file_not_found",
+            ),
+            (
+                AgentError::VmDefinedHere(vm_id),
+                StatusCode::CONFLICT,
+                "vm_defined_here",
+            ),
+            (
+                AgentError::TransferNotFound("x".into()),
+                StatusCode::NOT_FOUND,
+                "transfer_not_found",
             ),
         ];
         for (error, status, code) in cases {

@@ -42,7 +42,7 @@ fn parse_load_percent(text: &str, cpus: u32) -> u32 {
     }
 }
 
-fn disk_free_bytes(data_dir: &Path) -> u64 {
+pub fn disk_free_bytes(data_dir: &Path) -> u64 {
     match nix::sys::statvfs::statvfs(data_dir) {
         Ok(stats) => stats
             .blocks_available()

@@ -8,6 +8,8 @@ mod actor;
 mod cache;
 mod enrollment;
 mod error;
+mod eviction;
+mod full_clone;
 mod host;
 mod http;
 mod library;
@@ -15,6 +17,8 @@ mod migration;
 pub mod network;
 mod registry;
 mod store;
+mod transfers;
+mod vm_files;
 
 pub use actor::SHUTDOWN_TIMEOUT;
 pub use error::AgentError;
@@ -128,7 +132,7 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
     let networks = network::Networks::open(&data_dir, config.vxlan_port())
         .context("cannot read the networks of this host")?;
     let state = Arc::new(AgentState {
-        images: cache::ImageCache::new(&data_dir),
+        images: cache::ImageCache::new(&data_dir, config.cache_min_free()),
         data_dir,
         driver,
         networks,
@@ -137,6 +141,8 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
         roles,
         library,
         transfer_port: transfer_addr.port(),
+        transfers: transfers::Transfers::default(),
+        transfer_rate_limit: config.transfer_rate_limit(),
         changes,
         shutdown: CancellationToken::new(),
         migrations: migration::Migrations::new(

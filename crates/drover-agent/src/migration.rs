@@ -159,6 +159,7 @@ fn disk_bytes(spec: &AgentVmSpec) -> u64 {
         VmDisk::Blank { size_bytes } => *size_bytes,
         VmDisk::Image { path } => std::fs::metadata(path).map_or(0, |metadata| metadata.len()),
         VmDisk::Library { .. } => 0,
+        VmDisk::LibraryCopy { virtual_size, .. } => *virtual_size,
     }
 }
 
@@ -191,7 +192,14 @@ pub async fn receive(
         return Err(AgentError::VmBusy(vm_id));
     }
     let tls_dir = credentials_dir(state)?;
-    let spec = crate::http::resolve_library_disk(state, request.spec).await?;
+    let mut spec = request.spec;
+    if let VmDisk::LibraryCopy { virtual_size, .. } = spec.disk {
+        // A full clone is a disk of its own: the mirror fills an empty one, nothing to fetch.
+        spec.disk = VmDisk::Blank {
+            size_bytes: virtual_size,
+        };
+    }
+    let spec = crate::http::resolve_library_disk(state, spec).await?;
     let vm_dir = store::vm_dir(&state.data_dir, vm_id);
     if vm_dir.exists() {
         return Err(AgentError::VmBusy(vm_id));

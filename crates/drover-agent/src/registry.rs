@@ -103,6 +103,20 @@ impl Registry {
         self.vms().remove(&vm_id);
     }
 
+    /// The image files the defined VMs' disks are overlays on: never evicted from the cache.
+    pub fn disk_images(&self) -> Vec<std::path::PathBuf> {
+        self.vms()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Ready(handle) => match handle.spec().disk {
+                    drover_api::VmDisk::Image { path } => Some(path.into()),
+                    _ => None,
+                },
+                Slot::Defining => None,
+            })
+            .collect()
+    }
+
     /// The state of every defined VM, ordered by id.
     pub fn runtimes(&self) -> Vec<VmRuntime> {
         let mut runtimes: Vec<VmRuntime> = self

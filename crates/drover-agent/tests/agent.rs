@@ -1093,3 +1093,342 @@ async fn hosts_fetch_library_images_once_resuming_and_verifying() {
     library.shutdown().await;
     host.shutdown().await;
 }
+
+/// `qemu-img info`'s backing file of a disk.
+fn backing_file(disk: &Path) -> Option<String> {
+    let output = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(disk)
+        .output()
+        .expect("qemu-img info");
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    info["backing-filename"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn stopped_vm_files_move_between_agents_resuming_and_verifying() {
+    use drover_api::library::AgentShare;
+    use drover_api::transfer::{AgentVmFile, AgentVmFilesFetch, AgentVmFilesFetched, VmFilesPlace};
+    let host_dir = DataDir::new("stopped_vm_files_move_host");
+    let library_dir = DataDir::new("stopped_vm_files_move_library");
+    let sources = tempfile::tempdir().expect("temp dir");
+    let host = start_agent(host_dir.path()).await;
+    let library = start_agent_with_roles(library_dir.path(), &["host", "library"]).await;
+    let server = Server::new();
+    server.enroll(&host).await;
+    server.enroll(&library).await;
+    let host_agent = Agent::new(&server, &host);
+    let library_agent = Agent::new(&server, &library);
+    let share = library_dir.path().join("share");
+    let response = library_agent
+        .client
+        .put(format!("{}/v1/library/shares/main", library_agent.base))
+        .json(&AgentShare {
+            path: share.display().to_string(),
+        })
+        .send()
+        .await
+        .expect("PUT share");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    // A VM whose overlay holds 8 MiB of its own (random) data over an empty base.
+    let raw = random_raw(sources.path(), 8);
+    let base = sources.path().join("base.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("8M")
+        .status()
+        .expect("qemu-img");
+    assert!(made.success());
+    let mut spec = tiny_spec("mover", "console=ttyS0 quiet");
+    spec.disk = VmDisk::Image {
+        path: base.display().to_string(),
+    };
+    assert_eq!(host_agent.define(&spec).await.status(), StatusCode::OK);
+    let disk = host_dir.vm_dir(spec.id).join("disk.qcow2");
+    let converted = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2", "-F", "qcow2", "-B"])
+        .arg(&base)
+        .arg(&raw)
+        .arg(&disk)
+        .status()
+        .expect("qemu-img convert");
+    assert!(converted.success());
+    let bytes = std::fs::read(&disk).expect("read disk");
+    let total = u64::try_from(bytes.len()).expect("size");
+
+    let list = |agent: &Agent, query: &'static str| {
+        agent
+            .client
+            .get(format!("{}/v1/vms/{}/files{query}", agent.base, spec.id))
+            .send()
+    };
+    let files: Vec<AgentVmFile> = list(&host_agent, "")
+        .await
+        .expect("GET files")
+        .json()
+        .await
+        .expect("files");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        (files[0].name.as_str(), files[0].size),
+        ("disk.qcow2", total)
+    );
+    let file_url = |agent: &AgentHandle, query: &str| {
+        format!(
+            "https://{}/v1/vms/{}/files/disk.qcow2{query}",
+            agent.transfer_addr, spec.id
+        )
+    };
+
+    // While QEMU runs, the files are neither listed nor served.
+    host_agent.act_ok(spec.id, VmAction::Start).await;
+    let response = list(&host_agent, "").await.expect("GET files");
+    assert_eq!(error_code(response).await.1, "vm_has_process");
+    let response = server
+        .client()
+        .get(file_url(&host, ""))
+        .send()
+        .await
+        .expect("GET file");
+    assert_eq!(error_code(response).await.1, "vm_has_process");
+    host_agent.act_ok(spec.id, VmAction::Stop).await;
+
+    // Store: host -> library share. An earlier attempt left 3 MiB; only the rest crosses.
+    let stored_dir = share.join(".stored-vms").join(spec.id.to_string());
+    std::fs::create_dir_all(&stored_dir).expect("mkdir");
+    let partial =
+        drover_image::transfer::partial_path(&stored_dir.join("disk.qcow2"), &files[0].sha256);
+    std::fs::write(&partial, &bytes[..3 << 20]).expect("write partial");
+    let fetch = |agent: &Agent, request: AgentVmFilesFetch| {
+        agent
+            .client
+            .post(format!("{}/v1/vms/{}/files/fetch", agent.base, spec.id))
+            .json(&request)
+            .send()
+    };
+    let to_share = VmFilesPlace {
+        share: Some("main".to_owned()),
+    };
+    let response = fetch(
+        &library_agent,
+        AgentVmFilesFetch {
+            source: host.transfer_addr.to_string(),
+            from: VmFilesPlace::default(),
+            to: to_share.clone(),
+            files: files.clone(),
+            transfer_id: Some("store-1".to_owned()),
+        },
+    )
+    .await
+    .expect("POST fetch");
+    assert_eq!(response.status(), StatusCode::OK);
+    let fetched: AgentVmFilesFetched = response.json().await.expect("answer");
+    assert_eq!(
+        (fetched.bytes_total, fetched.bytes_received),
+        (total, total - (3 << 20))
+    );
+    assert_eq!(
+        std::fs::read(stored_dir.join("disk.qcow2")).expect("read"),
+        bytes
+    );
+    assert!(!partial.exists());
+    // The stored copy is not a library item: a share listing does not show it.
+    let items: Vec<drover_api::library::LibraryFile> = library_agent
+        .client
+        .get(format!(
+            "{}/v1/library/shares/main/files",
+            library_agent.base
+        ))
+        .send()
+        .await
+        .expect("GET share files")
+        .json()
+        .await
+        .expect("files");
+    assert!(items.is_empty(), "{items:?}");
+    let stored: Vec<AgentVmFile> = list(&library_agent, "?share=main")
+        .await
+        .expect("GET stored files")
+        .json()
+        .await
+        .expect("files");
+    assert_eq!(stored, files);
+    let response = server
+        .client()
+        .get(file_url(&library, "?share=main"))
+        .header("Range", "bytes=0-9")
+        .send()
+        .await
+        .expect("GET range");
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response.headers()["etag"].to_str().expect("ascii"),
+        format!("\"{}\"", files[0].sha256)
+    );
+    assert_eq!(&response.bytes().await.expect("body")[..], &bytes[..10]);
+
+    // A defined VM's disks are never written over; another name is not a VM file.
+    let back = AgentVmFilesFetch {
+        source: library.transfer_addr.to_string(),
+        from: to_share.clone(),
+        to: VmFilesPlace::default(),
+        files: files.clone(),
+        transfer_id: None,
+    };
+    let response = fetch(&host_agent, back.clone()).await.expect("POST fetch");
+    assert_eq!(error_code(response).await.1, "vm_defined_here");
+    let response = server
+        .client()
+        .get(format!(
+            "https://{}/v1/vms/{}/files/spec.json",
+            host.transfer_addr, spec.id
+        ))
+        .send()
+        .await
+        .expect("GET other file");
+    assert_eq!(error_code(response).await.1, "vm_file_not_found");
+    assert_eq!(host_agent.delete(spec.id).await, StatusCode::NO_CONTENT);
+
+    // Deploy: library -> a host that keeps the base elsewhere; the overlay is pointed at it.
+    let moved_base = library_dir.path().join("base-here.qcow2");
+    std::fs::copy(&base, &moved_base).expect("copy base");
+    let fetched: AgentVmFilesFetched = fetch(&library_agent, back)
+        .await
+        .expect("POST fetch")
+        .json()
+        .await
+        .expect("answer");
+    assert_eq!(fetched.bytes_received, total);
+    spec.disk = VmDisk::Image {
+        path: moved_base.display().to_string(),
+    };
+    let response = library_agent.define(&spec).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let deployed = library_dir.vm_dir(spec.id).join("disk.qcow2");
+    assert_eq!(
+        backing_file(&deployed),
+        Some(moved_base.display().to_string())
+    );
+    let compared = std::process::Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
+        .arg(&deployed)
+        .arg(&raw)
+        .status()
+        .expect("qemu-img compare");
+    assert!(compared.success(), "the guest's data arrived intact");
+
+    // The stored copy goes on request; then the share has no such VM.
+    let removed = library_agent
+        .client
+        .delete(format!(
+            "{}/v1/vms/{}/files?share=main",
+            library_agent.base, spec.id
+        ))
+        .send()
+        .await
+        .expect("DELETE stored");
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    assert!(!stored_dir.exists());
+    let response = list(&library_agent, "?share=main")
+        .await
+        .expect("GET files");
+    assert_eq!(error_code(response).await.1, "vm_not_found");
+    let response = library_agent
+        .client
+        .get(format!("{}/v1/transfers/store-1", library_agent.base))
+        .send()
+        .await
+        .expect("GET transfer");
+    assert_eq!(error_code(response).await.1, "transfer_not_found");
+    host.shutdown().await;
+    library.shutdown().await;
+}
+
+#[tokio::test]
+async fn full_clones_are_independent_copies_of_the_cached_base() {
+    use drover_api::library::{AgentImport, AgentShare, LibraryFile};
+    let library_dir = DataDir::new("full_clones_library");
+    let host_dir = DataDir::new("full_clones_host");
+    let sources = tempfile::tempdir().expect("temp dir");
+    let library = start_agent_with_roles(library_dir.path(), &["library"]).await;
+    let host = start_agent(host_dir.path()).await;
+    let server = Server::new();
+    server.enroll(&library).await;
+    server.enroll(&host).await;
+    let library_agent = Agent::new(&server, &library);
+    let host_agent = Agent::new(&server, &host);
+    let share = library_dir.path().join("share");
+    let response = library_agent
+        .client
+        .put(format!("{}/v1/library/shares/main", library_agent.base))
+        .json(&AgentShare {
+            path: share.display().to_string(),
+        })
+        .send()
+        .await
+        .expect("PUT share");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let raw = random_raw(sources.path(), 4);
+    let file: LibraryFile = library_agent
+        .client
+        .post(format!(
+            "{}/v1/library/shares/main/import",
+            library_agent.base
+        ))
+        .json(&AgentImport {
+            source: raw.display().to_string(),
+            name: "base".to_owned(),
+        })
+        .send()
+        .await
+        .expect("import")
+        .json()
+        .await
+        .expect("file");
+    let mut spec = tiny_spec("copy", "console=ttyS0 quiet");
+    spec.disk = VmDisk::LibraryCopy {
+        item: "base".to_owned(),
+        sha256: file.sha256.clone(),
+        url: format!(
+            "https://{}/v1/shares/main/files/base.qcow2",
+            library.transfer_addr
+        ),
+        virtual_size: file.virtual_size,
+    };
+    assert_eq!(host_agent.define(&spec).await.status(), StatusCode::OK);
+    let disk = host_dir.vm_dir(spec.id).join("disk.qcow2");
+    assert_eq!(
+        backing_file(&disk),
+        None,
+        "a full clone reads through nothing"
+    );
+    let compared = std::process::Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
+        .arg(&disk)
+        .arg(&raw)
+        .status()
+        .expect("qemu-img compare");
+    assert!(compared.success(), "the copy holds the base's data");
+    let cached = host_dir
+        .path()
+        .join("images")
+        .join(format!("{}.qcow2", file.sha256));
+    assert!(cached.exists(), "the base was fetched into the cache");
+    // The same define again is the same VM; its disk is kept, not copied again.
+    let written = std::fs::metadata(&disk)
+        .expect("disk")
+        .modified()
+        .expect("mtime");
+    assert_eq!(host_agent.define(&spec).await.status(), StatusCode::OK);
+    assert_eq!(
+        std::fs::metadata(&disk)
+            .expect("disk")
+            .modified()
+            .expect("mtime"),
+        written
+    );
+    library.shutdown().await;
+    host.shutdown().await;
+}

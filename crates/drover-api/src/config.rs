@@ -78,6 +78,16 @@ pub const SETTINGS: &[Setting] = &[
         default: "",
         help: "library transfer endpoint a p2v source sends to",
     },
+    Setting {
+        key: "agent.transfer_rate_limit",
+        default: "0",
+        help: "bytes per second the transfer endpoint sends each file at most (0: no limit; K, M, G)",
+    },
+    Setting {
+        key: "agent.cache_min_free",
+        default: "2G",
+        help: "free disk space below which a host removes unused cached base images, oldest use first",
+    },
 ];
 
 /// Where a setting's value came from.
@@ -281,6 +291,18 @@ impl Config {
         parse_count(self.value("server.migrations_per_host")).unwrap_or(1)
     }
 
+    /// Bytes per second a transfer endpoint sends each file at most; `None`: no limit.
+    pub fn transfer_rate_limit(&self) -> Option<u64> {
+        crate::size::parse_bytes(self.value("agent.transfer_rate_limit"))
+            .ok()
+            .filter(|rate| *rate > 0)
+    }
+
+    /// Free space below which a host evicts unused base images from its cache.
+    pub fn cache_min_free(&self) -> u64 {
+        crate::size::parse_bytes(self.value("agent.cache_min_free")).unwrap_or_default()
+    }
+
     /// `None` means SQLite in the data directory.
     pub fn database_url(&self) -> Option<&str> {
         Some(self.value("database.url")).filter(|url| !url.is_empty())
@@ -301,6 +323,8 @@ fn validate(key: &str, value: &str, source: &Source) -> Result<(), ConfigError> 
         parse_port_range(value).map_err(invalid)?;
     } else if key.ends_with("_per_host") {
         parse_count(value).map_err(invalid)?;
+    } else if key.ends_with("_limit") || key.ends_with("_free") {
+        crate::size::parse_bytes(value).map_err(invalid)?;
     } else if key.ends_with("_address") {
         value
             .parse::<IpAddr>()

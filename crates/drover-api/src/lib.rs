@@ -19,7 +19,9 @@ pub mod placement;
 pub mod ports;
 pub mod size;
 pub mod template;
+pub mod transfer;
 pub mod vm;
+pub mod vm_store;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::Event;

@@ -124,6 +124,9 @@ pub struct VmFromTemplate {
     pub group: Option<String>,
     #[serde(default)]
     pub start: bool,
+    /// An independent copy of the template's disk instead of an overlay on it (a linked clone).
+    #[serde(default)]
+    pub full_clone: bool,
 }
 
 /// Checks a profile's hardware: the same bounds as a VM's.

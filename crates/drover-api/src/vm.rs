@@ -104,6 +104,16 @@ pub enum VmDisk {
         sha256: String,
         url: String,
     },
+    /// A full clone of a library disk: fetched into the host's cache as for
+    /// [`VmDisk::Library`], then copied whole (`qemu-img convert`) into an independent qcow2
+    /// that does not read through the base.
+    LibraryCopy {
+        item: String,
+        sha256: String,
+        url: String,
+        /// The copy's size as the guest sees it; the host's disk claim.
+        virtual_size: u64,
+    },
 }
 
 impl VmDisk {
@@ -112,6 +122,7 @@ impl VmDisk {
     pub fn committed_bytes(&self) -> u64 {
         match self {
             VmDisk::Blank { size_bytes } => *size_bytes,
+            VmDisk::LibraryCopy { virtual_size, .. } => *virtual_size,
             VmDisk::None | VmDisk::Image { .. } | VmDisk::Library { .. } => 0,
         }
     }
@@ -268,6 +279,28 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_claims_count_blank_disks_and_full_clones_whole() {
+        let library = |virtual_size| VmDisk::LibraryCopy {
+            item: "base".into(),
+            sha256: "0".repeat(64),
+            url: "https://127.0.0.1:8102/v1/shares/main/files/base.qcow2".into(),
+            virtual_size,
+        };
+        assert_eq!(library(5 << 30).committed_bytes(), 5 << 30);
+        assert_eq!(VmDisk::Blank { size_bytes: 7 }.committed_bytes(), 7);
+        let linked = VmDisk::Library {
+            item: "base".into(),
+            sha256: "0".repeat(64),
+            url: String::new(),
+        };
+        assert_eq!(
+            linked.committed_bytes(),
+            0,
+            "an overlay's growth is unknown"
+        );
+    }
 
     #[test]
     fn names() {

@@ -15,12 +15,16 @@ pub struct JobOptions {
     pub no_wait: bool,
 }
 
-/// What a job is doing now: its running step, else its description.
+/// What a job is doing now: its running step (with how far it has come, such as a transfer's
+/// bytes and rate), else its description.
 fn current_step(job: &Job) -> String {
     job.steps
         .iter()
         .find(|step| step.status == JobStatus::Running)
-        .map(|step| step.name.clone())
+        .map(|step| match &step.detail {
+            Some(detail) => format!("{}: {detail}", step.name),
+            None => step.name.clone(),
+        })
         .unwrap_or_else(|| job.description.clone())
 }
 
@@ -28,7 +32,7 @@ fn current_step(job: &Job) -> String {
 pub async fn follow(client: &Client, job: &Job) -> Result<Job, CliError> {
     let bar = ProgressBar::new(100);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:50!} [{bar:30}] {pos:>3}%")
+        ProgressStyle::with_template("{spinner} {msg:70!} [{bar:30}] {pos:>3}%")
             .expect("the template is valid")
             .progress_chars("=> "),
     );

@@ -37,6 +37,10 @@ pub struct VmCreateArgs {
     /// fetched once to the host's cache from the library server.
     #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline"])]
     pub template: Option<String>,
+    /// With --template: an independent copy of its disk (`qemu-img convert`) instead of a
+    /// linked clone; the host's disk claim counts the copy's virtual size.
+    #[arg(long, requires = "template")]
+    pub full_clone: bool,
     /// Kernel file on the host, for direct kernel boot.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<String>,
@@ -109,6 +113,26 @@ pub enum VmCommand {
         #[command(flatten)]
         job: JobOptions,
     },
+    /// Move a stopped VM's disks into the library (state Stored); its host keeps nothing.
+    Store {
+        vm: String,
+        /// The library share (id or name); the only share when omitted.
+        #[arg(long)]
+        share: Option<String>,
+        #[command(flatten)]
+        job: JobOptions,
+    },
+    /// Bring a stored VM back to a host, Stopped (the best-rated host unless --host is given).
+    Deploy {
+        vm: String,
+        #[arg(long)]
+        host: Option<String>,
+        /// The host group to place it in (default "All Hosts"); not with --host.
+        #[arg(long)]
+        group: Option<String>,
+        #[command(flatten)]
+        job: JobOptions,
+    },
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -177,6 +201,7 @@ fn disk_text(disk: &VmDisk) -> String {
         VmDisk::Blank { size_bytes } => format!("{} (blank)", format_bytes(*size_bytes)),
         VmDisk::Image { path } => format!("overlay on {path}"),
         VmDisk::Library { item, .. } => format!("linked clone of library item {item}"),
+        VmDisk::LibraryCopy { item, .. } => format!("full clone of library item {item}"),
     }
 }
 
@@ -263,6 +288,7 @@ pub async fn run(
                     host: args.host.clone(),
                     group: args.group.clone(),
                     start: args.start,
+                    full_clone: args.full_clone,
                 };
                 let started = client.create_vm_from_template(template, &request).await?;
                 return finish(client, started, args.job, output).await;
@@ -351,6 +377,26 @@ pub async fn run(
         }
         VmCommand::PortForward { vm, forward, job } => {
             let started = client.add_port_forward(vm, forward).await?;
+            finish(client, started, *job, output).await
+        }
+        VmCommand::Store { vm, share, job } => {
+            let request = drover_api::vm_store::VmStore {
+                share: share.clone(),
+            };
+            let started = client.store_vm(vm, &request).await?;
+            finish(client, started, *job, output).await
+        }
+        VmCommand::Deploy {
+            vm,
+            host,
+            group,
+            job,
+        } => {
+            let request = drover_api::vm_store::VmDeploy {
+                host: host.clone(),
+                group: group.clone(),
+            };
+            let started = client.deploy_vm(vm, &request).await?;
             finish(client, started, *job, output).await
         }
     }

@@ -552,6 +552,32 @@ impl Client {
         self.send(self.request(Method::DELETE, &["vms", vm])).await
     }
 
+    /// Moves a stopped VM's disks into a library share (job `vm.store`).
+    pub async fn store_vm(
+        &self,
+        vm: &str,
+        request: &drover_api::vm_store::VmStore,
+    ) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["vms", vm, "store"])
+                .json(request),
+        )
+        .await
+    }
+
+    /// Brings a stored VM back to a host, Stopped (job `vm.deploy`).
+    pub async fn deploy_vm(
+        &self,
+        vm: &str,
+        request: &drover_api::vm_store::VmDeploy,
+    ) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["vms", vm, "deploy"])
+                .json(request),
+        )
+        .await
+    }
+
     /// Forwards `127.0.0.1:HOSTPORT` on the VM's host to the guest (job `vm.port_forward`).
     pub async fn add_port_forward(
         &self,

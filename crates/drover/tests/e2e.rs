@@ -1037,3 +1037,262 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
         cli.ok(&["vm", "delete", name]).await;
     }
 }
+
+/// Adds share `main` on h1 and answers its directory.
+async fn add_main_share(cluster: &Cluster) -> PathBuf {
+    let share = cluster.root.join("library");
+    cluster
+        .cli
+        .ok(&[
+            "library",
+            "share",
+            "add",
+            "main",
+            "--server",
+            "h1",
+            "--path",
+            &share.display().to_string(),
+        ])
+        .await;
+    share
+}
+
+/// Creates VM `name` on `host`, stopped, with a blank disk of `disk` (never booted).
+async fn create_stopped_vm(cli: &Cli, name: &str, host: &str, disk: &str) -> String {
+    cli.ok(&[
+        "vm", "create", name, "--host", host, "--cpus", "1", "--memory", "128M", "--disk", disk,
+    ])
+    .await;
+    cli.vm_field(name, "id").await.expect("the VM's id")
+}
+
+fn sha256_of(path: &Path) -> String {
+    let output = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(output.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
+}
+
+/// Stopped VMs go host -> library and back (library -> another host) over the transfer port;
+/// the server refuses what does not fit the VM's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_vms_move_to_the_library_and_back_through_the_cli() {
+    let cluster = Cluster::start("e2e_store", 2).await;
+    let cli = cluster.cli.clone();
+    let share = add_main_share(&cluster).await;
+    cli.ok(&as_strs(&guest_args("busy", "h2", "128M"))).await;
+    cli.fails(&["vm", "store", "busy"], "vm_state_conflict")
+        .await;
+    cli.ok(&["vm", "delete", "busy"]).await;
+    let vm_id = create_stopped_vm(&cli, "s1", "h2", "64M").await;
+    let host_dir = cluster.agents[1].2.join("vms").join(&vm_id);
+    let disk_sha256 = sha256_of(&host_dir.join("disk.qcow2"));
+    cli.fails(&["vm", "deploy", "s1", "--host", "h1"], "vm_state_conflict")
+        .await;
+    cli.fails(&["vm", "store", "s1", "--share", "none"], "share_not_found")
+        .await;
+
+    let job = cli.json(&["vm", "store", "s1"]).await;
+    assert_eq!(job["kind"], "vm.store");
+    assert_eq!(job["status"], "completed", "{job}");
+    assert!(
+        job["steps"][0]["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains(" in ")),
+        "the copy step says how much and how fast: {job}"
+    );
+    let stored = cli.json(&["vm", "show", "s1"]).await;
+    assert_eq!(stored["state"], "stored");
+    assert_eq!(stored["host_name"], "h1");
+    assert!(!host_dir.exists(), "the host keeps nothing");
+    let stored_disk = share.join(".stored-vms").join(&vm_id).join("disk.qcow2");
+    assert_eq!(sha256_of(&stored_disk), disk_sha256);
+    cli.fails(&["vm", "start", "s1"], "vm_state_conflict").await;
+    let items = cli.json(&["library", "list"]).await;
+    assert_eq!(items, serde_json::json!([]), "a stored VM is not an item");
+
+    // Placement picks a host for it; h1 (the library server) is a host too, so name h2.
+    cli.ok(&["vm", "deploy", "s1", "--host", "h2"]).await;
+    let deployed = cli.json(&["vm", "show", "s1"]).await;
+    assert_eq!(deployed["state"], "stopped");
+    assert_eq!(deployed["host_name"], "h2");
+    assert_eq!(sha256_of(&host_dir.join("disk.qcow2")), disk_sha256);
+    assert!(!stored_disk.exists(), "the library keeps nothing");
+    cli.ok(&["vm", "start", "s1"]).await;
+    cli.wait_vm_state("s1", "running", Duration::from_secs(30))
+        .await;
+    cli.ok(&["vm", "stop", "s1"]).await;
+
+    // A stored VM's delete removes its stored copy too.
+    cli.ok(&["vm", "store", "s1"]).await;
+    assert!(stored_disk.exists());
+    cli.ok(&["vm", "delete", "s1"]).await;
+    assert!(!stored_disk.parent().expect("the VM's directory").exists());
+}
+
+/// The transfer rate both agents of the kill-and-resume test send at, so that a kill lands
+/// mid-transfer.
+const PACED_RATE: &str = "32M";
+
+/// Restarts agent `index` with `agent.transfer_rate_limit` set and plain (uncoloured) logs.
+async fn restart_paced_agent(cluster: &mut Cluster, index: usize, incarnation: u32) {
+    let (daemon, port, dir) = &mut cluster.agents[index];
+    daemon.stop(Signal::SIGKILL);
+    let args = Cluster::agent_args(dir, *port);
+    *daemon = Daemon::spawn_with_env(
+        &cluster.artifacts,
+        &format!("agent{}-{incarnation}", index + 1),
+        &as_strs(&args),
+        &[
+            ("DROVER_AGENT_TRANSFER_RATE_LIMIT", Path::new(PACED_RATE)),
+            ("NO_COLOR", Path::new("1")),
+        ],
+    );
+    let host = format!("h{}", index + 1);
+    cluster
+        .cli
+        .wait_host_state(&host, "responding", Duration::from_secs(60))
+        .await;
+}
+
+/// The size of the hidden partial file in `dir`, once one exists.
+fn partial_size(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|entry| entry.file_name().to_string_lossy().contains(".part-"))
+        .and_then(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+}
+
+/// Waits until a transfer into `dir` has at least `bytes` in place.
+async fn wait_for_partial(dir: &Path, bytes: u64) -> u64 {
+    wait_until(
+        "a transfer under way",
+        Duration::from_secs(60),
+        async || partial_size(dir).filter(|size| *size >= bytes),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// The bytes that crossed the network in the last "VM files fetched" line of an agent's log.
+fn last_received(log: &Path) -> u64 {
+    let text = std::fs::read_to_string(log).expect("agent log");
+    text.lines()
+        .filter(|line| line.contains("VM files fetched"))
+        .filter_map(|line| line.split("received=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .next_back()
+        .expect("a fetch logged")
+}
+
+/// Waits for a job to end and answers it.
+async fn finished_job(cli: &Cli, id: &str) -> Value {
+    wait_until(
+        &format!("job {id} ends"),
+        Duration::from_secs(120),
+        async || {
+            let job = cli.json(&["job", "show", id]).await;
+            ["completed", "failed"]
+                .contains(&job["status"].as_str()?)
+                .then_some(job)
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Store and deploy with a kill mid-transfer: first the sending agent, then the receiving one.
+/// Each time the restarted job fetches only what was missing, and the result is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_transfer_ends_resume_where_they_stopped() {
+    const DISK_MIB: u64 = 160;
+    let mut cluster = Cluster::start("e2e_transfer_resume", 2).await;
+    restart_paced_agent(&mut cluster, 0, 2).await;
+    restart_paced_agent(&mut cluster, 1, 2).await;
+    let cli = cluster.cli.clone();
+    let share = add_main_share(&cluster).await;
+    let vm_id = create_stopped_vm(&cli, "big", "h2", &format!("{DISK_MIB}M")).await;
+    // Incompressible guest data: the disk is as large on the wire as on disk.
+    let host_vm_dir = cluster.agents[1].2.join("vms").join(&vm_id);
+    let disk = host_vm_dir.join("disk.qcow2");
+    let raw = cluster.root.join("random.raw");
+    let mut bytes = vec![0_u8; usize::try_from(DISK_MIB << 20).expect("fits")];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+        &mut bytes,
+    )
+    .expect("random bytes");
+    std::fs::write(&raw, &bytes).expect("write raw");
+    drop(bytes);
+    let converted = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&disk)
+        .status()
+        .expect("qemu-img convert");
+    assert!(converted.success());
+    let total = std::fs::metadata(&disk).expect("disk").len();
+    let disk_sha256 = sha256_of(&disk);
+
+    // Store, killing the sender (h2) a quarter of the way.
+    let stored_dir = share.join(".stored-vms").join(&vm_id);
+    let job = cli.json(&["vm", "store", "big", "--async"]).await;
+    let job_id = job["id"].as_str().expect("job id").to_owned();
+    let kept = wait_for_partial(&stored_dir, total / 4).await;
+    cluster.agents[1].0.stop(Signal::SIGKILL);
+    let failed = finished_job(&cli, &job_id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    restart_paced_agent(&mut cluster, 1, 3).await;
+    cli.wait_vm_state("big", "stopped", Duration::from_secs(30))
+        .await;
+    let job = cli.json(&["job", "restart", &job_id]).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let received = last_received(&cluster.artifacts.join("agent1-2.log"));
+    assert!(
+        received <= total - kept && received > 0,
+        "resumed: {received} of {total} bytes sent again, {kept} were kept"
+    );
+    assert_eq!(sha256_of(&stored_dir.join("disk.qcow2")), disk_sha256);
+    assert_eq!(
+        cli.vm_field("big", "state").await.as_deref(),
+        Some("stored")
+    );
+    assert!(!host_vm_dir.exists());
+
+    // Deploy back to h2, killing the receiver (h2) a quarter of the way.
+    let job = cli
+        .json(&["vm", "deploy", "big", "--host", "h2", "--async"])
+        .await;
+    let job_id = job["id"].as_str().expect("job id").to_owned();
+    let kept = wait_for_partial(&host_vm_dir, total / 4).await;
+    cluster.agents[1].0.stop(Signal::SIGKILL);
+    let failed = finished_job(&cli, &job_id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        cli.vm_field("big", "state").await.as_deref(),
+        Some("stored")
+    );
+    restart_paced_agent(&mut cluster, 1, 4).await;
+    let job = cli.json(&["job", "restart", &job_id]).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let received = last_received(&cluster.artifacts.join("agent2-4.log"));
+    assert!(
+        received <= total - kept && received > 0,
+        "resumed: {received} of {total} bytes sent again, {kept} were kept"
+    );
+    assert_eq!(sha256_of(&disk), disk_sha256);
+    assert_eq!(
+        cli.vm_field("big", "state").await.as_deref(),
+        Some("stopped")
+    );
+    assert!(!stored_dir.exists());
+    cli.ok(&["vm", "delete", "big"]).await;
+}

@@ -110,8 +110,10 @@ mod tests {
             enrollment: Enrollment::open(data_dir, None).expect("enrollment"),
             roles: vec!["host".to_owned()],
             library: crate::library::Library::open(data_dir, &[]).expect("library"),
-            images: crate::cache::ImageCache::new(data_dir),
+            images: crate::cache::ImageCache::new(data_dir, 0),
             transfer_port: 0,
+            transfers: crate::transfers::Transfers::default(),
+            transfer_rate_limit: None,
             changes: broadcast::channel(buffer).0,
             shutdown: CancellationToken::new(),
         })

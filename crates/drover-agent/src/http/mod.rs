@@ -10,6 +10,7 @@ mod library;
 mod migration;
 mod networks;
 mod transfer;
+mod vm_files;
 mod vms;
 
 use crate::enrollment::Enrollment;
@@ -46,6 +47,10 @@ pub struct AgentState {
     pub images: crate::cache::ImageCache,
     /// Where the transfer endpoint listens.
     pub transfer_port: u16,
+    /// Fetches in progress, for their callers' progress display.
+    pub transfers: crate::transfers::Transfers,
+    /// Bytes per second the transfer endpoint sends each file at most (`agent.transfer_rate_limit`).
+    pub transfer_rate_limit: Option<u64>,
     /// Every VM state change, as the actors publish them.
     pub changes: broadcast::Sender<VmRuntime>,
     /// Cancelled when the agent stops: ends event streams and console relays.
@@ -73,6 +78,7 @@ async fn route_not_found() -> AgentError {
 pub fn transfer_router(state: Arc<AgentState>) -> Router {
     Router::new()
         .route("/v1/shares/{name}/files/{*path}", get(transfer::get_file))
+        .route("/v1/vms/{id}/files/{name}", get(transfer::get_vm_file))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_enrollment,
@@ -118,6 +124,12 @@ pub fn router(state: Arc<AgentState>) -> Router {
             "/v1/library/shares/{name}/files/{*path}",
             delete(library::remove_file),
         )
+        .route(
+            "/v1/vms/{id}/files",
+            get(vm_files::list).delete(vm_files::remove_stored),
+        )
+        .route("/v1/vms/{id}/files/fetch", post(vm_files::fetch))
+        .route("/v1/transfers/{id}", get(vm_files::progress))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_enrollment,

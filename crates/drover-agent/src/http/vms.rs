@@ -24,7 +24,7 @@ pub async fn validate(
 ) -> Result<StatusCode, AgentError> {
     let Json(mut spec) = body?;
     check_name(&spec)?;
-    if let VmDisk::Library { sha256, .. } = &spec.disk {
+    if let VmDisk::Library { sha256, .. } | VmDisk::LibraryCopy { sha256, .. } = &spec.disk {
         // The image is fetched at define; here only what the driver checks besides it.
         crate::cache::check_fingerprint(sha256)?;
         spec.disk = VmDisk::None;
@@ -34,11 +34,17 @@ pub async fn validate(
 }
 
 /// A library disk becomes an overlay on the image in this host's cache, fetched (once, agent to
-/// agent, verified) when it is not there yet. Other disks pass unchanged.
+/// agent, verified) when it is not there yet; a full clone becomes a copy of it in the VM's
+/// directory. Other disks pass unchanged. The fetch is followed as transfer `<vm id>`.
 pub(crate) async fn resolve_library_disk(
     state: &AgentState,
     mut spec: AgentVmSpec,
 ) -> Result<AgentVmSpec, AgentError> {
+    if let VmDisk::LibraryCopy { virtual_size, .. } = &spec.disk {
+        let size_bytes = *virtual_size;
+        crate::full_clone::ensure(state, &spec).await?;
+        spec.disk = VmDisk::Blank { size_bytes };
+    }
     if let VmDisk::Library { sha256, url, .. } = &spec.disk {
         let client = state.enrollment.peer_client()?;
         let cached = state
@@ -49,6 +55,8 @@ pub(crate) async fn resolve_library_disk(
                     url: url.clone(),
                     sha256: sha256.clone(),
                 },
+                state.registry.disk_images(),
+                &mut state.transfers.track(Some(&spec.id.to_string()), 0),
             )
             .await?;
         spec.disk = VmDisk::Image { path: cached.path };

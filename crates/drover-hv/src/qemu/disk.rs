@@ -55,6 +55,42 @@ pub async fn create_overlay(qemu_img: &Path, disk: &Path, image: &Path) -> Resul
     .map(drop)
 }
 
+/// Points an existing overlay at `image` when it reads through another file: an overlay that
+/// came from another host names the base image where that host keeps it. Only the header
+/// changes (`rebase -u`): the base's bytes are the same, verified by SHA-256 when fetched. A
+/// disk without a backing file (a full clone, a blank disk) is left alone.
+pub async fn point_overlay_at(
+    qemu_img: &Path,
+    disk: &Path,
+    image: &Path,
+) -> Result<(), DriverError> {
+    let image = std::path::absolute(image).map_err(|source| DriverError::Io {
+        path: image.to_path_buf(),
+        source,
+    })?;
+    let current = info(qemu_img, disk).await?.backing_filename;
+    if current.is_none() || current.as_deref() == Some(image.as_path()) {
+        return Ok(());
+    }
+    let format = image_format(qemu_img, &image).await?;
+    run(
+        qemu_img,
+        &[
+            "rebase".as_ref(),
+            "-u".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            image.as_os_str(),
+            "-F".as_ref(),
+            format.as_ref(),
+            disk.as_os_str(),
+        ],
+    )
+    .await
+    .map(drop)
+}
+
 /// What `qemu-img info` says of a disk file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ImageInfo {

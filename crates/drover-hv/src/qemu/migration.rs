@@ -211,14 +211,14 @@ impl Monitor {
         // The source is done sending; this side may still be loading the last of it.
         let deadline = tokio::time::Instant::now() + LOAD_TIMEOUT;
         let status = loop {
-            let status = self
-                .qmp
-                .query_status()
-                .await
-                .map_err(|source| MigrationError::Monitor {
-                    command: "query-status".into(),
-                    source,
-                })?;
+            let status =
+                self.qmp
+                    .query_status()
+                    .await
+                    .map_err(|source| MigrationError::Monitor {
+                        command: "query-status".into(),
+                        source,
+                    })?;
             if status.status != "inmigrate" {
                 break status;
             }
@@ -229,7 +229,10 @@ impl Monitor {
             }
             tokio::time::sleep(LOAD_POLL).await;
         };
-        if matches!(status.status.as_str(), "shutdown" | "internal-error" | "io-error") {
+        if matches!(
+            status.status.as_str(),
+            "shutdown" | "internal-error" | "io-error"
+        ) {
             return Err(MigrationError::Failed(format!(
                 "the destination is {} after loading the migration stream",
                 status.status

@@ -254,7 +254,9 @@ impl VmDriver for QemuDriver {
             }
             VmDisk::Blank { .. } => {}
             VmDisk::Image { path } => readable("image", path)?,
-            VmDisk::Library { .. } => return Err(library_disk_unresolved()),
+            VmDisk::Library { .. } | VmDisk::LibraryCopy { .. } => {
+                return Err(library_disk_unresolved());
+            }
         }
         if let Some(kernel) = &spec.kernel {
             readable("kernel", kernel)?;
@@ -295,8 +297,15 @@ impl VmDriver for QemuDriver {
                     disk::create_overlay(&self.config.qemu_img, &disk_path, Path::new(path))
                         .await?;
                 }
-                VmDisk::Library { .. } => return Err(library_disk_unresolved()),
+                VmDisk::Library { .. } | VmDisk::LibraryCopy { .. } => {
+                    return Err(library_disk_unresolved());
+                }
             }
+        } else if let VmDisk::Image { path } = &spec.disk
+            && disk_path.exists()
+        {
+            // The disk came from another host (deploy, migration): its base is cached here.
+            disk::point_overlay_at(&self.config.qemu_img, &disk_path, Path::new(path)).await?;
         }
         if let Some(seed) = &spec.seed {
             write_seed(&files.seed_dir(), seed)?;

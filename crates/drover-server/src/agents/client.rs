@@ -8,6 +8,9 @@ use drover_api::agent::{
     EnrollComplete, EnrollCsr, NicLease, VmRuntime,
 };
 use drover_api::library::{AgentImport, AgentShare, LibraryFile};
+use drover_api::transfer::{
+    AgentVmFile, AgentVmFilesFetch, AgentVmFilesFetched, TransferProgress, VmFilesPlace,
+};
 use drover_api::{ErrorBody, ErrorDetail, NetworkId, PortForward, VmAction, VmActionRequest, VmId};
 use drover_tls::{CertificateAuthority, TlsError};
 use std::sync::Arc;
@@ -189,12 +192,14 @@ impl AgentClient<'_> {
             .map(drop)
     }
 
-    /// Defines the VM and makes its disk (idempotent).
+    /// Defines the VM and makes its disk (idempotent). A library disk's base may be fetched to
+    /// the host first, which takes as long as its size does.
     pub async fn define(&self, spec: &AgentVmSpec) -> Result<VmRuntime, AgentError> {
-        self.json(
+        self.json_within(
             self.http
                 .put(self.url(&format!("/v1/vms/{}", spec.id)))
                 .json(spec),
+            IMPORT_TIMEOUT,
         )
         .await
     }
@@ -342,6 +347,61 @@ impl AgentClient<'_> {
                 source,
             })?;
         checked(self.address, response).await
+    }
+}
+
+/// Moving a VM's files between agents (`drover_api::transfer`): quick migration, store, deploy.
+impl AgentClient<'_> {
+    fn vm_files_url(&self, vm_id: VmId, place: &VmFilesPlace) -> String {
+        match &place.share {
+            Some(share) => self.url(&format!("/v1/vms/{vm_id}/files?share={share}")),
+            None => self.url(&format!("/v1/vms/{vm_id}/files")),
+        }
+    }
+
+    /// The VM's files in `place` on this agent, fingerprinted (refused while QEMU runs).
+    pub async fn vm_files(
+        &self,
+        vm_id: VmId,
+        place: &VmFilesPlace,
+    ) -> Result<Vec<AgentVmFile>, AgentError> {
+        // Fingerprinting reads every byte of the disks.
+        self.json_within(
+            self.http.get(self.vm_files_url(vm_id, place)),
+            IMPORT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Makes this agent fetch the VM's files from another; answers once all are verified here.
+    pub async fn fetch_vm_files(
+        &self,
+        vm_id: VmId,
+        request: &AgentVmFilesFetch,
+    ) -> Result<AgentVmFilesFetched, AgentError> {
+        self.json_within(
+            self.http
+                .post(self.url(&format!("/v1/vms/{vm_id}/files/fetch")))
+                .json(request),
+            IMPORT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// How far the fetch named `id` has come.
+    pub async fn transfer_progress(&self, id: &str) -> Result<TransferProgress, AgentError> {
+        self.json(self.http.get(self.url(&format!("/v1/transfers/{id}"))))
+            .await
+    }
+
+    /// Removes the VM's stored copy from share `share` (idempotent).
+    pub async fn remove_stored_vm_files(&self, vm_id: VmId, share: &str) -> Result<(), AgentError> {
+        let place = VmFilesPlace {
+            share: Some(share.to_owned()),
+        };
+        self.send(self.http.delete(self.vm_files_url(vm_id, &place)))
+            .await
+            .map(drop)
     }
 }
 

@@ -202,7 +202,7 @@ async fn mark_not_responding(state: &AppState, host_id: HostId) -> Result<(), db
         host_id,
         VmState::Unknown,
         Some(NOT_RESPONDING),
-        &[VmState::Creating],
+        &[VmState::Creating, VmState::Stored],
     )
     .await?;
     for vm in changed {

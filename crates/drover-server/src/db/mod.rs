@@ -9,6 +9,7 @@ pub mod library;
 pub mod migration;
 pub mod networks;
 pub mod placement;
+pub mod stored;
 pub mod templates;
 pub mod users;
 pub mod vms;

@@ -15,6 +15,7 @@ mod networks;
 mod openapi;
 mod placement;
 mod templates;
+mod vm_store;
 mod vms;
 
 pub use auth::{ADMIN, CurrentUser, ensure_admin, issue_token};
@@ -57,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/vms/{vm}/nics", post(vms::add_nic))
         .route("/vms/{vm}/nics/{nic}", delete(vms::remove_nic))
         .route("/vms/{vm}/migrate", post(migrations::migrate))
+        .route("/vms/{vm}/store", post(vm_store::store))
+        .route("/vms/{vm}/deploy", post(vm_store::deploy))
         .route("/networks", get(networks::list).post(networks::create))
         .route(
             "/networks/{network}",

@@ -3,7 +3,7 @@
 
 use super::{
     auth, console, events, hostgroups, hosts, jobs, library, migrations, networks, placement,
-    templates, vms,
+    templates, vm_store, vms,
 };
 use axum::Json;
 use utoipa::OpenApi;
@@ -65,6 +65,8 @@ use utoipa::OpenApi;
         jobs::cancel,
         jobs::restart,
         events::stream,
+        vm_store::store,
+        vm_store::deploy,
     ),
     components(schemas(drover_api::ErrorBody, drover_api::ErrorDetail, drover_api::Event))
 )]

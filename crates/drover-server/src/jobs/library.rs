@@ -141,7 +141,15 @@ pub(super) async fn run_share_add(
 
 /// The share an import goes to: the one named, or the only one there is.
 async fn import_share(state: &AppState, request: &LibraryImport) -> Result<LibraryShare, ApiError> {
-    if let Some(share) = &request.share {
+    share_or_only(state, request.share.as_deref()).await
+}
+
+/// The share named, or the only share when none is named.
+pub(crate) async fn share_or_only(
+    state: &AppState,
+    share: Option<&str>,
+) -> Result<LibraryShare, ApiError> {
+    if let Some(share) = share {
         return find_share(state, share).await;
     }
     let mut shares = db::library::shares(&state.db).await?;

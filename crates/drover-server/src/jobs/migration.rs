@@ -358,7 +358,7 @@ async fn copy(
         nbd_port: ready.nbd_port,
         migration_port: ready.migration_port,
         sync: match vm.disk {
-            VmDisk::Blank { .. } | VmDisk::None => MirrorSync::Full,
+            VmDisk::Blank { .. } | VmDisk::LibraryCopy { .. } | VmDisk::None => MirrorSync::Full,
             // The destination has the same base image under its overlay.
             VmDisk::Image { .. } | VmDisk::Library { .. } => MirrorSync::Top,
         },

@@ -11,8 +11,9 @@ mod network;
 mod template;
 mod vm;
 
-pub(crate) use library::{find_item, find_share, schedule_refresh};
+pub(crate) use library::{find_item, find_share, schedule_refresh, share_or_only};
 pub(crate) use template::{find_guest_os, find_hardware, find_template, vm_create_from};
+pub(crate) use vm::deploy_host;
 
 use crate::db;
 use crate::http::ApiError;
@@ -113,6 +114,14 @@ pub enum JobSpec {
         #[serde(default)]
         destination: Option<HostId>,
     },
+    VmStore {
+        vm_id: VmId,
+        share_id: LibraryShareId,
+    },
+    VmDeploy {
+        vm_id: VmId,
+        host_id: HostId,
+    },
 }
 
 impl JobSpec {
@@ -140,6 +149,8 @@ impl JobSpec {
             JobSpec::GuestOsProfileCreate { .. } => "profile.guest_os_create".to_owned(),
             JobSpec::TemplateCreate { .. } => "template.create".to_owned(),
             JobSpec::VmMigrate { .. } => "vm.migrate".to_owned(),
+            JobSpec::VmStore { .. } => "vm.store".to_owned(),
+            JobSpec::VmDeploy { .. } => "vm.deploy".to_owned(),
         }
     }
 }
@@ -270,6 +281,8 @@ pub async fn submit(
             chosen_destination = Some(destination);
             plan
         }
+        JobSpec::VmStore { vm_id, share_id } => vm::prepare_store(state, *vm_id, *share_id).await?,
+        JobSpec::VmDeploy { vm_id, host_id } => vm::prepare_deploy(state, *vm_id, *host_id).await?,
     };
     if let JobSpec::VmMigrate { destination, .. } = &mut spec {
         *destination = chosen_destination;
@@ -490,6 +503,12 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
                 "a migration job without its destination"
             ))),
         },
+        JobSpec::VmStore { vm_id, share_id } => {
+            vm::run_store(&state, &mut run, vm_id, share_id).await
+        }
+        JobSpec::VmDeploy { vm_id, host_id } => {
+            vm::run_deploy(&state, &mut run, vm_id, host_id).await
+        }
     };
     run.finish(outcome).await;
 }

@@ -62,6 +62,25 @@ fn profile_exists<'a>(kind: &'static str, name: &'a str) -> impl Fn(DbError) -> 
     }
 }
 
+/// A template's disk for a new VM: a linked clone (overlay) or, with `full_clone`, an
+/// independent copy whose virtual size the host's disk claim counts.
+fn library_disk(url: String, item: drover_api::library::LibraryItem, full_clone: bool) -> VmDisk {
+    if full_clone {
+        VmDisk::LibraryCopy {
+            url,
+            item: item.name,
+            sha256: item.file.sha256,
+            virtual_size: item.file.virtual_size,
+        }
+    } else {
+        VmDisk::Library {
+            url,
+            item: item.name,
+            sha256: item.file.sha256,
+        }
+    }
+}
+
 /// The VM a template makes: its hardware profile's settings and a library disk that the host
 /// fetches straight from the library server's transfer endpoint.
 pub(crate) async fn vm_create_from(
@@ -100,14 +119,14 @@ pub(crate) async fn vm_create_from(
         group: request.group,
         cpus: hardware.cpus,
         memory_mib: hardware.memory_mib,
-        disk: VmDisk::Library {
-            url: format!(
+        disk: library_disk(
+            format!(
                 "https://{}/v1/shares/{}/files/{}",
                 server.transfer_address, share.name, item.file.path
             ),
-            item: item.name,
-            sha256: item.file.sha256,
-        },
+            item,
+            request.full_clone,
+        ),
         kernel: hardware.kernel,
         initrd: hardware.initrd,
         cmdline: hardware.cmdline,

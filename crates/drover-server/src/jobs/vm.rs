@@ -1,6 +1,11 @@
 //! VM jobs: create (with an optional start), power actions and delete. A create that fails at
 //! any step undoes everything: the agent forgets the VM and its files, the row goes.
 
+mod store;
+
+pub(crate) use store::deploy_host;
+pub(super) use store::{prepare_deploy, prepare_store, run_deploy, run_store};
+
 use super::{JobRun, Plan};
 use crate::db;
 use crate::http::ApiError;
@@ -298,7 +303,8 @@ async fn create_and_start(
     let vm = find_vm(state, vm_id).await?;
     let host = host_of(state, &vm).await?;
     let agent = state.agents.at(&host.address);
-    run.step(async {
+    // A template's base image may be fetched to the host here: its transfer shows as progress.
+    run.transfer_step(&host.address, &vm_id.to_string(), async {
         for network in vm_networks(state, &vm).await? {
             super::network::ensure_on_host(state, network, &host).await?;
         }
@@ -673,8 +679,11 @@ pub(super) async fn run_delete(
 ) -> Result<(), ApiError> {
     let vm = find_vm(state, vm_id).await?;
     let host = host_of(state, &vm).await?;
-    run.step(async { Ok(state.agents.at(&host.address).delete(vm_id).await?) })
-        .await?;
+    run.step(async {
+        store::remove_stored_copy(state, &vm).await?;
+        Ok(state.agents.at(&host.address).delete(vm_id).await?)
+    })
+    .await?;
     run.step(async {
         forget(state, vm_id).await;
         Ok(())

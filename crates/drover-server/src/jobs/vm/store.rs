@@ -1,0 +1,337 @@
+//! Store and deploy. A stopped VM's disks move host -> library share (the VM becomes Stored,
+//! its host the share's library server) and back library -> host (Stopped there), agent to agent
+//! on the transfer port: the server only asks the receiver to fetch, and shows the transfer's
+//! bytes and rate in the job. The host's files go only once the library's copy is verified, the
+//! library's only once the host has the VM defined again; a copy cut short resumes when the job
+//! is restarted.
+//!
+//! A linked clone keeps its overlay and its reference to the base rather than being flattened:
+//! the base is a library item already, so the store moves only the guest's own blocks and a
+//! deploy fetches the base into the host's cache only when it is not there (the overlay is
+//! pointed at the host's copy when it is defined).
+
+use super::{agent_spec, find_vm, host_of, target, vm_networks};
+use crate::db::{self, stored::StoredCopy};
+use crate::http::ApiError;
+use crate::jobs::{JobRun, Plan, find_share};
+use crate::placement::{self, rating::Demand};
+use crate::state::AppState;
+use drover_api::transfer::{AgentVmFilesFetch, AgentVmFilesFetched, VmFilesPlace};
+use drover_api::vm_store::VmDeploy;
+use drover_api::{
+    Event, HostId, HostState, JobStatus, LibraryShareId, PlacementGoal, Vm, VmId, VmState,
+};
+
+/// How often a running transfer's progress is asked for and shown.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn state_conflict(vm: &Vm, action: &str) -> ApiError {
+    ApiError::VmStateConflict {
+        vm: vm.name.clone(),
+        state: vm.state.to_string(),
+        action: action.to_owned(),
+    }
+}
+
+/// The transfer endpoint (`HOST:PORT`) of a host's agent.
+async fn transfer_address(state: &AppState, host_id: HostId) -> Result<String, ApiError> {
+    db::stored::transfer_address(&state.db, host_id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))
+}
+
+impl JobRun {
+    /// Runs the next step, whose work includes a transfer the agent at `receiver` follows as
+    /// `transfer_id`: while it runs, the step's detail shows the bytes and the rate, and the
+    /// job's progress moves within the step's share.
+    pub(in crate::jobs) async fn transfer_step<T>(
+        &mut self,
+        receiver: &str,
+        transfer_id: &str,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let index = self.next_step;
+        self.next_step += 1;
+        self.set_step(index, JobStatus::Running, None).await;
+        let base_progress = self.job.progress;
+        let step_share = 100 / u8::try_from(self.job.steps.len().max(1)).unwrap_or(1);
+        // The first look after an interval: a step done sooner (most defines) costs no call.
+        let mut ticks = tokio::time::interval_at(
+            tokio::time::Instant::now() + PROGRESS_INTERVAL,
+            PROGRESS_INTERVAL,
+        );
+        let mut work = std::pin::pin!(work);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = ticks.tick() => {
+                    let agent = self.state.agents.at(receiver);
+                    // Not there yet (the work has not reached the transfer) or gone (done, or
+                    // nothing to fetch): no news.
+                    if let Ok(progress) = agent.transfer_progress(transfer_id).await
+                        && let Some(step) = self.job.steps.get_mut(index)
+                    {
+                        step.detail = Some(progress.describe());
+                        let within = u16::from(progress.percent()) * u16::from(step_share) / 100;
+                        self.job.progress =
+                            base_progress.saturating_add(u8::try_from(within).unwrap_or(0));
+                        self.save().await;
+                    }
+                }
+            }
+        };
+        let (status, detail) = match &outcome {
+            Ok(_) => (JobStatus::Completed, None),
+            Err(error) => (JobStatus::Failed, Some(error.detail().message)),
+        };
+        self.set_step(index, status, detail).await;
+        outcome
+    }
+}
+
+/// "512 MiB in 2.1 s (384 MiB crossed the network, the rest was kept from an earlier attempt)".
+fn describe_fetch(fetched: &AgentVmFilesFetched) -> String {
+    use drover_api::size::format_bytes;
+    // Display only: milliseconds as seconds with one decimal.
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = fetched.milliseconds as f64 / 1000.0;
+    let mut text = format!("{} in {seconds:.1} s", format_bytes(fetched.bytes_total));
+    if fetched.bytes_received < fetched.bytes_total {
+        text.push_str(&format!(
+            " ({} crossed the network, the rest was kept from an earlier attempt)",
+            format_bytes(fetched.bytes_received)
+        ));
+    }
+    text
+}
+
+const STORE_STEPS: [&str; 3] = [
+    "Copy the VM's disks to the library",
+    "Record the VM as stored",
+    "Remove the VM's files from the host",
+];
+
+pub(in crate::jobs) async fn prepare_store(
+    state: &AppState,
+    vm_id: VmId,
+    share_id: LibraryShareId,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    if vm.state != VmState::Stopped {
+        return Err(state_conflict(&vm, "store"));
+    }
+    let share = find_share(state, &share_id.to_string()).await?;
+    Ok(Plan {
+        description: format!("Store VM {} in library share {}", vm.name, share.name),
+        target: target(vm_id, &vm.name),
+        done: Vec::new(),
+        steps: STORE_STEPS.to_vec(),
+    })
+}
+
+pub(in crate::jobs) async fn run_store(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    share_id: LibraryShareId,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    if vm.state != VmState::Stopped {
+        return Err(state_conflict(&vm, "store"));
+    }
+    let host = host_of(state, &vm).await?;
+    let share = find_share(state, &share_id.to_string()).await?;
+    let library = db::hosts::get_by_id(&state.db, share.host_id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(share.server.clone()))?;
+    let source = transfer_address(state, host.id).await?;
+    let sender = state.agents.at(&host.address);
+    let receiver = state.agents.at(&library.address);
+    let files = sender.vm_files(vm_id, &VmFilesPlace::default()).await?;
+    let request = AgentVmFilesFetch {
+        source,
+        from: VmFilesPlace::default(),
+        to: VmFilesPlace {
+            share: Some(share.name.clone()),
+        },
+        files: files.clone(),
+        transfer_id: Some(run.job.id.to_string()),
+    };
+    let fetched = run
+        .transfer_step(&library.address, &run.job.id.to_string(), async {
+            Ok(receiver.fetch_vm_files(vm_id, &request).await?)
+        })
+        .await?;
+    run.note(&describe_fetch(&fetched)).await;
+    run.step(async {
+        let copy = StoredCopy { share_id, files };
+        if !db::stored::mark_stored(&state.db, vm_id, library.id, &copy).await? {
+            return Err(state_conflict(&find_vm(state, vm_id).await?, "store"));
+        }
+        state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
+        Ok(())
+    })
+    .await?;
+    run.step(async { Ok(sender.delete(vm_id).await?) }).await
+}
+
+const DEPLOY_STEPS: [&str; 3] = [
+    "Copy the VM's disks to the host",
+    "Define the VM on the host",
+    "Remove the stored copy from the library",
+];
+
+/// The host a deploy goes to: the one named, if the VM fits there, else the best of the group.
+pub(crate) async fn deploy_host(
+    state: &AppState,
+    vm: &Vm,
+    request: &VmDeploy,
+) -> Result<HostId, ApiError> {
+    let demand = Demand {
+        cpus: vm.cpus,
+        memory_mib: vm.memory_mib,
+        disk_bytes: vm.disk.committed_bytes(),
+    };
+    if let Some(name) = &request.host {
+        if request.group.is_some() {
+            return Err(ApiError::InvalidVmSpec(
+                "give either a host or a group to deploy the VM to, not both".to_owned(),
+            ));
+        }
+        let host = db::hosts::get(&state.db, name)
+            .await?
+            .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
+        let candidate = placement::rate_host(state, host.id, &demand).await?;
+        if candidate.rating.rating == 0.0 {
+            return Err(match host.state {
+                HostState::Maintenance => ApiError::HostInMaintenance(host.name),
+                HostState::NotResponding => ApiError::HostNotResponding(host.name),
+                _ => ApiError::InsufficientHostResources(format!(
+                    "VM '{}' does not fit on host '{}': {}",
+                    vm.name,
+                    host.name,
+                    candidate.rating.reasons.join("; ")
+                )),
+            });
+        }
+        return Ok(host.id);
+    }
+    let rated = placement::rate_group(
+        state,
+        request.group.as_deref(),
+        &demand,
+        PlacementGoal::LoadBalance,
+    )
+    .await?;
+    rated
+        .candidates
+        .iter()
+        .find(|candidate| candidate.rating.rating > 0.0)
+        .map(|candidate| candidate.rating.host_id)
+        .ok_or_else(|| ApiError::NoSuitableHost {
+            reasons: placement::describe(&rated.candidates, None, 20),
+            group: rated.group,
+        })
+}
+
+pub(in crate::jobs) async fn prepare_deploy(
+    state: &AppState,
+    vm_id: VmId,
+    host_id: HostId,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    if vm.state != VmState::Stored {
+        return Err(state_conflict(&vm, "deploy"));
+    }
+    let host = db::hosts::get_by_id(&state.db, host_id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))?;
+    Ok(Plan {
+        description: format!("Deploy VM {} to host {}", vm.name, host.name),
+        target: target(vm_id, &vm.name),
+        done: Vec::new(),
+        steps: DEPLOY_STEPS.to_vec(),
+    })
+}
+
+pub(in crate::jobs) async fn run_deploy(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    host_id: HostId,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let copy = db::stored::stored_copy(&state.db, vm_id)
+        .await?
+        .ok_or_else(|| state_conflict(&vm, "deploy"))?;
+    let share = find_share(state, &copy.share_id.to_string()).await?;
+    let library = host_of(state, &vm).await?;
+    let host = db::hosts::get_by_id(&state.db, host_id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))?;
+    let receiver = state.agents.at(&host.address);
+    let request = AgentVmFilesFetch {
+        source: transfer_address(state, library.id).await?,
+        from: VmFilesPlace {
+            share: Some(share.name.clone()),
+        },
+        to: VmFilesPlace::default(),
+        files: copy.files,
+        transfer_id: Some(run.job.id.to_string()),
+    };
+    let fetched = run
+        .transfer_step(&host.address, &run.job.id.to_string(), async {
+            Ok(receiver.fetch_vm_files(vm_id, &request).await?)
+        })
+        .await?;
+    run.note(&describe_fetch(&fetched)).await;
+    let defined = run
+        .step(async {
+            for network in vm_networks(state, &vm).await? {
+                crate::jobs::network::ensure_on_host(state, network, &host).await?;
+            }
+            let seed = db::vms::seed(&state.db, vm_id).await?;
+            receiver.define(&agent_spec(&vm, seed)).await?;
+            let demand = Demand {
+                cpus: vm.cpus,
+                memory_mib: vm.memory_mib,
+                disk_bytes: vm.disk.committed_bytes(),
+            };
+            let reserves = placement::rate_host(state, host.id, &demand)
+                .await?
+                .reserves;
+            if !db::stored::claim_deployed(&state.db, vm_id, host.id, reserves).await? {
+                return Err(ApiError::InsufficientHostResources(format!(
+                    "VM '{}' no longer fits on host '{}'",
+                    vm.name, host.name
+                )));
+            }
+            state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
+            Ok(())
+        })
+        .await;
+    if let Err(error) = defined {
+        // The stored copy is whole: the host's copy goes, and the VM stays Stored.
+        if let Err(undo) = receiver.delete(vm_id).await {
+            tracing::warn!(error = ?anyhow::Error::from(undo), %vm_id, "cannot undo the deploy on the host");
+        }
+        return Err(error);
+    }
+    let sender = state.agents.at(&library.address);
+    run.step(async { Ok(sender.remove_stored_vm_files(vm_id, &share.name).await?) })
+        .await
+}
+
+/// Removes a stored VM's files from its share (before its row goes).
+pub(in crate::jobs) async fn remove_stored_copy(state: &AppState, vm: &Vm) -> Result<(), ApiError> {
+    let Some(copy) = db::stored::stored_copy(&state.db, vm.id).await? else {
+        return Ok(());
+    };
+    let share = find_share(state, &copy.share_id.to_string()).await?;
+    let library = host_of(state, vm).await?;
+    Ok(state
+        .agents
+        .at(&library.address)
+        .remove_stored_vm_files(vm.id, &share.name)
+        .await?)
+}
