@@ -1,6 +1,8 @@
-//! `vm.migrate`: moves a running VM to another host while it runs (live migration, with its disk
-//! mirrored; `drover_api::migration` has the protocol). The destination is the one asked for or
-//! the best-rated other host. At most `server.migrations_per_host` migrations run at once on a
+//! `vm.migrate`: moves a VM to another host. A running VM moves while it runs (live migration,
+//! with its disk mirrored; `drover_api::migration` has the protocol); a stopped one by quick
+//! migration, its files fetched by the destination from the source's transfer endpoint
+//! (resumable, verified; `drover_api::transfer`). The destination is the one asked for or the
+//! best-rated other host. At most `server.migrations_per_host` migrations run at once on a
 //! host, as source or destination; more wait in line for a slot, never fail for it. The job can
 //! be canceled while it runs: the VM then runs on at its source, and the destination forgets it.
 
@@ -12,6 +14,7 @@ use crate::http::ApiError;
 use crate::placement::{self, rating::Demand};
 use crate::state::AppState;
 use drover_api::migration::{AgentIncoming, AgentMigrate, MigrationPhase, MirrorSync, VmMigrate};
+use drover_api::transfer::{AgentVmFilesFetch, VmFilesPlace};
 use drover_api::{
     Event, Host, HostId, HostState, Job, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmDisk,
     VmId, VmState,
@@ -39,6 +42,8 @@ const SLOT_STEP: &str = "Wait for a migration slot on both hosts";
 const PREPARE_STEP: &str = "Prepare the VM on the destination";
 const COPY_STEP: &str = "Copy disk and memory while the VM runs";
 const SWITCH_STEP: &str = "Switch the VM to the destination";
+const QUICK_COPY_STEP: &str = "Copy the stopped VM's files to the destination";
+const QUICK_DEFINE_STEP: &str = "Define the VM on the destination";
 
 /// The migrations running per host; a migration holds a slot on its source and its destination.
 #[derive(Debug)]
@@ -148,13 +153,11 @@ pub(super) async fn prepare(
     request: &VmMigrate,
 ) -> Result<(Plan, HostId), ApiError> {
     let vm = find_vm(state, vm_id).await?;
-    if vm.state != VmState::Running {
-        return Err(ApiError::VmStateConflict {
-            vm: vm.name,
-            state: vm.state.to_string(),
-            action: "live-migrate".to_owned(),
-        });
-    }
+    let steps = match vm.state {
+        VmState::Running => vec![SLOT_STEP, PREPARE_STEP, COPY_STEP, SWITCH_STEP],
+        VmState::Stopped => vec![SLOT_STEP, QUICK_COPY_STEP, QUICK_DEFINE_STEP, SWITCH_STEP],
+        _ => return Err(state_conflict(&vm)),
+    };
     let source = host_of(state, &vm).await?;
     let mut done = Vec::new();
     let destination = match &request.to {
@@ -210,9 +213,18 @@ pub(super) async fn prepare(
         ),
         target: target(&vm),
         done,
-        steps: vec![SLOT_STEP, PREPARE_STEP, COPY_STEP, SWITCH_STEP],
+        steps,
     };
     Ok((plan, destination.id))
+}
+
+/// Only running (live) and stopped (quick) VMs move; a paused one needs its memory saved first.
+fn state_conflict(vm: &Vm) -> ApiError {
+    ApiError::VmStateConflict {
+        vm: vm.name.clone(),
+        state: vm.state.to_string(),
+        action: "migrate (a running VM moves live, a stopped one quick)".to_owned(),
+    }
 }
 
 /// Whether a cancel was asked for.
@@ -242,20 +254,35 @@ async fn migrate(
     mut cancel: watch::Receiver<bool>,
 ) -> Result<(), ApiError> {
     let vm = find_vm(state, vm_id).await?;
-    if vm.state != VmState::Running {
-        return Err(ApiError::VmStateConflict {
-            vm: vm.name,
-            state: vm.state.to_string(),
-            action: "live-migrate".to_owned(),
-        });
-    }
+    // The kind of move was planned when the job was submitted; the VM must still fit it.
+    let planned_live = run.job.steps.iter().any(|step| step.name == COPY_STEP);
+    let live = match vm.state {
+        VmState::Running if planned_live => true,
+        VmState::Stopped if !planned_live => false,
+        _ => return Err(state_conflict(&vm)),
+    };
     let source = host_of(state, &vm).await?;
     let destination = db::hosts::get_by_id(&state.db, destination_id)
         .await?
         .ok_or_else(|| ApiError::HostNotFound(destination_id.to_string()))?;
+    let _slots = take_slots(state, run, &source, &destination, &mut cancel).await?;
+    if live {
+        live_migrate(state, run, &vm, &source, &destination, request, cancel).await
+    } else {
+        quick_migrate(state, run, &vm, &source, &destination).await
+    }
+}
 
+/// Waits (with backoff, never failing for it) until both hosts have a free migration slot.
+async fn take_slots<'a>(
+    state: &'a AppState,
+    run: &mut JobRun,
+    source: &Host,
+    destination: &Host,
+    cancel: &mut watch::Receiver<bool>,
+) -> Result<Slots<'a>, ApiError> {
     let slot_step = run.begin_step().await;
-    let _slots = {
+    let slots = {
         let mut backoff = FIRST_BACKOFF;
         loop {
             if let Some(slots) = state
@@ -278,7 +305,7 @@ async fn migrate(
                 () = tokio::time::sleep(backoff) => {}
                 _ = cancel.changed() => {}
             }
-            if canceled(&cancel) {
+            if canceled(cancel) {
                 run.end_step(slot_step, JobStatus::Canceled).await;
                 return Err(ApiError::JobCanceled);
             }
@@ -286,14 +313,26 @@ async fn migrate(
         }
     };
     run.end_step(slot_step, JobStatus::Completed).await;
+    Ok(slots)
+}
 
+async fn live_migrate(
+    state: &AppState,
+    run: &mut JobRun,
+    vm: &Vm,
+    source: &Host,
+    destination: &Host,
+    request: &VmMigrate,
+    cancel: watch::Receiver<bool>,
+) -> Result<(), ApiError> {
+    let vm_id = vm.id;
     let destination_agent = state.agents.at(&destination.address);
     let ready = run
         .step(async {
-            for network in vm_networks(state, &vm).await? {
-                super::network::ensure_on_host(state, network, &destination).await?;
+            for network in vm_networks(state, vm).await? {
+                super::network::ensure_on_host(state, network, destination).await?;
             }
-            let mut spec = agent_spec(&vm, db::vms::seed(&state.db, vm_id).await?);
+            let mut spec = agent_spec(vm, db::vms::seed(&state.db, vm_id).await?);
             // The source still holds the forwarded host ports; they move after the switch.
             spec.port_forwards.clear();
             Ok(destination_agent
@@ -321,19 +360,84 @@ async fn migrate(
     }
 
     run.step(async {
-        let moved = db::migration::move_to_host(&state.db, vm_id, source.id, destination.id).await?;
-        if let Some(vm) = moved {
-            state.publish(Event::VmChanged(vm));
-        }
-        if let Err(error) = state.agents.at(&source.address).delete(vm_id).await {
-            tracing::warn!(error = ?anyhow::Error::from(error), %vm_id, "cannot remove the migrated VM's paused process from its source");
-        }
+        switch(state, vm, source, destination, VmState::Running).await?;
         for forward in &vm.port_forwards {
             destination_agent.add_port_forward(vm_id, *forward).await?;
         }
         Ok(())
     })
     .await
+}
+
+/// Records the VM on its destination, then removes it from its source.
+async fn switch(
+    state: &AppState,
+    vm: &Vm,
+    source: &Host,
+    destination: &Host,
+    vm_state: VmState,
+) -> Result<(), ApiError> {
+    let moved =
+        db::migration::move_to_host(&state.db, vm.id, source.id, destination.id, vm_state).await?;
+    if let Some(moved) = moved {
+        state.publish(Event::VmChanged(moved));
+    }
+    if let Err(error) = state.agents.at(&source.address).delete(vm.id).await {
+        tracing::warn!(error = ?anyhow::Error::from(error), vm_id = %vm.id, "cannot remove the migrated VM from its source");
+    }
+    Ok(())
+}
+
+/// Quick migration of a stopped VM: the destination fetches its files from the source's
+/// transfer endpoint (resumable: a restarted job asks only for the missing bytes; verified by
+/// SHA-256), defines the VM on them, and the VM switches hosts.
+async fn quick_migrate(
+    state: &AppState,
+    run: &mut JobRun,
+    vm: &Vm,
+    source: &Host,
+    destination: &Host,
+) -> Result<(), ApiError> {
+    let source_agent = state.agents.at(&source.address);
+    let destination_agent = state.agents.at(&destination.address);
+    let sender = db::stored::transfer_address(&state.db, source.id)
+        .await?
+        .ok_or_else(|| ApiError::HostNotFound(source.name.clone()))?;
+    let transfer_id = run.job.id.to_string();
+    let fetched = run
+        .transfer_step(&destination.address, &transfer_id, async {
+            let files = source_agent
+                .vm_files(vm.id, &VmFilesPlace::default())
+                .await?;
+            let request = AgentVmFilesFetch {
+                source: sender.clone(),
+                from: VmFilesPlace::default(),
+                to: VmFilesPlace::default(),
+                files,
+                transfer_id: Some(transfer_id.clone()),
+            };
+            Ok(destination_agent.fetch_vm_files(vm.id, &request).await?)
+        })
+        .await?;
+    run.note(&super::vm::describe_fetch(&fetched)).await;
+    let defined = run
+        .step(async {
+            for network in vm_networks(state, vm).await? {
+                super::network::ensure_on_host(state, network, destination).await?;
+            }
+            let seed = db::vms::seed(&state.db, vm.id).await?;
+            destination_agent.define(&agent_spec(vm, seed)).await?;
+            Ok(())
+        })
+        .await;
+    if let Err(error) = defined {
+        if let Err(undo) = destination_agent.delete(vm.id).await {
+            tracing::warn!(error = ?anyhow::Error::from(undo), vm_id = %vm.id, "cannot undo the define on the destination");
+        }
+        return Err(error);
+    }
+    run.step(switch(state, vm, source, destination, VmState::Stopped))
+        .await
 }
 
 /// Runs the copy on the source and follows it until it ends, with its figures in the step.

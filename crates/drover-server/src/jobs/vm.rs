@@ -4,7 +4,7 @@
 mod store;
 
 pub(crate) use store::deploy_host;
-pub(super) use store::{prepare_deploy, prepare_store, run_deploy, run_store};
+pub(super) use store::{describe_fetch, prepare_deploy, prepare_store, run_deploy, run_store};
 
 use super::{JobRun, Plan};
 use crate::db;
