@@ -101,6 +101,7 @@ async fn deploy(
         host: Some(HOST_NAME.to_owned()),
         group: None,
         start: true,
+        full_clone: false,
     };
     let started = Instant::now();
     let job = cluster

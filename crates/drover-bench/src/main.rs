@@ -5,6 +5,7 @@
 mod cluster;
 mod core;
 mod library;
+mod migrate;
 mod network;
 mod scale;
 mod stats;
@@ -29,6 +30,8 @@ enum Bench {
     Scale(scale::ScaleArgs),
     /// Network realization (issue 6): bridge, rules, dnsmasq, uplink, VXLAN, in a namespace.
     Network(network::NetworkArgs),
+    /// Live migration (issue 5): an idle and a busy 256 MiB guest between two agents.
+    Migrate(migrate::MigrateArgs),
     /// The server process `scale` starts and measures (internal).
     #[command(hide = true)]
     Serve {
@@ -44,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Library(args) => library::run(args).await,
         Bench::Scale(args) => scale::run(args).await,
         Bench::Network(args) => network::run(args).await,
+        Bench::Migrate(args) => migrate::run(args).await,
         Bench::Serve { data_dir } => scale::serve(data_dir).await,
     }
 }
