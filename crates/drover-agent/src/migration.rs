@@ -168,7 +168,7 @@ fn check_disk_space(data_dir: &Path, spec: &AgentVmSpec) -> Result<(), AgentErro
     let needed = disk_bytes(spec);
     let stat = nix::sys::statvfs::statvfs(data_dir)
         .map_err(|error| AgentError::Internal(anyhow::anyhow!("statvfs: {error}")))?;
-    let free = u64::from(stat.blocks_available()) * u64::from(stat.fragment_size());
+    let free = stat.blocks_available() * stat.fragment_size();
     if needed > free {
         return Err(AgentError::DiskSpaceLow {
             path: data_dir.to_path_buf(),

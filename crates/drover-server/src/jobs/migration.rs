@@ -344,9 +344,9 @@ async fn live_migrate(
     let copied = copy(
         state,
         run,
-        &vm,
-        &source,
-        &destination,
+        vm,
+        source,
+        destination,
         ready,
         request,
         cancel,
