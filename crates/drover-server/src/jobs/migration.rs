@@ -341,17 +341,7 @@ async fn live_migrate(
         })
         .await?;
 
-    let copied = copy(
-        state,
-        run,
-        vm,
-        source,
-        destination,
-        ready,
-        request,
-        cancel,
-    )
-    .await;
+    let copied = copy(state, run, vm, source, destination, ready, request, cancel).await;
     if let Err(error) = copied {
         if let Err(abort) = destination_agent.abort_incoming(vm_id).await {
             tracing::warn!(error = ?anyhow::Error::from(abort), %vm_id, "cannot remove the VM from the destination; its agent removes it at its next start");
