@@ -5,7 +5,7 @@
 //! there until the destination ran the guest (the agent-to-agent resume).
 
 use crate::cluster::{Cluster, HOST_NAME, add_agent};
-use crate::core::JobEnds;
+use crate::core::{JobEnds, tiny_vm};
 use crate::stats::{Samples, ms};
 use anyhow::Context;
 use drover_api::migration::VmMigrate;
@@ -45,22 +45,15 @@ async fn scenario(
     cmdline: &str,
     moves: usize,
 ) -> anyhow::Result<Scenario> {
-    let guest = drover_testkit::guest();
     let create = VmCreate {
-        name: name.to_owned(),
-        host: Some(HOST_NAME.to_owned()),
-        group: None,
-        cpus: 1,
         memory_mib: 256,
-        disk: VmDisk::Blank {
-            size_bytes: 64 << 20,
-        },
-        kernel: Some(guest.kernel.display().to_string()),
-        initrd: Some(guest.initrd.display().to_string()),
-        cmdline: Some(cmdline.to_owned()),
-        start: true,
-        networks: vec![],
-        seed: None,
+        ..tiny_vm(
+            name,
+            VmDisk::Blank {
+                size_bytes: 64 << 20,
+            },
+            cmdline,
+        )
     };
     let job = cluster.client.create_vm(&create).await?;
     ends.wait(job.id).await?;

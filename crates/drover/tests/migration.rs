@@ -6,13 +6,14 @@
 
 mod common;
 
-use common::{Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, qemu_pids};
+use common::{
+    Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, http_get_until, qemu_pids,
+};
 use drover_testkit::{artifacts_dir, guest, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LONG: Duration = Duration::from_secs(180);
 
@@ -160,6 +161,12 @@ async fn ticks_on(agent_dir: &Path, vm_id: &str, seen: usize) -> usize {
     .unwrap_or_else(|error| panic!("{error}"))
 }
 
+/// Waits for two more ticks from the guest on that host than it has printed so far.
+async fn keeps_ticking(agent_dir: &Path, vm_id: &str) {
+    let seen = serial_log(agent_dir, vm_id).matches("TINYVM-TICK").count();
+    ticks_on(agent_dir, vm_id, seen + 1).await;
+}
+
 /// Nothing of the VM on the host: no directory, no QEMU.
 fn nothing_on(agent_dir: &Path, vm_id: &str) {
     assert!(
@@ -174,27 +181,20 @@ fn nothing_on(agent_dir: &Path, vm_id: &str) {
     );
 }
 
-async fn http_get(port: u16) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body))
-        .await
-        .ok()?
-        .ok()?;
-    Some(body)
-}
-
-async fn wait_http(port: u16) {
-    wait_until("the guest's httpd through the forward", LONG, async || {
-        http_get(port)
-            .await
-            .filter(|body| body.contains("tinyvm says hello"))
-    })
-    .await
-    .unwrap_or_else(|error| panic!("{error}"));
+/// Checks in the guest that the marker written before the move is on its disk, read past the
+/// guest's page cache.
+async fn marker_on_disk(cli: &Cli, vm: &str) {
+    let mut shell = GuestShell::open(cli, vm).await;
+    assert!(
+        shell
+            .succeeds(
+                "sync && echo 3 > /proc/sys/vm/drop_caches && dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | grep -q DROVER-MOVED-42",
+                Duration::from_secs(30),
+            )
+            .await,
+        "the marker written before the move is on the disk"
+    );
+    shell.detach().await;
 }
 
 /// Starts a throttled migration without waiting; its job id.
@@ -254,7 +254,7 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     let port = free_port();
     cli.ok(&["vm", "port-forward", "mover", &format!("{port}:80")])
         .await;
-    wait_http(port).await;
+    http_get_until(port, "tinyvm says hello", LONG).await;
     let mut shell = GuestShell::open(cli, "mover").await;
     assert!(
         shell
@@ -285,23 +285,10 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
         (Some("h2"), Some("running"))
     );
 
-    let before = serial_log(site.agent_dir(2), &vm_id)
-        .matches("TINYVM-TICK")
-        .count();
-    ticks_on(site.agent_dir(2), &vm_id, before + 1).await;
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
     nothing_on(site.agent_dir(1), &vm_id);
-    wait_http(port).await;
-    let mut shell = GuestShell::open(cli, "mover").await;
-    assert!(
-        shell
-            .succeeds(
-                "sync && echo 3 > /proc/sys/vm/drop_caches && dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | grep -q DROVER-MOVED-42",
-                Duration::from_secs(30),
-            )
-            .await,
-        "the file written before the move is on the destination's disk"
-    );
-    shell.detach().await;
+    http_get_until(port, "tinyvm says hello", LONG).await;
+    marker_on_disk(cli, "mover").await;
 
     // Back without --to: placement picks the only other host.
     let back = cli.json(&["vm", "migrate", "mover"]).await;
@@ -328,17 +315,7 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     );
     nothing_on(site.agent_dir(1), &vm_id);
     cli.ok(&["vm", "start", "mover"]).await;
-    let mut shell = GuestShell::open(cli, "mover").await;
-    assert!(
-        shell
-            .succeeds(
-                "dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | grep -q DROVER-MOVED-42",
-                Duration::from_secs(30),
-            )
-            .await,
-        "the disk came along"
-    );
-    shell.detach().await;
+    marker_on_disk(cli, "mover").await;
     // Paused, it would need its memory saved first: refused.
     cli.ok(&["vm", "pause", "mover"]).await;
     cli.fails(
@@ -399,10 +376,7 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
         Some("h1")
     );
     nothing_on(site.agent_dir(2), &vm_id);
-    let seen = serial_log(site.agent_dir(1), &vm_id)
-        .matches("TINYVM-TICK")
-        .count();
-    ticks_on(site.agent_dir(1), &vm_id, seen + 1).await;
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
 
     // The destination agent killed mid-mirror: its QEMU goes on receiving, but nobody resumes
     // the guest there, so the source takes it back.
@@ -422,10 +396,7 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
         cli.vm_field("stayer", "host_name").await.as_deref(),
         Some("h1")
     );
-    let seen = serial_log(site.agent_dir(1), &vm_id)
-        .matches("TINYVM-TICK")
-        .count();
-    ticks_on(site.agent_dir(1), &vm_id, seen + 1).await;
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
     // Back up, the agent removes what the unfinished migration left.
     let (port, dir) = (site.agents[1].port, site.agents[1].dir.clone());
     site.agents[1].daemon = Daemon::spawn(
