@@ -5,8 +5,8 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use chrono::Utc;
-use common::{TestServer, error_code, insert_host, send};
-use drover_api::{Job, JobStatus, JobTarget, Vm, VmDisk, VmId, VmState};
+use common::{TestServer, error_code, insert_host, send, vm_row};
+use drover_api::{Job, JobStatus, JobTarget, VmId, VmState};
 use drover_server::jobs::JobSpec;
 use serde_json::json;
 use std::time::Duration;
@@ -260,27 +260,6 @@ async fn bad_host_adds_are_refused_at_once() {
             .await;
         assert!(answer.status.is_client_error(), "{body}");
         assert_eq!(error_code(&answer), code, "{body}");
-    }
-}
-
-fn vm_row(host: &drover_api::Host, name: &str, state: VmState) -> Vm {
-    Vm {
-        id: VmId::new(),
-        name: name.to_owned(),
-        host_id: host.id,
-        host_name: host.name.clone(),
-        state,
-        state_reason: None,
-        cpus: 1,
-        memory_mib: 128,
-        disk: VmDisk::None,
-        kernel: None,
-        initrd: None,
-        cmdline: None,
-        nics: vec![],
-        port_forwards: vec![],
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
     }
 }
 

@@ -4,31 +4,12 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use chrono::Utc;
-use common::{TestServer, error_code, insert_host};
-use drover_api::{Host, Vm, VmDisk, VmId, VmState};
+use common::{TestServer, error_code, insert_host, vm_row};
+use drover_api::{Host, VmState};
 use serde_json::json;
 
 async fn vm_on(server: &TestServer, host: &Host, name: &str, state: VmState) {
-    let vm = Vm {
-        id: VmId::new(),
-        name: name.to_owned(),
-        host_id: host.id,
-        host_name: host.name.clone(),
-        state,
-        state_reason: None,
-        cpus: 1,
-        memory_mib: 128,
-        disk: VmDisk::None,
-        kernel: None,
-        initrd: None,
-        cmdline: None,
-        nics: vec![],
-        port_forwards: vec![],
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    };
-    drover_server::db::vms::insert(&server.state.db, &vm)
+    drover_server::db::vms::insert(&server.state.db, &vm_row(host, name, state))
         .await
         .expect("vm row");
 }

@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use chrono::Utc;
-use drover_api::{Accelerator, Host, HostId, HostState};
+use drover_api::{Accelerator, Host, HostId, HostState, Vm, VmDisk, VmId, VmState};
 use drover_server::AppState;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -136,4 +136,26 @@ pub async fn insert_host(state: &AppState, name: &str, cpus: u32, memory_mib: u6
         .expect("host row");
     assert!(inserted, "the root group exists");
     host
+}
+
+/// A VM row on `host` without disk or kernel, for tests that insert rows directly.
+pub fn vm_row(host: &Host, name: &str, state: VmState) -> Vm {
+    Vm {
+        id: VmId::new(),
+        name: name.to_owned(),
+        host_id: host.id,
+        host_name: host.name.clone(),
+        state,
+        state_reason: None,
+        cpus: 1,
+        memory_mib: 128,
+        disk: VmDisk::None,
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        nics: vec![],
+        port_forwards: vec![],
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    }
 }
