@@ -351,10 +351,19 @@ pub async fn send(
     request: AgentMigrate,
 ) -> Result<MigrationProgress, AgentError> {
     let handle = state.registry.get(vm_id)?;
-    if let Some(running) = lock(&state.migrations.outgoing).get(&vm_id)
-        && !running.progress.borrow().phase.is_final()
     {
-        return Err(AgentError::VmBusy(vm_id));
+        let mut outgoing = lock(&state.migrations.outgoing);
+        if outgoing
+            .get(&vm_id)
+            .is_some_and(|running| !running.progress.borrow().phase.is_final())
+        {
+            return Err(AgentError::VmBusy(vm_id));
+        }
+        // The figures of ended migrations stay for the server to read, until the VM is gone.
+        outgoing.retain(|id, migration| {
+            !migration.progress.borrow().phase.is_final()
+                || matches!(state.registry.find(*id), Ok(Some(_)))
+        });
     }
     let tls_dir = credentials_dir(state)?;
     let client = state.enrollment.peer_client()?;
