@@ -53,15 +53,20 @@ fn agent_args(dir: &Path, port: u16) -> Vec<String> {
 }
 
 impl Site {
-    /// A server and agents in the given data directories (`None`: one under the site's root).
-    async fn start(test: &str, agent_dirs: Vec<Option<PathBuf>>) -> Site {
+    /// A server (with `server_env`) and agents in the given data directories (`None`: one under
+    /// the site's root).
+    async fn start(
+        test: &str,
+        server_env: &[(&str, &Path)],
+        agent_dirs: Vec<Option<PathBuf>>,
+    ) -> Site {
         let artifacts = artifacts_dir(test);
         let temp = tempfile::tempdir().expect("temp dir");
         let root = temp.path().to_owned();
         let api_port = free_port();
         let server_dir = root.join("server").display().to_string();
         let api = api_port.to_string();
-        let server = Daemon::spawn(
+        let server = Daemon::spawn_with_env(
             &artifacts,
             "server",
             &[
@@ -73,6 +78,7 @@ impl Site {
                 "--bind-address",
                 "127.0.0.1",
             ],
+            server_env,
         );
         let agents: Vec<Agent> = agent_dirs
             .into_iter()
@@ -246,6 +252,7 @@ async fn wait_job_status(cli: &Cli, id: &str, status: &str) -> Value {
 async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     let site = Site::start(
         "a_running_vm_moves_live_with_its_disk_and_port_forward",
+        &[],
         vec![None, None],
     )
     .await;
@@ -347,6 +354,7 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
     let _unmount = Unmount(small.path().to_owned());
     let mut site = Site::start(
         "failed_and_canceled_migrations_leave_the_vm_on_its_source",
+        &[],
         vec![None, None, Some(small.path().join("agent"))],
     )
     .await;
@@ -426,6 +434,8 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
 async fn maintenance_on_evacuates_running_vms_and_leaves_stopped_ones() {
     let site = Site::start(
         "maintenance_on_evacuates_running_vms_and_leaves_stopped_ones",
+        // One migration per host at a time: the second VM waits for its turn.
+        &[("DROVER_SERVER_MIGRATIONS_PER_HOST", Path::new("1"))],
         vec![None, None, None],
     )
     .await;
@@ -455,6 +465,23 @@ async fn maintenance_on_evacuates_running_vms_and_leaves_stopped_ones() {
         ticks_on(site.agent_dir(index), vm_id, 0).await;
         assert!(!site.agent_dir(1).join("vms").join(vm_id).exists());
     }
+    let jobs = cli.json(&["job", "list"]).await;
+    let migrations: Vec<&Value> = jobs
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|job| job["kind"] == "vm.migrate")
+        .collect();
+    assert_eq!(migrations.len(), 2, "{jobs:#}");
+    assert!(
+        migrations.iter().any(|job| job["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|step| step["detail"].as_str())
+            .any(|detail| detail.contains("busy with other migrations"))),
+        "one migration waited for the other: {migrations:#?}"
+    );
     assert_eq!(
         cli.vm_field("resting", "host_name").await.as_deref(),
         Some("h1")
