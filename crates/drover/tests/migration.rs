@@ -124,28 +124,31 @@ impl Site {
 
     /// Creates and starts a ticking tiny guest with a shell and a blank disk on `host`.
     async fn ticking_vm(&self, name: &str, host: &str) -> String {
+        self.ticking_vm_on_disk(name, host, &["--disk", "64M"])
+            .await
+    }
+
+    /// As [`Site::ticking_vm`], with the disk given by `disk` (`--disk SIZE`, `--image FILE`).
+    async fn ticking_vm_on_disk(&self, name: &str, host: &str, disk: &[&str]) -> String {
         let guest = guest();
+        let mut args = vec![
+            "vm", "create", name, "--host", host, "--cpus", "1", "--memory", "128M",
+        ];
+        args.extend(disk);
         self.cli
             .ok(&[
-                "vm",
-                "create",
-                name,
-                "--host",
-                host,
-                "--cpus",
-                "1",
-                "--memory",
-                "128M",
-                "--disk",
-                "64M",
-                "--kernel",
-                &guest.kernel.display().to_string(),
-                "--initrd",
-                &guest.initrd.display().to_string(),
-                "--cmdline",
-                "console=ttyS0 quiet tiny.shell=1 tiny.tick=1",
-                "--start",
-            ])
+                args.as_slice(),
+                &[
+                    "--kernel",
+                    &guest.kernel.display().to_string(),
+                    "--initrd",
+                    &guest.initrd.display().to_string(),
+                    "--cmdline",
+                    "console=ttyS0 quiet tiny.shell=1 tiny.tick=1",
+                    "--start",
+                ],
+            ]
+            .concat())
             .await;
         self.cli.vm_field(name, "id").await.expect("the VM's id")
     }
@@ -490,4 +493,51 @@ async fn maintenance_on_evacuates_running_vms_and_leaves_stopped_ones() {
         cli.vm_field("resting", "state").await.as_deref(),
         Some("stopped")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_clone_moves_its_own_blocks_over_the_same_base() {
+    let site = Site::start(
+        "a_linked_clone_moves_its_own_blocks_over_the_same_base",
+        &[],
+        vec![None, None],
+    )
+    .await;
+    let cli = &site.cli;
+    let base = guest().rootfs_qcow2.display().to_string();
+    let vm_id = site
+        .ticking_vm_on_disk("clone", "h1", &["--image", &base])
+        .await;
+    let mut shell = GuestShell::open(cli, "clone").await;
+    assert!(
+        shell
+            .succeeds(
+                "echo DROVER-MOVED-$((6*7)) > /tmp/m && dd if=/tmp/m of=/dev/vda bs=512 seek=2048 count=1 conv=fsync 2>/dev/null",
+                Duration::from_secs(30),
+            )
+            .await
+    );
+    shell.detach().await;
+    let moved = cli.json(&["vm", "migrate", "clone", "--to", "h2"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
+    marker_on_disk(cli, "clone").await;
+    // The destination's disk is an overlay on the same base, not a flattened copy.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(
+            site.agent_dir(2)
+                .join("vms")
+                .join(&vm_id)
+                .join("disk.qcow2"),
+        )
+        .output()
+        .expect("qemu-img info");
+    let info: Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(
+        info["backing-filename"].as_str(),
+        Some(base.as_str()),
+        "{info:#}"
+    );
+    nothing_on(site.agent_dir(1), &vm_id);
 }
