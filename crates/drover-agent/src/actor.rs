@@ -10,6 +10,7 @@ use crate::network::Networks;
 use crate::store::{self, StoreError};
 use drover_api::agent::{AgentNic, AgentVmSpec, VmRuntime};
 use drover_api::{PortForward, VmAction, VmId, VmState};
+use drover_hv::qemu::migration::Monitor;
 use drover_hv::{DriverError, RunStatus, RunningVm, StartFrom, VmDriver, VmEvent};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,12 @@ enum Command {
         tag: String,
         reply: oneshot::Sender<Result<drover_api::checkpoint::AgentCheckpointDone, AgentError>>,
     },
+    /// A live migration begins: the VM becomes Migrating and the migration gets the controls.
+    StartMigration {
+        reply: oneshot::Sender<Result<Monitor, AgentError>>,
+    },
+    /// A live migration ended with the guest still here: the VM runs again.
+    EndMigration,
 }
 
 /// The right to use a VM's serial console until `ended` is cancelled (by a newer session, the
@@ -133,6 +140,18 @@ impl VmHandle {
 
     pub async fn destroy(&self) -> Result<(), AgentError> {
         self.request(|reply| Command::Destroy { reply }).await?
+    }
+
+    /// Marks the VM Migrating and hands out its migration controls; only a running VM moves.
+    pub async fn start_migration(&self) -> Result<Monitor, AgentError> {
+        self.request(|reply| Command::StartMigration { reply })
+            .await?
+    }
+
+    /// The migration ended and the guest runs here again.
+    pub async fn end_migration(&self) {
+        // An ended actor has nothing left to mark.
+        let _ = self.commands.send(Command::EndMigration).await;
     }
 
     /// Asks the actor to stop without touching the VM; returns at once.
@@ -231,6 +250,14 @@ impl VmActor {
                     }
                     Some(Command::Checkpoint { op, tag, reply }) => {
                         let _ = reply.send(self.checkpoint(op, &tag).await);
+                    }
+                    Some(Command::StartMigration { reply }) => {
+                        let _ = reply.send(self.start_migration());
+                    }
+                    Some(Command::EndMigration) => {
+                        if self.state() == VmState::Migrating {
+                            self.set_state(VmState::Running, None);
+                        }
                     }
                 },
                 event = next_vm_event(&mut self.vm_events) => self.on_vm_event(event),
@@ -527,6 +554,24 @@ impl VmActor {
         self.set_spec(spec)?;
         self.networks.unplug(self.only(nic)).await;
         Ok(())
+    }
+
+    fn start_migration(&mut self) -> Result<Monitor, AgentError> {
+        if self.state() != VmState::Running {
+            return Err(AgentError::VmNotRunning {
+                vm_id: self.vm_id(),
+                state: self.state(),
+            });
+        }
+        let monitor = self
+            .process
+            .as_ref()
+            .and_then(|process| process.migration())
+            .ok_or_else(|| {
+                AgentError::Unsupported("this host's driver cannot live-migrate VMs".into())
+            })?;
+        self.set_state(VmState::Migrating, None);
+        Ok(monitor)
     }
 
     fn open_console(&mut self) -> Result<ConsoleSession, AgentError> {

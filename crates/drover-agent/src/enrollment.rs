@@ -216,19 +216,27 @@ impl Enrollment {
         })
     }
 
-    /// A client presenting this agent's certificate and trusting only its server's CA: how the
-    /// agent reaches other agents' transfer endpoints.
-    pub fn peer_client(&self) -> Result<reqwest::Client, AgentError> {
+    /// The agent's certificate and key and its server's CA (PEM), once enrolled: what it shows
+    /// other agents, and what QEMU uses for migration streams.
+    pub fn peer_identity(&self) -> Result<(Identity, String), AgentError> {
         if !self.is_enrolled() {
             return Err(AgentError::NotEnrolled);
         }
-        let internal = |error: anyhow::Error| AgentError::Internal(error);
+        let internal = |error: StoreError| AgentError::Internal(error.into());
         let identity = load_identity(&self.files.agent_cert(), &self.files.agent_key())
-            .map_err(|error| internal(error.into()))?
+            .map_err(internal)?
             .ok_or(AgentError::NotEnrolled)?;
         let ca_pem = store::read_optional(&self.files.ca_cert())
-            .map_err(|error| internal(error.into()))?
+            .map_err(internal)?
             .ok_or(AgentError::NotEnrolled)?;
+        Ok((identity, ca_pem))
+    }
+
+    /// A client presenting this agent's certificate and trusting only its server's CA: how the
+    /// agent reaches other agents' transfer endpoints.
+    pub fn peer_client(&self) -> Result<reqwest::Client, AgentError> {
+        let internal = |error: anyhow::Error| AgentError::Internal(error);
+        let (identity, ca_pem) = self.peer_identity()?;
         let tls = drover_tls::client_config(&ca_pem, Some(&identity))
             .map_err(|error| internal(error.into()))?;
         reqwest::Client::builder()

@@ -80,6 +80,18 @@ pub enum AgentError {
     },
     #[error("{0}")]
     CheckpointFailed(String),
+    #[error("no live migration of VM {0} is known here")]
+    MigrationNotFound(VmId),
+    #[error("no free port for a migration in agent.migration_ports ({0})")]
+    MigrationPortsExhausted(String),
+    #[error("the live migration failed: {0}")]
+    MigrationFailed(String),
+    #[error("the VM's disk needs {needed} bytes but {path} has {free} bytes free")]
+    DiskSpaceLow {
+        path: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error("the hypervisor driver failed")]
     Driver(#[source] DriverError),
     #[error("internal error")]
@@ -131,6 +143,12 @@ impl From<WebSocketUpgradeRejection> for AgentError {
 }
 
 impl AgentError {
+    /// The error body's detail, for an error reported inside an answer rather than as one.
+    pub fn detail(&self) -> ErrorDetail {
+        let (_, code, action) = self.mapping();
+        ErrorDetail::new(code, self.to_string(), action)
+    }
+
     /// Status, stable code and recommended action: the whole HTTP mapping in one place.
     fn mapping(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
@@ -273,6 +291,26 @@ impl AgentError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "checkpoint_failed",
                 "Read QEMU's reason; the VM's qmp.log in the agent's data directory has the details.",
+            ),
+            AgentError::MigrationNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "migration_not_found",
+                "Start the migration with `drover vm migrate` first.",
+            ),
+            AgentError::MigrationPortsExhausted(_) => (
+                StatusCode::CONFLICT,
+                "migration_ports_exhausted",
+                "Wait for running migrations to end, or widen agent.migration_ports on the destination host.",
+            ),
+            AgentError::MigrationFailed(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "migration_failed",
+                "The VM still runs on its source host; check that the hosts reach each other on agent.migration_ports, then migrate again.",
+            ),
+            AgentError::DiskSpaceLow { .. } => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_disk_space",
+                "Free space on the destination host or choose another with `drover vm migrate NAME --to HOST`.",
             ),
             AgentError::VmHasProcess { .. } => (
                 StatusCode::CONFLICT,

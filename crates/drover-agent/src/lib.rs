@@ -13,6 +13,7 @@ mod full_clone;
 mod host;
 mod http;
 mod library;
+mod migration;
 pub mod network;
 mod registry;
 mod store;
@@ -144,6 +145,10 @@ pub async fn start(options: AgentOptions) -> anyhow::Result<AgentHandle> {
         transfer_rate_limit: config.transfer_rate_limit(),
         changes,
         shutdown: CancellationToken::new(),
+        migrations: migration::Migrations::new(
+            config.migration_ports(),
+            config.agent_bind_address(),
+        ),
     });
     recover_vms(&state).await?;
     state.networks.readopt().await;
@@ -182,6 +187,10 @@ async fn recover_vms(state: &AgentState) -> anyhow::Result<()> {
     let saved = store::load_vms(&state.data_dir).context("cannot read the VM directories")?;
     for vm in saved {
         let vm_dir = store::vm_dir(&state.data_dir, vm.spec.id);
+        if migration::is_incoming(&vm_dir) {
+            migration::discard_unfinished(state, &vm.spec, &vm_dir).await;
+            continue;
+        }
         let (process, runtime) =
             actor::recover(state.driver.as_ref(), &vm.spec, &vm_dir, vm.last_state).await;
         state.networks.add_leases(vm.spec.clone()).await;

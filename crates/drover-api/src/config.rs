@@ -29,6 +29,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "address the server listens on",
     },
     Setting {
+        key: "server.migrations_per_host",
+        default: "2",
+        help: "live migrations one host runs at once (as source or destination); more wait",
+    },
+    Setting {
         key: "portal.port",
         default: "8443",
         help: "HTTPS port of a separate self-service portal front end",
@@ -281,6 +286,11 @@ impl Config {
         parse_port_range(self.value("agent.migration_ports")).unwrap_or(0..=0)
     }
 
+    /// How many live migrations one host runs at once.
+    pub fn migrations_per_host(&self) -> usize {
+        parse_count(self.value("server.migrations_per_host")).unwrap_or(1)
+    }
+
     /// Bytes per second a transfer endpoint sends each file at most; `None`: no limit.
     pub fn transfer_rate_limit(&self) -> Option<u64> {
         crate::size::parse_bytes(self.value("agent.transfer_rate_limit"))
@@ -311,6 +321,8 @@ fn validate(key: &str, value: &str, source: &Source) -> Result<(), ConfigError> 
         parse_port(value).map_err(invalid)?;
     } else if key.ends_with("_ports") {
         parse_port_range(value).map_err(invalid)?;
+    } else if key.ends_with("_per_host") {
+        parse_count(value).map_err(invalid)?;
     } else if key.ends_with("_limit") || key.ends_with("_free") {
         crate::size::parse_bytes(value).map_err(invalid)?;
     } else if key.ends_with("_address") {
@@ -319,6 +331,16 @@ fn validate(key: &str, value: &str, source: &Source) -> Result<(), ConfigError> 
             .map_err(|_| invalid("not an IP address".to_owned()))?;
     }
     Ok(())
+}
+
+/// A count of at least 1.
+fn parse_count(value: &str) -> Result<usize, String> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|count| *count >= 1)
+        .ok_or_else(|| "not a whole number of at least 1".to_owned())
 }
 
 /// A TCP or UDP port; 0 asks the kernel for a free one (tests use it).

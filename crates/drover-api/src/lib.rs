@@ -13,6 +13,7 @@ pub mod hostgroup;
 pub mod id;
 pub mod job;
 pub mod library;
+pub mod migration;
 pub mod network;
 pub mod page;
 pub mod placement;

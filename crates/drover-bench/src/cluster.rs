@@ -41,21 +41,6 @@ impl Cluster {
             admin_password: None,
         })
         .await?;
-        let agent = drover_agent::start(drover_agent::AgentOptions {
-            data_dir: agent_dir.clone(),
-            config: config(&[
-                ("agent.control_port", "0"),
-                ("agent.transfer_port", "0"),
-                ("agent.bind_address", "127.0.0.1"),
-            ])?,
-            driver: Arc::new(QemuDriver::new(QemuConfig::default())),
-            enrollment_code: None,
-            roles: drover_agent::ROLES
-                .iter()
-                .map(|role| (*role).to_owned())
-                .collect(),
-        })
-        .await?;
         let token = drover_server::http::issue_token(
             &server.state.db,
             drover_server::http::ADMIN,
@@ -64,21 +49,7 @@ impl Cluster {
         .await?;
         let url = format!("https://localhost:{}", server.api_addr.port());
         let client = Client::new(&url, Some(token), &server.ca_pem)?;
-        let add = HostAdd {
-            address: format!("127.0.0.1:{}", agent.control_addr.port()),
-            enrollment_code: agent
-                .enrollment_code
-                .clone()
-                .context("a fresh agent has an enrollment code")?,
-            name: Some(HOST_NAME.to_owned()),
-            group: None,
-        };
-        let job = client.add_host(&add).await?;
-        let job = client.wait_for_job(job.id, |_| {}).await?;
-        anyhow::ensure!(
-            job.status == JobStatus::Completed,
-            "host add failed: {job:?}"
-        );
+        let agent = add_agent(&client, &agent_dir, HOST_NAME).await?;
         Ok(Cluster {
             server,
             agent,
@@ -92,4 +63,43 @@ impl Cluster {
         self.agent.shutdown().await;
         self.server.shutdown().await;
     }
+}
+
+/// Starts a QEMU agent in this process with its data in `dir` and adds it as host `name`.
+pub async fn add_agent(
+    client: &Client,
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<drover_agent::AgentHandle> {
+    let agent = drover_agent::start(drover_agent::AgentOptions {
+        data_dir: dir.to_path_buf(),
+        config: config(&[
+            ("agent.control_port", "0"),
+            ("agent.transfer_port", "0"),
+            ("agent.bind_address", "127.0.0.1"),
+        ])?,
+        driver: Arc::new(QemuDriver::new(QemuConfig::default())),
+        enrollment_code: None,
+        roles: drover_agent::ROLES
+            .iter()
+            .map(|role| (*role).to_owned())
+            .collect(),
+    })
+    .await?;
+    let add = HostAdd {
+        address: format!("127.0.0.1:{}", agent.control_addr.port()),
+        enrollment_code: agent
+            .enrollment_code
+            .clone()
+            .context("a fresh agent has an enrollment code")?,
+        name: Some(name.to_owned()),
+        group: None,
+    };
+    let job = client.add_host(&add).await?;
+    let job = client.wait_for_job(job.id, |_| {}).await?;
+    anyhow::ensure!(
+        job.status == JobStatus::Completed,
+        "host add failed: {job:?}"
+    );
+    Ok(agent)
 }

@@ -77,7 +77,7 @@ impl JobEnds {
     }
 }
 
-pub(crate) fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
+pub fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
     let guest = drover_testkit::guest();
     VmCreate {
         name: name.to_owned(),

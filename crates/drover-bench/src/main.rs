@@ -6,6 +6,7 @@ mod checkpoint;
 mod cluster;
 mod core;
 mod library;
+mod migrate;
 mod network;
 mod scale;
 mod stats;
@@ -33,6 +34,8 @@ enum Bench {
     /// Saved states and checkpoints (issue 5): save and restore, checkpoint create and restore
     /// of a running 256 MiB guest, each from the API call to the job's end.
     Checkpoint(checkpoint::CheckpointArgs),
+    /// Live migration (issue 5): an idle and a busy 256 MiB guest between two agents.
+    Migrate(migrate::MigrateArgs),
     /// The server process `scale` starts and measures (internal).
     #[command(hide = true)]
     Serve {
@@ -49,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Scale(args) => scale::run(args).await,
         Bench::Network(args) => network::run(args).await,
         Bench::Checkpoint(args) => checkpoint::run(args).await,
+        Bench::Migrate(args) => migrate::run(args).await,
         Bench::Serve { data_dir } => scale::serve(data_dir).await,
     }
 }

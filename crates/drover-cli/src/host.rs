@@ -45,7 +45,8 @@ pub enum HostCommand {
         #[command(flatten)]
         job: JobOptions,
     },
-    /// Maintenance mode: `on` stops new placements on the host, `off` returns it to service.
+    /// Maintenance mode: `on` stops new placements on the host and live-migrates its running VMs
+    /// away, `off` returns it to service.
     Maintenance {
         #[arg(value_enum)]
         mode: Switch,

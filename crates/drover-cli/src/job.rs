@@ -22,7 +22,7 @@ pub enum JobCommand {
     Show { id: JobId },
     /// Follow a job until it ends; exits 1 unless it completed.
     Watch { id: JobId },
-    /// Cancel a queued job.
+    /// Cancel a queued job, or a running migration.
     Cancel { id: JobId },
     /// Run a failed or canceled job again.
     Restart {

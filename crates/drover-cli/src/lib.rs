@@ -12,6 +12,7 @@ mod hostgroup;
 mod job;
 mod library;
 mod login;
+mod migrate;
 mod network;
 pub mod output;
 mod placement;

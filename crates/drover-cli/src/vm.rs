@@ -98,6 +98,8 @@ pub enum VmCommand {
     Restart(VmTarget),
     /// Delete a VM and its disk.
     Delete(VmTarget),
+    /// Move the VM to another host; a running VM moves live, with its disk.
+    Migrate(crate::migrate::MigrateArgs),
     /// Attach the terminal to the VM's serial console (Ctrl-] detaches).
     Console { vm: String },
     /// Add or remove network adapters (hot-plugged when the VM runs).
@@ -363,6 +365,7 @@ pub async fn run(
             finish(client, started, target.job, output).await
         }
         VmCommand::Console { vm } => crate::console::attach(client, vm).await,
+        VmCommand::Migrate(args) => crate::migrate::run(client, args, output).await,
         VmCommand::Nic(NicCommand::Add { vm, network, job }) => {
             let started = client.add_nic(vm, network).await?;
             finish(client, started, *job, output).await

@@ -607,6 +607,19 @@ impl Client {
             .await
     }
 
+    /// Moves the VM to another host, live when it runs (job `vm.migrate`).
+    pub async fn migrate_vm(
+        &self,
+        vm: &str,
+        request: &drover_api::migration::VmMigrate,
+    ) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["vms", vm, "migrate"])
+                .json(request),
+        )
+        .await
+    }
+
     /// Every network, all pages.
     pub async fn all_networks(&self) -> Result<Vec<Network>, ClientError> {
         self.all_pages(&["networks"], &[]).await

@@ -114,6 +114,20 @@ pub trait VmDriver: Send + Sync + 'static {
         vm_dir: &Path,
     ) -> Result<Box<dyn RunningVm>, DriverError>;
 
+    /// Starts the VM's process waiting for a live migration from another host
+    /// ([`qemu::migration`]): its disk exported empty, the guest paused until the migration
+    /// resumes it. On error, no process is left behind.
+    async fn start_incoming(
+        &self,
+        _spec: &AgentVmSpec,
+        _vm_dir: &Path,
+        _incoming: &qemu::migration::Incoming,
+    ) -> Result<Box<dyn RunningVm>, DriverError> {
+        Err(DriverError::Unsupported(
+            "this host's driver cannot receive live migrations".into(),
+        ))
+    }
+
     /// Re-attaches to the VM's process after an agent restart; `None` when no process runs.
     async fn recover(
         &self,
@@ -202,4 +216,8 @@ pub trait RunningVm: Send + 'static {
     fn take_events(&mut self) -> Option<mpsc::Receiver<VmEvent>>;
     /// Unix socket of the guest's serial console (one client at a time).
     fn serial_socket(&self) -> PathBuf;
+    /// The process's live-migration controls; `None` when the driver has none.
+    fn migration(&self) -> Option<qemu::migration::Monitor> {
+        None
+    }
 }

@@ -75,6 +75,10 @@ impl ServerHandle {
 /// left unfinished, starts a supervisor per host and serves the API over HTTPS.
 pub async fn start(options: ServerOptions) -> anyhow::Result<ServerHandle> {
     let state = AppState::open(&options.data_dir).await?;
+    state
+        .engine
+        .migration_slots
+        .set_per_host(options.config.migrations_per_host());
     let initial_admin_password = http::ensure_admin(&state.db, options.admin_password.clone())
         .await
         .context("cannot create the admin user")?;

@@ -4,13 +4,14 @@
 
 mod common;
 
-use common::{Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, qemu_pids};
+use common::{
+    Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, http_get_until, qemu_pids,
+};
 use drover_testkit::{artifacts_dir, guest, wait_for_text, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A server and its agents, each a `drover` process with its own data directory.
 struct Cluster {
@@ -163,29 +164,6 @@ fn guest_args<'a>(name: &'a str, host: &'a str, memory: &'a str) -> Vec<String> 
 async fn console_round_trip(cli: &Cli, vm: &str) {
     let shell = GuestShell::open(cli, vm).await;
     shell.detach().await;
-}
-
-/// The body of `GET /` from 127.0.0.1:`port`, once it has `marker` (the guest's httpd may still
-/// be starting: slirp accepts the connection and closes it while nothing listens inside).
-async fn http_get_until(port: u16, marker: &str, timeout: Duration) -> String {
-    wait_until(
-        &format!("'{marker}' from 127.0.0.1:{port}"),
-        timeout,
-        async || {
-            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()?;
-            stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
-            let mut body = String::new();
-            tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body))
-                .await
-                .ok()?
-                .ok()?;
-            body.contains(marker).then_some(body)
-        },
-    )
-    .await
-    .unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn qemu_pid_of(agent_dir: &Path, vm_id: &str) -> i32 {

@@ -116,6 +116,10 @@ mod tests {
             transfer_rate_limit: None,
             changes: broadcast::channel(buffer).0,
             shutdown: CancellationToken::new(),
+            migrations: crate::migration::Migrations::new(
+                0..=0,
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            ),
         })
     }
 

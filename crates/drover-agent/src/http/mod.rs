@@ -8,6 +8,7 @@ mod enroll;
 mod events;
 mod host;
 mod library;
+mod migration;
 mod networks;
 mod transfer;
 mod vm_files;
@@ -16,6 +17,7 @@ mod vms;
 use crate::enrollment::Enrollment;
 use crate::error::AgentError;
 use crate::library::Library;
+use crate::migration::Migrations;
 use crate::network::Networks;
 use crate::registry::Registry;
 use axum::Router;
@@ -28,7 +30,9 @@ use drover_hv::VmDriver;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::broadcast;
+
 use tokio_util::sync::CancellationToken;
+pub(crate) use vms::resolve_library_disk;
 
 /// What every handler shares.
 pub struct AgentState {
@@ -52,6 +56,8 @@ pub struct AgentState {
     pub changes: broadcast::Sender<VmRuntime>,
     /// Cancelled when the agent stops: ends event streams and console relays.
     pub shutdown: CancellationToken,
+    /// Live migrations to and from this host.
+    pub migrations: Migrations,
 }
 
 async fn require_enrollment(
@@ -112,6 +118,18 @@ pub fn router(state: Arc<AgentState>) -> Router {
             delete(checkpoints::delete),
         )
         .route("/v1/images/fetch", post(transfer::fetch))
+        .route("/v1/migrations/incoming", post(migration::receive))
+        .route("/v1/migrations/incoming/{id}", delete(migration::abort))
+        .route(
+            "/v1/migrations/incoming/{id}/resume",
+            post(migration::resume),
+        )
+        .route(
+            "/v1/vms/{id}/migration",
+            post(migration::send)
+                .get(migration::progress)
+                .delete(migration::cancel),
+        )
         .route("/v1/library/shares/{name}", put(library::add_share))
         .route("/v1/library/shares/{name}/files", get(library::files))
         .route("/v1/library/shares/{name}/import", post(library::import))

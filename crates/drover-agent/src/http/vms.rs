@@ -36,7 +36,7 @@ pub async fn validate(
 /// A library disk becomes an overlay on the image in this host's cache, fetched (once, agent to
 /// agent, verified) when it is not there yet; a full clone becomes a copy of it in the VM's
 /// directory. Other disks pass unchanged. The fetch is followed as transfer `<vm id>`.
-async fn resolve_library_disk(
+pub(crate) async fn resolve_library_disk(
     state: &AgentState,
     mut spec: AgentVmSpec,
 ) -> Result<AgentVmSpec, AgentError> {

@@ -6,6 +6,7 @@ pub mod accel;
 pub mod command_line;
 pub mod disk;
 mod files;
+pub mod migration;
 pub mod process;
 mod running;
 mod saved_state;
@@ -56,6 +57,17 @@ impl Default for QemuConfig {
     }
 }
 
+/// How a QEMU process begins.
+#[derive(Clone, Copy)]
+enum Launch<'a> {
+    /// The guest boots.
+    Boot,
+    /// The guest continues from a saved state or a checkpoint.
+    From(&'a StartFrom),
+    /// QEMU waits for a live migration's stream and disks.
+    Incoming(&'a migration::Incoming),
+}
+
 #[derive(Debug)]
 pub struct QemuDriver {
     config: QemuConfig,
@@ -83,13 +95,13 @@ impl QemuDriver {
         }
     }
 
-    /// Starts QEMU, booting the guest or (with `from`) continuing it from a saved state or a
-    /// checkpoint; on error no process is left behind.
+    /// Starts QEMU, booting the guest, continuing it from a saved state or a checkpoint, or
+    /// waiting for an incoming migration; on error no process is left behind.
     async fn start_with(
         &self,
         spec: &AgentVmSpec,
         vm_dir: &Path,
-        from: Option<&StartFrom>,
+        how: Launch<'_>,
     ) -> Result<Box<dyn RunningVm>, DriverError> {
         self.validate(spec).await?;
         let files = resolve(vm_dir)?;
@@ -108,7 +120,7 @@ impl QemuDriver {
         remove_runtime_files(&files);
 
         let launched =
-            tokio::time::timeout(self.config.start_timeout, self.launch(spec, &files, from)).await;
+            tokio::time::timeout(self.config.start_timeout, self.launch(spec, &files, how)).await;
         let error = match launched {
             Ok(Ok(vm)) => {
                 tracing::info!(vm = %spec.name, pid = %vm.pid(), "qemu started");
@@ -128,12 +140,13 @@ impl QemuDriver {
         Err(error)
     }
 
-    /// Launches QEMU and waits until the guest runs; on error the caller cleans up.
+    /// Launches QEMU and waits until the guest runs, or, for an incoming migration, until it
+    /// listens for it; on error the caller cleans up.
     async fn launch(
         &self,
         spec: &AgentVmSpec,
         files: &VmFiles,
-        from: Option<&StartFrom>,
+        how: Launch<'_>,
     ) -> Result<QemuVm, DriverError> {
         let mut spec = spec.clone();
         // QEMU runs daemonized in `/`, so relative paths would point elsewhere.
@@ -141,8 +154,11 @@ impl QemuDriver {
             *path = absolute(Path::new(path))?.display().to_string();
         }
         let mut args = command_line::command_line(&spec, files, self.accelerator);
-        if from == Some(&StartFrom::SavedState) {
-            // The state is fed over QMP once connected (`migrate-incoming`).
+        if matches!(
+            how,
+            Launch::Incoming(_) | Launch::From(StartFrom::SavedState)
+        ) {
+            // A saved state is fed over QMP once connected (`migrate-incoming`).
             args.extend(["-incoming".into(), "defer".into()]);
         }
         tracing::debug!(command = %command_line::display(&self.config.qemu, &args), "starting qemu");
@@ -185,11 +201,19 @@ impl QemuDriver {
         let qmp = Qmp::connect_with(files.qmp_socket(), Self::qmp_options(files))
             .await
             .map_err(|error| start_failed("qmp connect", &error))?;
+        if let Launch::Incoming(incoming) = how {
+            let vm = QemuVm::attach(qmp, pid, files.clone(), false);
+            migration::Monitor::new(vm.qmp().clone())
+                .prepare_incoming(incoming)
+                .await
+                .map_err(|error| start_failed("prepare the incoming migration", &error))?;
+            return Ok(vm);
+        }
         let vm = QemuVm::attach(qmp, pid, files.clone(), true);
-        match from {
-            None => {}
-            Some(StartFrom::SavedState) => saved_state::read(vm.qmp(), files).await?,
-            Some(StartFrom::Checkpoint(tag)) => {
+        match how {
+            Launch::Boot | Launch::Incoming(_) => {}
+            Launch::From(StartFrom::SavedState) => saved_state::read(vm.qmp(), files).await?,
+            Launch::From(StartFrom::Checkpoint(tag)) => {
                 snapshot::online(vm.qmp(), CheckpointOp::Restore, tag).await?;
             }
         }
@@ -316,7 +340,17 @@ impl VmDriver for QemuDriver {
         spec: &AgentVmSpec,
         vm_dir: &Path,
     ) -> Result<Box<dyn RunningVm>, DriverError> {
-        self.start_with(spec, vm_dir, None).await
+        self.start_with(spec, vm_dir, Launch::Boot).await
+    }
+
+    async fn start_incoming(
+        &self,
+        spec: &AgentVmSpec,
+        vm_dir: &Path,
+        incoming: &migration::Incoming,
+    ) -> Result<Box<dyn RunningVm>, DriverError> {
+        self.start_with(spec, vm_dir, Launch::Incoming(incoming))
+            .await
     }
 
     async fn start_from(
@@ -336,7 +370,7 @@ impl VmDriver for QemuDriver {
             StartFrom::Checkpoint(_) if !files.disk().exists() => return Err(no_disk()),
             _ => {}
         }
-        let vm = self.start_with(spec, vm_dir, Some(&from)).await?;
+        let vm = self.start_with(spec, vm_dir, Launch::From(&from)).await?;
         if from == StartFrom::SavedState {
             // The guest has moved on: starting from the file again would rewind it.
             saved_state::discard(&files)?;
@@ -429,9 +463,9 @@ impl VmDriver for QemuDriver {
     }
 }
 
-fn start_failed(step: &str, error: &drover_qmp::QmpError) -> DriverError {
+fn start_failed(step: &str, error: &(dyn std::error::Error + 'static)) -> DriverError {
     let mut text = format!("{step}: {error}");
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(&format!(": {cause}"));
         source = cause.source();

@@ -303,6 +303,10 @@ impl RunningVm for QemuVm {
     fn serial_socket(&self) -> PathBuf {
         self.files.serial_socket()
     }
+
+    fn migration(&self) -> Option<super::migration::Monitor> {
+        Some(super::migration::Monitor::new(self.qmp.clone()))
+    }
 }
 
 /// Turns QMP events into [`VmEvent`]s and reports the exit.

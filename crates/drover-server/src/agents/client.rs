@@ -1,6 +1,7 @@
 //! Calls to one agent's control port over mutual TLS, and the enrollment that makes that possible.
 
 mod checkpoints;
+mod migration;
 
 use crate::pki::Pki;
 use drover_api::agent::{

@@ -154,8 +154,9 @@ impl Follower<'_> {
     }
 
     async fn apply_vm(&self, runtime: &drover_api::agent::VmRuntime) -> Result<(), db::DbError> {
-        let changed = db::vms::set_state(
+        let changed = db::migration::set_state_reported_by(
             &self.state.db,
+            self.host_id,
             runtime.vm_id,
             runtime.state,
             runtime.reason.as_deref(),

@@ -7,6 +7,7 @@ pub mod hostgroups;
 pub mod hosts;
 pub mod jobs;
 pub mod library;
+pub mod migration;
 pub mod networks;
 pub mod placement;
 pub mod stored;

@@ -72,7 +72,7 @@ pub enum ApiError {
     },
     #[error("VM '{0}' is not running")]
     VmNotRunning(String),
-    #[error("job {id} is {status}; only a queued job can be canceled")]
+    #[error("job {id} is {status}; only a queued job or a running migration can be canceled")]
     JobNotCancelable { id: String, status: String },
     #[error("job {id} is {status}; only a failed or canceled job can be restarted")]
     JobNotRestartable { id: String, status: String },
@@ -149,6 +149,12 @@ pub enum ApiError {
     Agent { status: u16, detail: ErrorDetail },
     #[error("cannot reach the agent at {address}")]
     HostUnreachable { address: String },
+    #[error("the job was canceled")]
+    JobCanceled,
+    #[error("{0}")]
+    InvalidMigrationTarget(String),
+    #[error("host '{host}' is in maintenance mode, but these VMs could not leave it: {failures}")]
+    EvacuationIncomplete { host: String, failures: String },
     /// Anything unexpected: a database failure, a bug. Logged with its chain, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -196,6 +202,8 @@ impl ApiError {
             | ApiError::VmNotRunning(_)
             | ApiError::JobNotCancelable { .. }
             | ApiError::JobNotRestartable { .. }
+            | ApiError::JobCanceled
+            | ApiError::EvacuationIncomplete { .. }
             | ApiError::NetworkExists(_)
             | ApiError::SubnetOverlap { .. }
             | ApiError::NetworkInUse { .. }
@@ -221,7 +229,8 @@ impl ApiError {
             | ApiError::ShareRequired(_)
             | ApiError::InvalidSharePath(_)
             | ApiError::InvalidNetwork(_)
-            | ApiError::InvalidPortForward(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::InvalidPortForward(_)
+            | ApiError::InvalidMigrationTarget(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::InvalidProfile(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Agent { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -330,11 +339,23 @@ impl ApiError {
             ApiError::VmNotRunning(_) => ("vm_not_running", "start the VM with `drover vm start`"),
             ApiError::JobNotCancelable { .. } => (
                 "job_not_cancelable",
-                "wait for the job to end; running jobs cannot be canceled",
+                "wait for the job to end; of running jobs, only migrations can be canceled",
             ),
             ApiError::JobNotRestartable { .. } => (
                 "job_not_restartable",
                 "restart only jobs that failed or were canceled",
+            ),
+            ApiError::JobCanceled => (
+                "job_canceled",
+                "restart the job with `drover job restart ID` to try again",
+            ),
+            ApiError::InvalidMigrationTarget(_) => (
+                "invalid_migration_target",
+                "name another host with --to, or leave it out to let placement choose",
+            ),
+            ApiError::EvacuationIncomplete { .. } => (
+                "evacuation_incomplete",
+                "see each VM's migration job, fix the cause and run `drover host maintenance on HOST` again",
             ),
             ApiError::NicNotFound { .. } => {
                 ("nic_not_found", "list the VM's NICs with `drover vm show`")

@@ -11,6 +11,7 @@ mod hostgroups;
 mod hosts;
 mod jobs;
 mod library;
+mod migrations;
 mod networks;
 mod openapi;
 mod placement;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
             "/vms/{vm}/checkpoints/{checkpoint}",
             delete(checkpoints::delete),
         )
+        .route("/vms/{vm}/migrate", post(migrations::migrate))
         .route("/vms/{vm}/store", post(vm_store::store))
         .route("/vms/{vm}/deploy", post(vm_store::deploy))
         .route("/networks", get(networks::list).post(networks::create))

@@ -2,8 +2,8 @@
 //! the API types' schemas, so it cannot drift from the code.
 
 use super::{
-    auth, checkpoints, console, events, hostgroups, hosts, jobs, library, networks, placement,
-    templates, vm_store, vms,
+    auth, checkpoints, console, events, hostgroups, hosts, jobs, library, migrations, networks,
+    placement, templates, vm_store, vms,
 };
 use axum::Json;
 use utoipa::OpenApi;
@@ -40,6 +40,7 @@ use utoipa::OpenApi;
         checkpoints::create,
         checkpoints::restore,
         checkpoints::delete,
+        migrations::migrate,
         networks::list,
         networks::get,
         networks::create,

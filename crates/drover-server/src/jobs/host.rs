@@ -256,7 +256,10 @@ pub(super) async fn prepare_maintenance(
     let (description, steps) = if enabled {
         (
             format!("Put host {} in maintenance mode", host.name),
-            vec!["Stop placing new VMs on the host"],
+            vec![
+                "Stop placing new VMs on the host",
+                "Live-migrate its running VMs to other hosts",
+            ],
         )
     } else {
         (
@@ -272,25 +275,25 @@ pub(super) async fn prepare_maintenance(
     })
 }
 
-/// Maintenance mode stops new placements. Its running VMs stay where they are: moving them away
-/// needs live migration (issue 5), which this job will call once it exists.
+/// Maintenance mode stops new placements, then live-migrates the host's running VMs away
+/// (stopped and paused VMs stay).
 pub(super) async fn run_maintenance(
     state: &AppState,
     run: &mut JobRun,
     host_id: HostId,
     enabled: bool,
 ) -> Result<(), ApiError> {
-    run.step(async {
-        let host = db::hosts::set_maintenance(&state.db, host_id, enabled)
-            .await?
-            .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))?;
-        state.publish(Event::HostChanged(host));
-        Ok(())
-    })
-    .await?;
+    let host = run
+        .step(async {
+            let host = db::hosts::set_maintenance(&state.db, host_id, enabled)
+                .await?
+                .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))?;
+            state.publish(Event::HostChanged(host.clone()));
+            Ok(host)
+        })
+        .await?;
     if enabled {
-        run.note("new VMs are no longer placed here; VMs on the host keep running here until live migration (issue 5) can move them")
-            .await;
+        super::migration::evacuate(state, run, &host).await?;
     }
     Ok(())
 }

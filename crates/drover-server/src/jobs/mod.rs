@@ -7,6 +7,7 @@
 mod checkpoint;
 mod host;
 mod library;
+mod migration;
 mod network;
 mod template;
 mod vm;
@@ -21,6 +22,7 @@ use crate::http::ApiError;
 use crate::state::AppState;
 use chrono::Utc;
 use drover_api::library::{LibraryImport, LibraryRefresh, LibraryShareAdd};
+use drover_api::migration::VmMigrate;
 use drover_api::template::{GuestOsProfileCreate, HardwareProfileCreate, TemplateCreate};
 use drover_api::{
     CheckpointId, ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep,
@@ -120,6 +122,13 @@ pub enum JobSpec {
         vm_id: VmId,
         checkpoint_id: CheckpointId,
     },
+    VmMigrate {
+        vm_id: VmId,
+        request: VmMigrate,
+        /// Chosen when the job is submitted.
+        #[serde(default)]
+        destination: Option<HostId>,
+    },
     VmStore {
         vm_id: VmId,
         share_id: LibraryShareId,
@@ -157,6 +166,7 @@ impl JobSpec {
             JobSpec::CheckpointCreate { .. } => "vm.checkpoint_create".to_owned(),
             JobSpec::CheckpointRestore { .. } => "vm.checkpoint_restore".to_owned(),
             JobSpec::CheckpointDelete { .. } => "vm.checkpoint_delete".to_owned(),
+            JobSpec::VmMigrate { .. } => "vm.migrate".to_owned(),
             JobSpec::VmStore { .. } => "vm.store".to_owned(),
             JobSpec::VmDeploy { .. } => "vm.deploy".to_owned(),
         }
@@ -182,6 +192,10 @@ struct Plan {
 pub struct Engine {
     /// Per target, what the last job in line signals when it finishes.
     tails: Mutex<HashMap<String, oneshot::Receiver<()>>>,
+    /// Running jobs that can be canceled, and how to tell them.
+    cancels: Mutex<HashMap<JobId, tokio::sync::watch::Sender<bool>>>,
+    /// Live migrations running per host.
+    pub migration_slots: migration::MigrationSlots,
 }
 
 /// A place in a target's line, taken in submission order.
@@ -234,6 +248,8 @@ pub async fn submit(
     owner: &str,
     restarted_from: Option<JobId>,
 ) -> Result<Job, ApiError> {
+    let mut spec = spec;
+    let mut chosen_destination = None;
     let plan = match &spec {
         JobSpec::HostAdd { host_id, request } => {
             host::prepare_add(state, *host_id, request).await?
@@ -289,9 +305,17 @@ pub async fn submit(
             vm_id,
             checkpoint_id,
         } => checkpoint::prepare_delete(state, *vm_id, *checkpoint_id).await?,
+        JobSpec::VmMigrate { vm_id, request, .. } => {
+            let (plan, destination) = migration::prepare(state, *vm_id, request).await?;
+            chosen_destination = Some(destination);
+            plan
+        }
         JobSpec::VmStore { vm_id, share_id } => vm::prepare_store(state, *vm_id, *share_id).await?,
         JobSpec::VmDeploy { vm_id, host_id } => vm::prepare_deploy(state, *vm_id, *host_id).await?,
     };
+    if let JobSpec::VmMigrate { destination, .. } = &mut spec {
+        *destination = chosen_destination;
+    }
     let now = Utc::now();
     let done = plan.done.into_iter().map(|(name, detail)| JobStep {
         name: name.to_owned(),
@@ -352,6 +376,10 @@ pub async fn cancel(state: &AppState, id: JobId) -> Result<Job, ApiError> {
     let job = db::jobs::get(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    if job.status == JobStatus::Running && state.engine.request_cancel(id) {
+        // The job stops itself and ends as Canceled.
+        return Ok(job);
+    }
     if !db::jobs::transition(&state.db, id, JobStatus::Queued, JobStatus::Canceled).await? {
         let status = db::jobs::get(&state.db, id)
             .await?
@@ -505,6 +533,18 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
             vm_id,
             checkpoint_id,
         } => checkpoint::run_delete(&state, &mut run, vm_id, checkpoint_id).await,
+        JobSpec::VmMigrate {
+            vm_id,
+            request,
+            destination,
+        } => match destination {
+            Some(destination) => {
+                migration::run(&state, &mut run, vm_id, destination, request).await
+            }
+            None => Err(ApiError::internal(anyhow::anyhow!(
+                "a migration job without its destination"
+            ))),
+        },
         JobSpec::VmStore { vm_id, share_id } => {
             vm::run_store(&state, &mut run, vm_id, share_id).await
         }
@@ -582,6 +622,10 @@ impl JobRun {
             Ok(()) => {
                 self.job.status = JobStatus::Completed;
                 self.job.progress = 100;
+            }
+            Err(ApiError::JobCanceled) => {
+                self.job.status = JobStatus::Canceled;
+                self.job.error = Some(ApiError::JobCanceled.detail());
             }
             Err(error) => {
                 self.job.status = JobStatus::Failed;

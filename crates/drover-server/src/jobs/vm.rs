@@ -4,7 +4,7 @@
 mod store;
 
 pub(crate) use store::deploy_host;
-pub(super) use store::{prepare_deploy, prepare_store, run_deploy, run_store};
+pub(super) use store::{describe_fetch, prepare_deploy, prepare_store, run_deploy, run_store};
 
 use super::{JobRun, Plan};
 use crate::db;
@@ -33,7 +33,7 @@ pub(super) fn target(vm_id: VmId, name: &str) -> JobTarget {
     }
 }
 
-fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
+pub(super) fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
     AgentVmSpec {
         id: vm.id,
         name: vm.name.clone(),
@@ -348,7 +348,10 @@ async fn create_and_start(
 }
 
 /// The networks (not user-mode) the VM's NICs are on, each once.
-async fn vm_networks(state: &AppState, vm: &Vm) -> Result<Vec<drover_api::NetworkId>, ApiError> {
+pub(super) async fn vm_networks(
+    state: &AppState,
+    vm: &Vm,
+) -> Result<Vec<drover_api::NetworkId>, ApiError> {
     let mut ids = Vec::new();
     for nic in vm.nics.iter().filter(|nic| nic.network != USER_NETWORK) {
         let network = db::networks::get(&state.db, &nic.network)

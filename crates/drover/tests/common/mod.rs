@@ -380,3 +380,26 @@ impl GuestShell {
 pub fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
+
+/// The body of `GET /` from 127.0.0.1:`port`, once it has `marker` (the guest's httpd may still
+/// be starting: slirp accepts the connection and closes it while nothing listens inside).
+pub async fn http_get_until(port: u16, marker: &str, timeout: Duration) -> String {
+    wait_until(
+        &format!("'{marker}' from 127.0.0.1:{port}"),
+        timeout,
+        async || {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+            let mut body = String::new();
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body))
+                .await
+                .ok()?
+                .ok()?;
+            body.contains(marker).then_some(body)
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}

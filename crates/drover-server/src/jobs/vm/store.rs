@@ -119,7 +119,7 @@ impl JobRun {
 }
 
 /// "512 MiB in 2.1 s (384 MiB crossed the network, the rest was kept from an earlier attempt)".
-fn describe_fetch(fetched: &AgentVmFilesFetched) -> String {
+pub(in crate::jobs) fn describe_fetch(fetched: &AgentVmFilesFetched) -> String {
     use drover_api::size::format_bytes;
     // Display only: milliseconds as seconds with one decimal.
     #[allow(clippy::cast_precision_loss)]

@@ -1,0 +1,85 @@
+//! Component tests of `POST /api/v1/vms/{vm}/migrate`: every request that cannot run is refused
+//! at once with its code, and no job is made (host rows inserted directly, no agent behind them).
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::{TestServer, error_code, insert_host, vm_row};
+use drover_api::{Host, VmState};
+use serde_json::json;
+
+async fn vm_on(server: &TestServer, host: &Host, name: &str, state: VmState) {
+    drover_server::db::vms::insert(&server.state.db, &vm_row(host, name, state))
+        .await
+        .expect("vm row");
+}
+
+#[tokio::test]
+async fn migrations_that_cannot_run_are_refused_before_any_job() {
+    let server = TestServer::new().await;
+    let kvm1 = insert_host(&server.state, "kvm1", 2, 2048).await;
+    let kvm2 = insert_host(&server.state, "kvm2", 2, 2048).await;
+    vm_on(&server, &kvm1, "web1", VmState::Running).await;
+    vm_on(&server, &kvm1, "held", VmState::Paused).await;
+    drover_server::db::hosts::set_maintenance(&server.state.db, kvm2.id, true)
+        .await
+        .expect("maintenance");
+
+    let cases = [
+        (
+            "nobody",
+            json!({"to": "kvm2"}),
+            StatusCode::NOT_FOUND,
+            "vm_not_found",
+        ),
+        (
+            "web1",
+            json!({"to": "kvm9"}),
+            StatusCode::NOT_FOUND,
+            "host_not_found",
+        ),
+        (
+            "web1",
+            json!({"to": "kvm1"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_migration_target",
+        ),
+        (
+            "web1",
+            json!({"to": "kvm2"}),
+            StatusCode::CONFLICT,
+            "host_in_maintenance",
+        ),
+        ("web1", json!({}), StatusCode::CONFLICT, "no_suitable_host"),
+        (
+            "held",
+            json!({"to": "kvm2"}),
+            StatusCode::CONFLICT,
+            "vm_state_conflict",
+        ),
+        (
+            "web1",
+            json!({"to": 7}),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+    ];
+    for (vm, body, status, code) in cases {
+        let answer = server
+            .call(
+                Method::POST,
+                &format!("/api/v1/vms/{vm}/migrate"),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(answer.status, status, "{vm} {body}: {}", answer.body);
+        assert_eq!(error_code(&answer), code, "{vm} {body}");
+    }
+    let jobs = server.call(Method::GET, "/api/v1/jobs", None).await;
+    assert_eq!(jobs.body["items"], json!([]), "no job was made");
+    let web1 = server.call(Method::GET, "/api/v1/vms/web1", None).await;
+    assert_eq!(
+        (web1.body["host_name"].as_str(), web1.body["state"].as_str()),
+        (Some("kvm1"), Some("running"))
+    );
+}

@@ -1,0 +1,543 @@
+//! Live migration end to end: a server and agents as separate processes on 127.0.0.1, real QEMU
+//! (the tiny guest, TCG), driven through the `drover` CLI. A running VM moves with its disk and
+//! keeps ticking and answering on its forwarded port; a canceled migration, a destination agent
+//! killed mid-mirror and a destination without room leave the VM running on its source and
+//! nothing on the destination; maintenance mode evacuates a host.
+
+mod common;
+
+use common::{
+    Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, http_get_until, qemu_pids,
+};
+use drover_testkit::{artifacts_dir, guest, wait_until};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// One agent: its process, control port and data directory.
+struct Agent {
+    daemon: Daemon,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// A server with agents `h1`, `h2`, ... added as hosts.
+struct Site {
+    _temp: tempfile::TempDir,
+    artifacts: PathBuf,
+    root: PathBuf,
+    _server: Daemon,
+    agents: Vec<Agent>,
+    cli: Cli,
+    _reaper: QemuReaper,
+}
+
+fn agent_args(dir: &Path, port: u16) -> Vec<String> {
+    let (dir, port) = (dir.display().to_string(), port.to_string());
+    [
+        "agent",
+        "--data-dir",
+        &dir,
+        "--control-port",
+        &port,
+        "--transfer-port",
+        "0",
+        "--bind-address",
+        "127.0.0.1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+impl Site {
+    /// A server (with `server_env`) and agents in the given data directories (`None`: one under
+    /// the site's root).
+    async fn start(
+        test: &str,
+        server_env: &[(&str, &Path)],
+        agent_dirs: Vec<Option<PathBuf>>,
+    ) -> Site {
+        let artifacts = artifacts_dir(test);
+        let temp = tempfile::tempdir().expect("temp dir");
+        let root = temp.path().to_owned();
+        let api_port = free_port();
+        let server_dir = root.join("server").display().to_string();
+        let api = api_port.to_string();
+        let server = Daemon::spawn_with_env(
+            &artifacts,
+            "server",
+            &[
+                "server",
+                "--data-dir",
+                &server_dir,
+                "--api-port",
+                &api,
+                "--bind-address",
+                "127.0.0.1",
+            ],
+            server_env,
+        );
+        let agents: Vec<Agent> = agent_dirs
+            .into_iter()
+            .enumerate()
+            .map(|(index, dir)| {
+                let dir = dir.unwrap_or_else(|| root.join(format!("agent{}", index + 1)));
+                let port = free_port();
+                let daemon = Daemon::spawn(
+                    &artifacts,
+                    &format!("agent{}", index + 1),
+                    &as_strs(&agent_args(&dir, port)),
+                );
+                Agent { daemon, port, dir }
+            })
+            .collect();
+        let cli = Cli {
+            config_home: root.join("config"),
+            netns: None,
+        };
+        cli.login(&server, &format!("https://127.0.0.1:{api_port}"))
+            .await;
+        for (index, agent) in agents.iter().enumerate() {
+            let address = format!("127.0.0.1:{}", agent.port);
+            cli.add_host(&agent.daemon, &address, &format!("h{}", index + 1))
+                .await;
+        }
+        Site {
+            _reaper: QemuReaper {
+                agent_dirs: agents.iter().map(|agent| agent.dir.clone()).collect(),
+            },
+            _temp: temp,
+            artifacts,
+            root,
+            _server: server,
+            agents,
+            cli,
+        }
+    }
+
+    fn agent_dir(&self, host: usize) -> &Path {
+        &self.agents[host - 1].dir
+    }
+
+    /// Creates and starts a ticking tiny guest with a shell and a blank disk on `host`.
+    async fn ticking_vm(&self, name: &str, host: &str) -> String {
+        self.ticking_vm_on_disk(name, host, &["--disk", "64M"])
+            .await
+    }
+
+    /// As [`Site::ticking_vm`], with the disk given by `disk` (`--disk SIZE`, `--image FILE`).
+    async fn ticking_vm_on_disk(&self, name: &str, host: &str, disk: &[&str]) -> String {
+        let guest = guest();
+        let mut args = vec![
+            "vm", "create", name, "--host", host, "--cpus", "1", "--memory", "128M",
+        ];
+        args.extend(disk);
+        self.cli
+            .ok(&[
+                args.as_slice(),
+                &[
+                    "--kernel",
+                    &guest.kernel.display().to_string(),
+                    "--initrd",
+                    &guest.initrd.display().to_string(),
+                    "--cmdline",
+                    "console=ttyS0 quiet tiny.shell=1 tiny.tick=1",
+                    "--start",
+                ],
+            ]
+            .concat())
+            .await;
+        self.cli.vm_field(name, "id").await.expect("the VM's id")
+    }
+}
+
+/// The guest's serial log on `agent_dir`'s host.
+fn serial_log(agent_dir: &Path, vm_id: &str) -> String {
+    std::fs::read_to_string(agent_dir.join("vms").join(vm_id).join("serial.log"))
+        .unwrap_or_default()
+}
+
+/// Waits until the guest has printed more ticks on that host than `seen`.
+async fn ticks_on(agent_dir: &Path, vm_id: &str, seen: usize) -> usize {
+    wait_until("the guest ticks on", LONG, async || {
+        let count = serial_log(agent_dir, vm_id).matches("TINYVM-TICK").count();
+        (count > seen).then_some(count)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Waits for two more ticks from the guest on that host than it has printed so far.
+async fn keeps_ticking(agent_dir: &Path, vm_id: &str) {
+    let seen = serial_log(agent_dir, vm_id).matches("TINYVM-TICK").count();
+    ticks_on(agent_dir, vm_id, seen + 1).await;
+}
+
+/// Nothing of the VM on the host: no directory, no QEMU.
+fn nothing_on(agent_dir: &Path, vm_id: &str) {
+    assert!(
+        !agent_dir.join("vms").join(vm_id).exists(),
+        "the VM's directory is still on {}",
+        agent_dir.display()
+    );
+    assert!(
+        qemu_pids(agent_dir).iter().all(|pid| !alive(*pid)),
+        "a QEMU still runs for {}",
+        agent_dir.display()
+    );
+}
+
+/// Checks in the guest that the marker written before the move is on its disk, read past the
+/// guest's page cache.
+async fn marker_on_disk(cli: &Cli, vm: &str) {
+    let mut shell = GuestShell::open(cli, vm).await;
+    assert!(
+        shell
+            .succeeds(
+                "sync && echo 3 > /proc/sys/vm/drop_caches && dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | grep -q DROVER-MOVED-42",
+                Duration::from_secs(30),
+            )
+            .await,
+        "the marker written before the move is on the disk"
+    );
+    shell.detach().await;
+}
+
+/// Starts a throttled migration without waiting; its job id.
+async fn start_slow_migration(cli: &Cli, vm: &str, to: &str) -> String {
+    let job = cli
+        .json(&[
+            "vm",
+            "migrate",
+            vm,
+            "--to",
+            to,
+            "--mirror-speed",
+            "1048576",
+            "--async",
+        ])
+        .await;
+    job["id"].as_str().expect("a job id").to_owned()
+}
+
+async fn job(cli: &Cli, id: &str) -> Value {
+    cli.json(&["job", "show", id]).await
+}
+
+/// Waits until the job's copy step shows some of the disk mirrored.
+async fn wait_mirroring(cli: &Cli, id: &str) {
+    wait_until("the disk mirror under way", LONG, async || {
+        let job = job(cli, id).await;
+        job["steps"]
+            .as_array()?
+            .iter()
+            .filter_map(|step| step["detail"].as_str())
+            .any(|detail| detail.starts_with("disk ") && !detail.starts_with("disk 0/"))
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+}
+
+async fn wait_job_status(cli: &Cli, id: &str, status: &str) -> Value {
+    wait_until(&format!("job {id} {status}"), LONG, async || {
+        let job = job(cli, id).await;
+        (job["status"] == status).then_some(job)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
+    let site = Site::start(
+        "a_running_vm_moves_live_with_its_disk_and_port_forward",
+        &[],
+        vec![None, None],
+    )
+    .await;
+    let cli = &site.cli;
+    let vm_id = site.ticking_vm("mover", "h1").await;
+    let port = free_port();
+    cli.ok(&["vm", "port-forward", "mover", &format!("{port}:80")])
+        .await;
+    http_get_until(port, "tinyvm says hello", LONG).await;
+    let mut shell = GuestShell::open(cli, "mover").await;
+    assert!(
+        shell
+            .succeeds(
+                "echo DROVER-MOVED-$((6*7)) > /tmp/m && dd if=/tmp/m of=/dev/vda bs=512 seek=2048 count=1 conv=fsync 2>/dev/null",
+                Duration::from_secs(30),
+            )
+            .await
+    );
+    shell.detach().await;
+
+    let finished = cli.json(&["vm", "migrate", "mover", "--to", "h2"]).await;
+    assert_eq!(finished["status"], "completed", "{finished:#}");
+    let copy = finished["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|step| step["name"] == "Copy disk and memory while the VM runs")
+        .expect("the copy step");
+    let figures = copy["detail"].as_str().expect("the copy's figures");
+    assert!(
+        figures.contains("disk 64/64 MiB mirrored") && figures.contains("downtime"),
+        "{figures}"
+    );
+    let vm = cli.json(&["vm", "show", "mover"]).await;
+    assert_eq!(
+        (vm["host_name"].as_str(), vm["state"].as_str()),
+        (Some("h2"), Some("running"))
+    );
+
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
+    nothing_on(site.agent_dir(1), &vm_id);
+    http_get_until(port, "tinyvm says hello", LONG).await;
+    marker_on_disk(cli, "mover").await;
+
+    // Back without --to: placement picks the only other host.
+    let back = cli.json(&["vm", "migrate", "mover"]).await;
+    assert_eq!(back["status"], "completed", "{back:#}");
+    assert_eq!(
+        cli.vm_field("mover", "host_name").await.as_deref(),
+        Some("h1")
+    );
+    nothing_on(site.agent_dir(2), &vm_id);
+    cli.fails(
+        &["vm", "migrate", "mover", "--to", "h1"],
+        "invalid_migration_target",
+    )
+    .await;
+
+    // Stopped, it moves by quick migration: its files, fetched by h2 from h1's transfer port.
+    cli.ok(&["vm", "stop", "mover"]).await;
+    let quick = cli.json(&["vm", "migrate", "mover", "--to", "h2"]).await;
+    assert_eq!(quick["status"], "completed", "{quick:#}");
+    let vm = cli.json(&["vm", "show", "mover"]).await;
+    assert_eq!(
+        (vm["host_name"].as_str(), vm["state"].as_str()),
+        (Some("h2"), Some("stopped"))
+    );
+    nothing_on(site.agent_dir(1), &vm_id);
+    cli.ok(&["vm", "start", "mover"]).await;
+    marker_on_disk(cli, "mover").await;
+    // Paused, it would need its memory saved first: refused.
+    cli.ok(&["vm", "pause", "mover"]).await;
+    cli.fails(
+        &["vm", "migrate", "mover", "--to", "h1"],
+        "vm_state_conflict",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
+    // h3's data directory is a 160 MiB tmpfs: under the 1 GiB reserve plus the 64 MiB disk.
+    let small = tempfile::tempdir().expect("temp dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=160m", "tmpfs"])
+        .arg(small.path())
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(small.path().to_owned());
+    let mut site = Site::start(
+        "failed_and_canceled_migrations_leave_the_vm_on_its_source",
+        &[],
+        vec![None, None, Some(small.path().join("agent"))],
+    )
+    .await;
+    let vm_id = site.ticking_vm("stayer", "h1").await;
+    let mut shell = GuestShell::open(&site.cli, "stayer").await;
+    // 24 MiB of data: at 1 MiB/s the mirror takes long enough to be hit.
+    assert!(
+        shell
+            .succeeds(
+                "dd if=/dev/urandom of=/dev/vda bs=1M count=24 conv=fsync 2>/dev/null",
+                Duration::from_secs(120),
+            )
+            .await
+    );
+    shell.detach().await;
+    let cli = site.cli.clone();
+
+    // Canceled mid-mirror.
+    let id = start_slow_migration(&cli, "stayer", "h2").await;
+    wait_mirroring(&cli, &id).await;
+    cli.ok(&["job", "cancel", &id]).await;
+    let canceled = wait_job_status(&cli, &id, "canceled").await;
+    assert_eq!(canceled["error"]["code"], "job_canceled", "{canceled:#}");
+    cli.wait_vm_state("stayer", "running", LONG).await;
+    assert_eq!(
+        cli.vm_field("stayer", "host_name").await.as_deref(),
+        Some("h1")
+    );
+    nothing_on(site.agent_dir(2), &vm_id);
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
+
+    // The destination agent killed mid-mirror: its QEMU goes on receiving, but nobody resumes
+    // the guest there, so the source takes it back.
+    let id = start_slow_migration(&cli, "stayer", "h2").await;
+    wait_mirroring(&cli, &id).await;
+    let waiting_pid: i32 =
+        std::fs::read_to_string(site.agent_dir(2).join("vms").join(&vm_id).join("qemu.pid"))
+            .expect("the destination's QEMU")
+            .trim()
+            .parse()
+            .expect("a pid");
+    site.agents[1].daemon.stop(Signal::SIGKILL);
+    let failed = wait_job_status(&cli, &id, "failed").await;
+    assert_eq!(failed["error"]["code"], "migration_failed", "{failed:#}");
+    cli.wait_vm_state("stayer", "running", LONG).await;
+    assert_eq!(
+        cli.vm_field("stayer", "host_name").await.as_deref(),
+        Some("h1")
+    );
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
+    // Back up, the agent removes what the unfinished migration left.
+    let (port, dir) = (site.agents[1].port, site.agents[1].dir.clone());
+    site.agents[1].daemon = Daemon::spawn(
+        &site.artifacts,
+        "agent2-2",
+        &as_strs(&agent_args(&dir, port)),
+    );
+    cli.wait_host_state("h2", "responding", LONG).await;
+    nothing_on(site.agent_dir(2), &vm_id);
+    assert!(!alive(waiting_pid), "the destination's QEMU was ended");
+
+    // No room on the destination: refused before anything starts.
+    cli.fails(
+        &["vm", "migrate", "stayer", "--to", "h3"],
+        "insufficient_host_resources",
+    )
+    .await;
+    nothing_on(site.agent_dir(3), &vm_id);
+    assert_eq!(
+        cli.vm_field("stayer", "state").await.as_deref(),
+        Some("running")
+    );
+    let _ = &site.root;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_on_evacuates_running_vms_and_leaves_stopped_ones() {
+    let site = Site::start(
+        "maintenance_on_evacuates_running_vms_and_leaves_stopped_ones",
+        // One migration per host at a time: the second VM waits for its turn.
+        &[("DROVER_SERVER_MIGRATIONS_PER_HOST", Path::new("1"))],
+        vec![None, None, None],
+    )
+    .await;
+    let cli = &site.cli;
+    let first = site.ticking_vm("first", "h1").await;
+    let second = site.ticking_vm("second", "h1").await;
+    site.ticking_vm("resting", "h1").await;
+    cli.ok(&["vm", "stop", "resting"]).await;
+
+    let job = cli.json(&["host", "maintenance", "on", "h1"]).await;
+    assert_eq!(job["status"], "completed", "{job:#}");
+    let outcome = job["steps"][1]["detail"]
+        .as_str()
+        .expect("each VM's outcome");
+    assert!(
+        outcome.contains("first: moved") && outcome.contains("second: moved"),
+        "{outcome}"
+    );
+    for (name, vm_id) in [("first", &first), ("second", &second)] {
+        let host = cli.vm_field(name, "host_name").await.expect("a host");
+        assert!(host == "h2" || host == "h3", "{name} went to {host}");
+        assert_eq!(
+            cli.vm_field(name, "state").await.as_deref(),
+            Some("running")
+        );
+        let index: usize = host[1..].parse().expect("h2 or h3");
+        ticks_on(site.agent_dir(index), vm_id, 0).await;
+        assert!(!site.agent_dir(1).join("vms").join(vm_id).exists());
+    }
+    let jobs = cli.json(&["job", "list"]).await;
+    let migrations: Vec<&Value> = jobs
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|job| job["kind"] == "vm.migrate")
+        .collect();
+    assert_eq!(migrations.len(), 2, "{jobs:#}");
+    assert!(
+        migrations.iter().any(|job| job["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|step| step["detail"].as_str())
+            .any(|detail| detail.contains("busy with other migrations"))),
+        "one migration waited for the other: {migrations:#?}"
+    );
+    assert_eq!(
+        cli.vm_field("resting", "host_name").await.as_deref(),
+        Some("h1")
+    );
+    assert_eq!(
+        cli.vm_field("resting", "state").await.as_deref(),
+        Some("stopped")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_clone_moves_its_own_blocks_over_the_same_base() {
+    let site = Site::start(
+        "a_linked_clone_moves_its_own_blocks_over_the_same_base",
+        &[],
+        vec![None, None],
+    )
+    .await;
+    let cli = &site.cli;
+    let base = guest().rootfs_qcow2.display().to_string();
+    let vm_id = site
+        .ticking_vm_on_disk("clone", "h1", &["--image", &base])
+        .await;
+    let mut shell = GuestShell::open(cli, "clone").await;
+    assert!(
+        shell
+            .succeeds(
+                "echo DROVER-MOVED-$((6*7)) > /tmp/m && dd if=/tmp/m of=/dev/vda bs=512 seek=2048 count=1 conv=fsync 2>/dev/null",
+                Duration::from_secs(30),
+            )
+            .await
+    );
+    shell.detach().await;
+    let moved = cli.json(&["vm", "migrate", "clone", "--to", "h2"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
+    marker_on_disk(cli, "clone").await;
+    // The destination's disk is an overlay on the same base, not a flattened copy.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(
+            site.agent_dir(2)
+                .join("vms")
+                .join(&vm_id)
+                .join("disk.qcow2"),
+        )
+        .output()
+        .expect("qemu-img info");
+    let info: Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(
+        info["backing-filename"].as_str(),
+        Some(base.as_str()),
+        "{info:#}"
+    );
+    nothing_on(site.agent_dir(1), &vm_id);
+}
