@@ -340,6 +340,7 @@ fn tiny_spec(name: &str, cmdline: &str) -> AgentVmSpec {
         nics: vec![],
         port_forwards: vec![],
         seed: None,
+        devices: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod auth;
 pub mod config;
+pub mod devices;
 pub mod error;
 pub mod event;
 pub mod host;
@@ -20,6 +21,7 @@ pub mod size;
 pub mod template;
 pub mod vm;
 
+pub use devices::VmDevices;
 pub use error::{ErrorBody, ErrorDetail};
 pub use event::Event;
 pub use host::{Accelerator, Host, HostAdd, HostState};

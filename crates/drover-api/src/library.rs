@@ -205,6 +205,19 @@ pub fn package_item_names(name: &str, disks: usize) -> Vec<String> {
     }
 }
 
+/// The file name at the end of a URL's path (query and fragment left out), `download` when
+/// it has none. A download keeps it so that its extension still says what the file is.
+pub fn file_name_from_url(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let last = path.rsplit('/').next().unwrap_or_default();
+    let plain = !last.is_empty() && !last.starts_with('.') && last != "..";
+    if plain {
+        last.to_owned()
+    } else {
+        "download".to_owned()
+    }
+}
+
 /// The first name a source suggests for its item: its last path segment without extension.
 pub fn name_from_source(source: &str) -> String {
     let last = source
@@ -248,6 +261,10 @@ mod tests {
             assert!(!is_package(single), "{single}");
         }
         assert_eq!(package_item_names("web", 1), ["web"]);
+        assert_eq!(file_name_from_url("http://h/x/web.ova?sig=1"), "web.ova");
+        for nameless in ["http://h/", "http://h/x/..", "http://h/.hidden"] {
+            assert_eq!(file_name_from_url(nameless), "download", "{nameless}");
+        }
         assert_eq!(package_item_names("web", 2), ["web-disk1", "web-disk2"]);
     }
 }

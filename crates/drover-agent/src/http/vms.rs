@@ -24,34 +24,39 @@ pub async fn validate(
 ) -> Result<StatusCode, AgentError> {
     let Json(mut spec) = body?;
     check_name(&spec)?;
-    if let VmDisk::Library { sha256, .. } = &spec.disk {
-        // The image is fetched at define; here only what the driver checks besides it.
-        crate::cache::check_fingerprint(sha256)?;
-        spec.disk = VmDisk::None;
+    for disk in std::iter::once(&mut spec.disk).chain(&mut spec.devices.data_disks) {
+        if let VmDisk::Library { sha256, .. } = disk {
+            // The image is fetched at define; here only what the driver checks besides it.
+            crate::cache::check_fingerprint(sha256)?;
+            *disk = VmDisk::Blank { size_bytes: 1 };
+        }
     }
     state.driver.validate(&spec).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A library disk becomes an overlay on the image in this host's cache, fetched (once, agent to
-/// agent, verified) when it is not there yet. Other disks pass unchanged.
+/// A library disk (the first or a data disk) becomes an overlay on the image in this host's
+/// cache, fetched (once, agent to agent, verified) when it is not there yet. Other disks pass
+/// unchanged.
 async fn resolve_library_disk(
     state: &AgentState,
     mut spec: AgentVmSpec,
 ) -> Result<AgentVmSpec, AgentError> {
-    if let VmDisk::Library { sha256, url, .. } = &spec.disk {
-        let client = state.enrollment.peer_client()?;
-        let cached = state
-            .images
-            .ensure(
-                &client,
-                &AgentFetch {
-                    url: url.clone(),
-                    sha256: sha256.clone(),
-                },
-            )
-            .await?;
-        spec.disk = VmDisk::Image { path: cached.path };
+    for disk in std::iter::once(&mut spec.disk).chain(&mut spec.devices.data_disks) {
+        if let VmDisk::Library { sha256, url, .. } = disk {
+            let client = state.enrollment.peer_client()?;
+            let cached = state
+                .images
+                .ensure(
+                    &client,
+                    &AgentFetch {
+                        url: url.clone(),
+                        sha256: sha256.clone(),
+                    },
+                )
+                .await?;
+            *disk = VmDisk::Image { path: cached.path };
+        }
     }
     Ok(spec)
 }
