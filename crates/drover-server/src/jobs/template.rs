@@ -5,12 +5,12 @@ use super::{JobRun, Plan};
 use crate::db::{self, DbError};
 use crate::http::ApiError;
 use crate::state::AppState;
-use drover_api::library::LibraryItemKind;
+use drover_api::library::{LibraryItem, LibraryItemKind};
 use drover_api::template::{
     GuestOsProfile, GuestOsProfileCreate, HardwareProfile, HardwareProfileCreate, Template,
     TemplateCreate, VmFromTemplate,
 };
-use drover_api::{JobTarget, ProfileId, TemplateId, VmCreate, VmDisk};
+use drover_api::{JobTarget, ProfileId, TemplateId, VmCreate, VmDevices, VmDisk};
 
 const RECORD_STEP: &str = "Record it in the database";
 
@@ -71,12 +71,7 @@ pub(crate) async fn vm_create_from(
 ) -> Result<VmCreate, ApiError> {
     let template = find_template(state, template).await?;
     let item = super::find_item(state, &template.disk_id.to_string()).await?;
-    let share = super::find_share(state, &item.share_id.to_string()).await?;
-    let server = db::library::servers(&state.db)
-        .await?
-        .into_iter()
-        .find(|server| server.host_id == share.host_id)
-        .ok_or_else(|| ApiError::NotLibraryServer(share.server.clone()))?;
+    let disk = library_disk(state, item).await?;
     let hardware = find_hardware(state, &template.hardware).await?.spec;
     let seed = match &template.guest_os {
         Some(name) => {
@@ -100,21 +95,41 @@ pub(crate) async fn vm_create_from(
         group: request.group,
         cpus: hardware.cpus,
         memory_mib: hardware.memory_mib,
-        disk: VmDisk::Library {
-            url: format!(
-                "https://{}/v1/shares/{}/files/{}",
-                server.transfer_address, share.name, item.file.path
-            ),
-            item: item.name,
-            sha256: item.file.sha256,
-        },
+        disk,
         kernel: hardware.kernel,
         initrd: hardware.initrd,
         cmdline: hardware.cmdline,
         start: request.start,
-        // Hardware-profile NICs are not applied yet: one user-mode NIC, the default.
-        networks: Vec::new(),
+        networks: hardware.nics,
         seed,
+        devices: VmDevices {
+            data_disks: hardware
+                .data_disks
+                .into_iter()
+                .map(|size_bytes| VmDisk::Blank { size_bytes })
+                .collect(),
+            boot_order: hardware.boot_order,
+            machine: hardware.machine,
+        },
+    })
+}
+
+/// A library item as a VM's disk: the VM's host fetches it straight from the library server's
+/// transfer endpoint into its cache and gives the VM an overlay on it.
+pub(crate) async fn library_disk(state: &AppState, item: LibraryItem) -> Result<VmDisk, ApiError> {
+    let share = super::find_share(state, &item.share_id.to_string()).await?;
+    let server = db::library::servers(&state.db)
+        .await?
+        .into_iter()
+        .find(|server| server.host_id == share.host_id)
+        .ok_or_else(|| ApiError::NotLibraryServer(share.server.clone()))?;
+    Ok(VmDisk::Library {
+        url: format!(
+            "https://{}/v1/shares/{}/files/{}",
+            server.transfer_address, share.name, item.file.path
+        ),
+        item: item.name,
+        sha256: item.file.sha256,
     })
 }
 

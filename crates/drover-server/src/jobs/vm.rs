@@ -11,7 +11,7 @@ use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
 use drover_api::network::{NetworkHostState, USER_NETWORK, tap_name};
 use drover_api::{
     CloudInitSeed, Event, Host, HostState, JobTarget, Network, PlacementGoal, PortForward, Vm,
-    VmAction, VmCreate, VmId, VmNic, VmState,
+    VmAction, VmCreate, VmDevices, VmId, VmNic, VmState,
 };
 
 /// Smallest memory a VM may have; below it no guest kernel boots.
@@ -28,7 +28,7 @@ fn target(vm_id: VmId, name: &str) -> JobTarget {
     }
 }
 
-fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
+fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>, devices: VmDevices) -> AgentVmSpec {
     AgentVmSpec {
         id: vm.id,
         name: vm.name.clone(),
@@ -41,6 +41,7 @@ fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
         nics: vm.nics.iter().map(|nic| agent_nic(vm.id, nic)).collect(),
         port_forwards: vm.port_forwards.clone(),
         seed,
+        devices,
     }
 }
 
@@ -151,11 +152,15 @@ pub(super) async fn prepare_create(
         return Err(ApiError::VmExists(request.name.clone()));
     }
     check_vm_size(request.cpus, request.memory_mib)?;
+    drover_api::devices::validate_devices(&request.devices).map_err(ApiError::InvalidVmSpec)?;
     let networks = nic_networks(state, &request.networks).await?;
     let demand = Demand {
         cpus: request.cpus,
         memory_mib: request.memory_mib,
-        disk_bytes: request.disk.committed_bytes(),
+        disk_bytes: request
+            .disk
+            .committed_bytes()
+            .saturating_add(request.devices.committed_bytes()),
     };
     let (group, candidates) = match &request.host {
         Some(name) => {
@@ -230,7 +235,11 @@ pub(super) async fn prepare_create(
         state
             .agents
             .at(&host.address)
-            .validate(&agent_spec(&vm, request.seed.clone()))
+            .validate(&agent_spec(
+                &vm,
+                request.seed.clone(),
+                request.devices.clone(),
+            ))
             .await?;
         let claimed = db::placement::claim(&state.db, &vm, candidate.reserves)
             .await
@@ -247,6 +256,7 @@ pub(super) async fn prepare_create(
             return Err(error.into());
         }
         db::vms::set_seed(&state.db, vm_id, request.seed.as_ref()).await?;
+        db::vms::set_devices(&state.db, vm_id, &request.devices).await?;
         state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
         let mut steps = vec![CREATE_STEP];
         if request.start {
@@ -303,7 +313,8 @@ async fn create_and_start(
             super::network::ensure_on_host(state, network, &host).await?;
         }
         let seed = db::vms::seed(&state.db, vm_id).await?;
-        let runtime = agent.define(&agent_spec(&vm, seed)).await?;
+        let devices = db::vms::devices(&state.db, vm_id).await?;
+        let runtime = agent.define(&agent_spec(&vm, seed, devices)).await?;
         record(
             state,
             vm_id,
