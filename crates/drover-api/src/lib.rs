@@ -19,6 +19,7 @@ pub mod placement;
 pub mod ports;
 pub mod size;
 pub mod template;
+pub mod v2v;
 pub mod vm;
 
 pub use devices::VmDevices;

@@ -2,7 +2,8 @@
 //! the API types' schemas, so it cannot drift from the code.
 
 use super::{
-    auth, console, events, hostgroups, hosts, jobs, library, networks, placement, templates, vms,
+    auth, console, events, hostgroups, hosts, jobs, library, networks, placement, templates, v2v,
+    vms,
 };
 use axum::Json;
 use utoipa::OpenApi;
@@ -58,6 +59,10 @@ use utoipa::OpenApi;
         templates::get,
         templates::create,
         templates::create_vm,
+        templates::hardware_delete,
+        templates::guest_os_delete,
+        templates::delete,
+        v2v::import,
         jobs::list,
         jobs::get,
         jobs::cancel,

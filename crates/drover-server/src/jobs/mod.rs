@@ -7,11 +7,14 @@
 mod host;
 mod library;
 mod network;
+mod package;
 mod template;
 mod vm;
 
 pub(crate) use library::{find_item, find_share, schedule_refresh};
-pub(crate) use template::{find_guest_os, find_hardware, find_template, vm_create_from};
+pub(crate) use template::{
+    ProfileKind, find_guest_os, find_hardware, find_template, vm_create_from,
+};
 
 use crate::db;
 use crate::http::ApiError;
@@ -104,6 +107,17 @@ pub enum JobSpec {
         template_id: TemplateId,
         request: TemplateCreate,
     },
+    V2vImport {
+        vm_id: VmId,
+        request: drover_api::v2v::V2vImport,
+    },
+    ProfileDelete {
+        profile_id: ProfileId,
+        kind: ProfileKind,
+    },
+    TemplateDelete {
+        template_id: TemplateId,
+    },
 }
 
 impl JobSpec {
@@ -130,6 +144,16 @@ impl JobSpec {
             JobSpec::HardwareProfileCreate { .. } => "profile.hardware_create".to_owned(),
             JobSpec::GuestOsProfileCreate { .. } => "profile.guest_os_create".to_owned(),
             JobSpec::TemplateCreate { .. } => "template.create".to_owned(),
+            JobSpec::V2vImport { .. } => "v2v.import".to_owned(),
+            JobSpec::ProfileDelete {
+                kind: ProfileKind::Hardware,
+                ..
+            } => "profile.hardware_delete".to_owned(),
+            JobSpec::ProfileDelete {
+                kind: ProfileKind::GuestOs,
+                ..
+            } => "profile.guest_os_delete".to_owned(),
+            JobSpec::TemplateDelete { .. } => "template.delete".to_owned(),
         }
     }
 }
@@ -249,6 +273,15 @@ pub async fn submit(
             template_id,
             request,
         } => template::prepare_template(state, *template_id, request).await?,
+        JobSpec::V2vImport { vm_id, request } => {
+            package::prepare_v2v(state, *vm_id, request).await?
+        }
+        JobSpec::ProfileDelete { profile_id, kind } => {
+            template::prepare_profile_delete(state, *kind, *profile_id).await?
+        }
+        JobSpec::TemplateDelete { template_id } => {
+            template::prepare_template_delete(state, *template_id).await?
+        }
     };
     let now = Utc::now();
     let done = plan.done.into_iter().map(|(name, detail)| JobStep {
@@ -450,6 +483,15 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
             template_id,
             request,
         } => template::run_template(&state, &mut run, template_id, request).await,
+        JobSpec::V2vImport { vm_id, request } => {
+            package::run_v2v(&state, &mut run, vm_id, request).await
+        }
+        JobSpec::ProfileDelete { profile_id, kind } => {
+            template::run_profile_delete(&state, &mut run, kind, profile_id).await
+        }
+        JobSpec::TemplateDelete { template_id } => {
+            template::run_template_delete(&state, &mut run, template_id).await
+        }
     };
     run.finish(outcome).await;
 }

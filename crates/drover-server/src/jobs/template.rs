@@ -281,3 +281,112 @@ pub(super) async fn run_template(
     })
     .await
 }
+
+/// The two kinds of profile, as jobs and messages name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileKind {
+    Hardware,
+    GuestOs,
+}
+
+impl ProfileKind {
+    fn label(self) -> &'static str {
+        match self {
+            ProfileKind::Hardware => "hardware",
+            ProfileKind::GuestOs => "guest OS",
+        }
+    }
+}
+
+/// The profile's name, when it exists.
+async fn profile_name(
+    state: &AppState,
+    kind: ProfileKind,
+    profile_id: ProfileId,
+) -> Result<String, ApiError> {
+    let id = profile_id.to_string();
+    Ok(match kind {
+        ProfileKind::Hardware => find_hardware(state, &id).await?.name,
+        ProfileKind::GuestOs => find_guest_os(state, &id).await?.name,
+    })
+}
+
+/// A profile that templates use stays: the refusal names them.
+async fn refuse_if_profile_used(
+    state: &AppState,
+    kind: ProfileKind,
+    profile_id: ProfileId,
+    name: &str,
+) -> Result<(), ApiError> {
+    let templates = db::templates::names_using_profile(&state.db, profile_id).await?;
+    if templates.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::ProfileInUse {
+        profile: format!("{} profile '{name}'", kind.label()),
+        templates: templates.join(", "),
+    })
+}
+
+pub(super) async fn prepare_profile_delete(
+    state: &AppState,
+    kind: ProfileKind,
+    profile_id: ProfileId,
+) -> Result<Plan, ApiError> {
+    let name = profile_name(state, kind, profile_id).await?;
+    refuse_if_profile_used(state, kind, profile_id, &name).await?;
+    Ok(Plan {
+        description: format!("Delete {} profile {name}", kind.label()),
+        target: target("profile", profile_id.to_string(), &name),
+        done: Vec::new(),
+        steps: vec![DELETE_STEP],
+    })
+}
+
+const DELETE_STEP: &str = "Delete it from the database";
+
+pub(super) async fn run_profile_delete(
+    state: &AppState,
+    run: &mut JobRun,
+    kind: ProfileKind,
+    profile_id: ProfileId,
+) -> Result<(), ApiError> {
+    let name = profile_name(state, kind, profile_id).await?;
+    run.step(async {
+        refuse_if_profile_used(state, kind, profile_id, &name).await?;
+        if !db::templates::delete_profile(&state.db, profile_id).await? {
+            // A template took the profile between the check and the delete.
+            refuse_if_profile_used(state, kind, profile_id, &name).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// VMs keep nothing of their template once made (their disk names the library item), so a
+/// template can always go.
+pub(super) async fn prepare_template_delete(
+    state: &AppState,
+    template_id: TemplateId,
+) -> Result<Plan, ApiError> {
+    let template = find_template(state, &template_id.to_string()).await?;
+    Ok(Plan {
+        description: format!("Delete template {}", template.name),
+        target: target("template", template_id.to_string(), &template.name),
+        done: Vec::new(),
+        steps: vec![DELETE_STEP],
+    })
+}
+
+pub(super) async fn run_template_delete(
+    state: &AppState,
+    run: &mut JobRun,
+    template_id: TemplateId,
+) -> Result<(), ApiError> {
+    run.step(async {
+        db::templates::delete_template(&state.db, template_id).await?;
+        Ok(())
+    })
+    .await
+}

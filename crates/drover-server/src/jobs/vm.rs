@@ -17,7 +17,7 @@ use drover_api::{
 /// Smallest memory a VM may have; below it no guest kernel boots.
 pub const MIN_MEMORY_MIB: u64 = 64;
 
-const CREATE_STEP: &str = "Create disk and configuration on host";
+pub(super) const CREATE_STEP: &str = "Create disk and configuration on host";
 const START_STEP: &str = "Start virtual machine";
 
 fn target(vm_id: VmId, name: &str) -> JobTarget {
@@ -127,7 +127,7 @@ pub fn check_vm_size(cpus: u32, memory_mib: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
-const PLACE_STEP: &str = "Rate hosts and place the VM";
+pub(super) const PLACE_STEP: &str = "Rate hosts and place the VM";
 
 /// How many hosts' ratings a create job records.
 const RATINGS_IN_JOB: usize = 20;
