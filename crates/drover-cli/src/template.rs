@@ -1,4 +1,5 @@
-//! `drover profile hardware|guest-os create|list|show` and `drover template create|list|show`.
+//! `drover profile hardware|guest-os create|list|show|delete` and
+//! `drover template create|list|show|delete`.
 
 use crate::CliError;
 use crate::output::{OutputFormat, Table, print_fields, print_json, time};
@@ -23,7 +24,15 @@ pub enum ProfileCommand {
 pub enum HardwareCommand {
     Create(Box<HardwareCreateArgs>),
     List,
-    Show { profile: String },
+    Show {
+        profile: String,
+    },
+    /// Delete a profile; refused while templates use it.
+    Delete {
+        profile: String,
+        #[command(flatten)]
+        job: JobOptions,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -61,7 +70,15 @@ pub struct HardwareCreateArgs {
 pub enum GuestOsCommand {
     Create(Box<GuestOsCreateArgs>),
     List,
-    Show { profile: String },
+    Show {
+        profile: String,
+    },
+    /// Delete a profile; refused while templates use it.
+    Delete {
+        profile: String,
+        #[command(flatten)]
+        job: JobOptions,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -109,6 +126,12 @@ pub enum TemplateCommand {
     Show {
         template: String,
     },
+    /// Delete a template (VMs made from it keep running: they do not depend on it).
+    Delete {
+        template: String,
+        #[command(flatten)]
+        job: JobOptions,
+    },
 }
 
 fn optional(value: Option<&String>) -> String {
@@ -138,6 +161,14 @@ pub async fn run_profile(
             };
             let started = client.create_hardware_profile(&create).await?;
             finish(client, started, args.job, output).await
+        }
+        ProfileCommand::Hardware(HardwareCommand::Delete { profile, job }) => {
+            let started = client.delete_hardware_profile(profile).await?;
+            finish(client, started, *job, output).await
+        }
+        ProfileCommand::GuestOs(GuestOsCommand::Delete { profile, job }) => {
+            let started = client.delete_guest_os_profile(profile).await?;
+            finish(client, started, *job, output).await
         }
         ProfileCommand::Hardware(HardwareCommand::List) => {
             let profiles = client.hardware_profiles().await?;
@@ -286,6 +317,10 @@ pub async fn run_template(
                 guest_os: guest_os.clone(),
             };
             let started = client.create_template(&create).await?;
+            finish(client, started, *job, output).await
+        }
+        TemplateCommand::Delete { template, job } => {
+            let started = client.delete_template(template).await?;
             finish(client, started, *job, output).await
         }
         TemplateCommand::List => {
