@@ -129,13 +129,14 @@ pub fn command_line(
 
 /// `,bootindex=N` for the device that boots as `device` (`disk`: the first disk; `network`:
 /// the first NIC) when the boot order names it; nothing otherwise. SeaBIOS tries devices by
-/// bootindex; `cdrom` has no device yet.
+/// bootindex; `cdrom` has no device yet. Numbers start at 1: QEMU gives a direct-boot kernel's
+/// option ROM bootindex 0, so `-kernel` still boots first.
 fn boot_index(spec: &AgentVmSpec, device: &str) -> String {
     spec.devices
         .boot_order
         .iter()
         .position(|named| named == device)
-        .map(|index| format!(",bootindex={index}"))
+        .map(|index| format!(",bootindex={}", index + 1))
         .unwrap_or_default()
 }
 
@@ -340,12 +341,12 @@ mod tests {
         let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
         for expected in [
             "-machine q35 ",
-            "-device virtio-blk-pci,drive=disk0,id=vd0,bootindex=2 ",
+            "-device virtio-blk-pci,drive=disk0,id=vd0,bootindex=3 ",
             "-blockdev driver=file,node-name=disk1-file,filename=/v/disk1.qcow2 \
              -blockdev driver=qcow2,node-name=disk1,file=disk1-file \
              -device virtio-blk-pci,drive=disk1,id=vd1 ",
             "-device virtio-blk-pci,drive=disk2,id=vd2 ",
-            "id=nic0,mac=52:54:00:d0:00:01,bootindex=0",
+            "id=nic0,mac=52:54:00:d0:00:01,bootindex=1",
         ] {
             assert!(line.contains(expected), "{expected} not in {line}");
         }
