@@ -1037,3 +1037,311 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
         cli.ok(&["vm", "delete", name]).await;
     }
 }
+
+fn qemu_img_convert(source: &Path, target: &Path, format: &str, options: &[&str]) {
+    let status = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-O", format])
+        .args(options)
+        .arg(source)
+        .arg(target)
+        .status()
+        .expect("qemu-img convert");
+    assert!(status.success(), "qemu-img convert to {format}");
+}
+
+/// An OVF for a 1-vCPU, 160 MiB machine with one NIC, the disk `href` and a blank 32 MiB disk.
+fn tiny_ovf(href: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+  <References><File ovf:id="f1" ovf:href="{href}"/></References>
+  <DiskSection>
+    <Disk ovf:diskId="root" ovf:fileRef="f1" ovf:capacity="64" ovf:capacityAllocationUnits="byte * 2^20"/>
+    <Disk ovf:diskId="scratch" ovf:capacity="32" ovf:capacityAllocationUnits="byte * 2^20"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="tiny"><VirtualHardwareSection>
+    <Item><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+    <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>160</rasd:VirtualQuantity></Item>
+    <Item><rasd:ResourceType>10</rasd:ResourceType></Item>
+    <Item><rasd:ResourceType>17</rasd:ResourceType><rasd:HostResource>ovf:/disk/root</rasd:HostResource></Item>
+    <Item><rasd:ResourceType>17</rasd:ResourceType><rasd:HostResource>ovf:/disk/scratch</rasd:HostResource></Item>
+  </VirtualHardwareSection></VirtualSystem>
+</Envelope>"#
+    )
+}
+
+/// Runs `program` in `dir`; its stdout.
+fn run_in(dir: &Path, program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{program} {args:?}: {output:?}");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+fn names_of(list: &Value) -> Vec<String> {
+    let mut names: Vec<String> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|object| object["name"].as_str().expect("name").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// V2V of a VMware VM (the tiny guest's disk as a VMDK next to a VMX) to a stopped VM that boots
+/// its imported disk; an OVA imported as an item and a hardware profile; a hardware profile's
+/// data disk, NICs, boot order and machine type reaching the guest of a VM made from a
+/// template; profile and template deletes; bad packages leaving nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2v_packages_and_hardware_profiles_through_the_cli() {
+    let cluster = Cluster::start("e2e_v2v", 1).await;
+    let cli = cluster.cli.clone();
+    let guest = guest();
+    let share = cluster.root.join("library");
+    cli.ok(&[
+        "library",
+        "share",
+        "add",
+        "main",
+        "--server",
+        "h1",
+        "--path",
+        &share.display().to_string(),
+    ])
+    .await;
+    let packages = cluster.root.join("packages");
+    std::fs::create_dir(&packages).expect("mkdir");
+    let kernel = guest.kernel.display().to_string();
+    let initrd = guest.initrd.display().to_string();
+    let shell_cmdline = "console=ttyS0 quiet tiny.shell=1";
+
+    // VMX + monolithicSparse VMDK -> a stopped VM with the VMX's hardware.
+    qemu_img_convert(
+        &guest.rootfs_qcow2,
+        &packages.join("tiny.vmdk"),
+        "vmdk",
+        &["-o", "subformat=monolithicSparse"],
+    );
+    let vmx = packages.join("tiny.vmx");
+    std::fs::write(
+        &vmx,
+        ".encoding = \"UTF-8\"\nnumvcpus = \"1\"\nmemsize = \"160\"\n\
+         scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"tiny.vmdk\"\n\
+         ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"vmxnet3\"\n",
+    )
+    .expect("vmx");
+    cli.ok(&[
+        "v2v",
+        "import",
+        &vmx.display().to_string(),
+        "--name",
+        "tv",
+        "--host",
+        "h1",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--cmdline",
+        shell_cmdline,
+    ])
+    .await;
+    let vm = cli.json(&["vm", "show", "tv"]).await;
+    assert_eq!(vm["state"], "stopped", "{vm}");
+    assert_eq!(
+        (vm["cpus"].as_u64(), vm["memory_mib"].as_u64()),
+        (Some(1), Some(160))
+    );
+    assert_eq!(vm["nics"].as_array().map(Vec::len), Some(1), "{vm}");
+    assert_eq!(vm["disk"]["kind"], "library");
+    assert_eq!(vm["disk"]["item"], "tv");
+    let item = cli.json(&["library", "show", "tv"]).await;
+    assert_eq!(item["format"], "qcow2");
+    cli.ok(&["vm", "start", "tv"]).await;
+    let mut shell = GuestShell::open(&cli, "tv").await;
+    // The imported disk is the guest's vda and holds the tiny guest's ext4 file system (its
+    // superblock magic 0xEF53 at byte 1080).
+    assert!(
+        shell
+            .succeeds(
+                "dd if=/dev/vda bs=1 skip=1080 count=2 2>/dev/null | od -An -tx1 | grep -q '53 ef'",
+                Duration::from_secs(30),
+            )
+            .await,
+        "vda is the imported disk:\n{}",
+        shell.output()
+    );
+    shell.detach().await;
+    cli.ok(&["vm", "stop", "tv"]).await;
+
+    // OVA (OVF + streamOptimized VMDK + SHA-256 manifest) -> an item and a hardware profile.
+    qemu_img_convert(
+        &guest.rootfs_qcow2,
+        &packages.join("appl-1.vmdk"),
+        "vmdk",
+        &["-o", "subformat=streamOptimized"],
+    );
+    std::fs::write(packages.join("appl.ovf"), tiny_ovf("appl-1.vmdk")).expect("ovf");
+    let manifest = run_in(
+        &packages,
+        "sha256sum",
+        &["--tag", "appl.ovf", "appl-1.vmdk"],
+    );
+    std::fs::write(packages.join("appl.mf"), manifest.replace(") = ", ")= ")).expect("mf");
+    run_in(
+        &packages,
+        "tar",
+        &["-cf", "appl.ova", "appl.ovf", "appl.mf", "appl-1.vmdk"],
+    );
+    cli.ok(&[
+        "library",
+        "import",
+        &packages.join("appl.ova").display().to_string(),
+    ])
+    .await;
+    let profile = cli.json(&["profile", "hardware", "show", "appl"]).await;
+    assert_eq!(profile["cpus"], 1);
+    assert_eq!(profile["memory_mib"], 160);
+    assert_eq!(profile["nics"], serde_json::json!(["user"]));
+    assert_eq!(profile["data_disks"], serde_json::json!([32 << 20]));
+
+    // Bad packages: malformed OVF, a digest that does not match, a disk the OVF names but the
+    // OVA lacks. Each fails with its code and leaves no item, profile, VM or file.
+    std::fs::write(packages.join("broken.ovf"), "<Envelope><References>").expect("ovf");
+    run_in(
+        &packages,
+        "tar",
+        &["-cf", "broken.ova", "broken.ovf", "appl-1.vmdk"],
+    );
+    std::fs::write(
+        packages.join("liar.mf"),
+        format!("SHA256(appl-1.vmdk)= {}\n", "0".repeat(64)),
+    )
+    .expect("mf");
+    run_in(
+        &packages,
+        "tar",
+        &["-cf", "liar.ova", "appl.ovf", "liar.mf", "appl-1.vmdk"],
+    );
+    run_in(&packages, "tar", &["-cf", "hollow.ova", "appl.ovf"]);
+    for (package, code) in [
+        ("broken.ova", "package_invalid"),
+        ("liar.ova", "package_digest_mismatch"),
+        ("hollow.ova", "package_invalid"),
+    ] {
+        let source = packages.join(package).display().to_string();
+        cli.fails(&["library", "import", &source, "--name", "bad"], code)
+            .await;
+        cli.fails(&["v2v", "import", &source, "--name", "bad"], code)
+            .await;
+    }
+    let items = cli.json(&["library", "list"]).await;
+    assert_eq!(names_of(&items), ["appl", "tv"]);
+    let profiles = cli.json(&["profile", "hardware", "list"]).await;
+    assert_eq!(names_of(&profiles), ["appl"]);
+    let vms = cli.json(&["vm", "list"]).await;
+    assert_eq!(names_of(&vms), ["tv"]);
+    let mut files: Vec<String> = std::fs::read_dir(&share)
+        .expect("share")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["appl.qcow2", "tv.qcow2"],
+        "no partial or unpacked files"
+    );
+
+    // A hardware profile applied in full: two NICs, a 64 MiB data disk, boot order, machine.
+    cli.ok(&[
+        "profile",
+        "hardware",
+        "create",
+        "hw2",
+        "--memory",
+        "160M",
+        "--data-disk",
+        "64M",
+        "--nic",
+        "user",
+        "--nic",
+        "user",
+        "--boot-order",
+        "disk,network",
+        "--machine",
+        "pc",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--cmdline",
+        shell_cmdline,
+    ])
+    .await;
+    cli.ok(&[
+        "template",
+        "create",
+        "tpl",
+        "--disk",
+        "appl",
+        "--hardware",
+        "hw2",
+    ])
+    .await;
+    cli.ok(&[
+        "vm",
+        "create",
+        "tvm",
+        "--template",
+        "tpl",
+        "--host",
+        "h1",
+        "--start",
+    ])
+    .await;
+    let vm = cli.json(&["vm", "show", "tvm"]).await;
+    assert_eq!(vm["nics"].as_array().map(Vec::len), Some(2), "{vm}");
+    let mut shell = GuestShell::open(&cli, "tvm").await;
+    for check in [
+        "grep -qx 131072 /sys/block/vdb/size",
+        "test -e /sys/class/net/eth1",
+    ] {
+        assert!(
+            shell.succeeds(check, Duration::from_secs(30)).await,
+            "{check}:\n{}",
+            shell.output()
+        );
+    }
+    shell.detach().await;
+
+    // Deletes: a profile that a template uses stays; VMs do not hold their template.
+    let outcome = cli.run(&["profile", "hardware", "delete", "hw2"]).await;
+    assert_eq!(outcome.code, 1);
+    assert!(
+        outcome.stderr.contains("profile_in_use") && outcome.stderr.contains("tpl"),
+        "{}",
+        outcome.stderr
+    );
+    cli.ok(&["template", "delete", "tpl"]).await;
+    cli.ok(&["profile", "hardware", "delete", "hw2"]).await;
+    cli.fails(&["template", "show", "tpl"], "template_not_found")
+        .await;
+    assert_eq!(
+        cli.vm_field("tvm", "state").await.as_deref(),
+        Some("running")
+    );
+    for name in ["tv", "tvm"] {
+        cli.ok(&["vm", "delete", name]).await;
+    }
+}
