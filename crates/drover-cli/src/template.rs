@@ -28,11 +28,7 @@ pub enum HardwareCommand {
         profile: String,
     },
     /// Delete a profile; refused while templates use it.
-    Delete {
-        profile: String,
-        #[command(flatten)]
-        job: JobOptions,
-    },
+    Delete(ProfileDeleteArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -55,13 +51,27 @@ pub struct HardwareCreateArgs {
     /// QEMU machine type.
     #[arg(long)]
     machine: Option<String>,
-    /// Direct kernel boot: a kernel, initrd and command line on the host.
+    #[command(flatten)]
+    boot: DirectBootArgs,
+    #[command(flatten)]
+    job: JobOptions,
+}
+
+/// Direct kernel boot: a kernel, initrd and command line, files on the host.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirectBootArgs {
     #[arg(long)]
-    kernel: Option<String>,
+    pub kernel: Option<String>,
     #[arg(long)]
-    initrd: Option<String>,
+    pub initrd: Option<String>,
     #[arg(long)]
-    cmdline: Option<String>,
+    pub cmdline: Option<String>,
+}
+
+/// `delete PROFILE`, refused while templates use it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProfileDeleteArgs {
+    profile: String,
     #[command(flatten)]
     job: JobOptions,
 }
@@ -74,11 +84,7 @@ pub enum GuestOsCommand {
         profile: String,
     },
     /// Delete a profile; refused while templates use it.
-    Delete {
-        profile: String,
-        #[command(flatten)]
-        job: JobOptions,
-    },
+    Delete(ProfileDeleteArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -154,21 +160,21 @@ pub async fn run_profile(
                     nics: args.nics.clone(),
                     boot_order: args.boot_order.clone(),
                     machine: args.machine.clone(),
-                    kernel: args.kernel.clone(),
-                    initrd: args.initrd.clone(),
-                    cmdline: args.cmdline.clone(),
+                    kernel: args.boot.kernel.clone(),
+                    initrd: args.boot.initrd.clone(),
+                    cmdline: args.boot.cmdline.clone(),
                 },
             };
             let started = client.create_hardware_profile(&create).await?;
             finish(client, started, args.job, output).await
         }
-        ProfileCommand::Hardware(HardwareCommand::Delete { profile, job }) => {
-            let started = client.delete_hardware_profile(profile).await?;
-            finish(client, started, *job, output).await
+        ProfileCommand::Hardware(HardwareCommand::Delete(args)) => {
+            let started = client.delete_hardware_profile(&args.profile).await?;
+            finish(client, started, args.job, output).await
         }
-        ProfileCommand::GuestOs(GuestOsCommand::Delete { profile, job }) => {
-            let started = client.delete_guest_os_profile(profile).await?;
-            finish(client, started, *job, output).await
+        ProfileCommand::GuestOs(GuestOsCommand::Delete(args)) => {
+            let started = client.delete_guest_os_profile(&args.profile).await?;
+            finish(client, started, args.job, output).await
         }
         ProfileCommand::Hardware(HardwareCommand::List) => {
             let profiles = client.hardware_profiles().await?;

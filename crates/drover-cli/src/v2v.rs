@@ -3,6 +3,7 @@
 use crate::CliError;
 use crate::output::OutputFormat;
 use crate::progress::{JobOptions, finish};
+use crate::template::DirectBootArgs;
 use drover_api::v2v::V2vImport;
 use drover_client::Client;
 
@@ -29,13 +30,9 @@ pub struct V2vImportArgs {
     /// The library share for the disks (default: the only one).
     #[arg(long)]
     share: Option<String>,
-    /// Direct kernel boot, for a disk without a boot loader: a kernel on the host.
-    #[arg(long)]
-    kernel: Option<String>,
-    #[arg(long)]
-    initrd: Option<String>,
-    #[arg(long)]
-    cmdline: Option<String>,
+    /// For a disk without a boot loader QEMU's firmware can start.
+    #[command(flatten)]
+    boot: DirectBootArgs,
     #[command(flatten)]
     job: JobOptions,
 }
@@ -53,9 +50,9 @@ pub async fn run(
                 share: args.share.clone(),
                 host: args.host.clone(),
                 group: args.group.clone(),
-                kernel: args.kernel.clone(),
-                initrd: args.initrd.clone(),
-                cmdline: args.cmdline.clone(),
+                kernel: args.boot.kernel.clone(),
+                initrd: args.boot.initrd.clone(),
+                cmdline: args.boot.cmdline.clone(),
             };
             let started = client.v2v_import(&import).await?;
             finish(client, started, args.job, output).await

@@ -144,18 +144,10 @@ fn an_ova_imports_its_disks_and_hardware() {
         b"datadisk"
     );
     // Nothing else stays in the share: the unpacked OVA is gone.
-    let mut left: Vec<String> = std::fs::read_dir(library.path())
-        .expect("read")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    left.sort();
-    assert_eq!(left, ["web-disk1.qcow2", "web-disk2.qcow2"]);
+    assert_eq!(
+        drover_testkit::dir_names(library.path()),
+        ["web-disk1.qcow2", "web-disk2.qcow2"]
+    );
 }
 
 #[test]

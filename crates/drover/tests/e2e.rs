@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, qemu_pids};
-use drover_testkit::{artifacts_dir, guest, wait_for_text, wait_until};
+use drover_testkit::{artifacts_dir, dir_names, guest, wait_for_text, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,24 @@ impl Cluster {
         ]
         .map(str::to_owned)
         .to_vec()
+    }
+
+    /// Adds share `main` on host h1, in `ROOT/library`; its directory.
+    async fn add_share_on_h1(&self) -> PathBuf {
+        let share = self.root.join("library");
+        self.cli
+            .ok(&[
+                "library",
+                "share",
+                "add",
+                "main",
+                "--server",
+                "h1",
+                "--path",
+                &share.display().to_string(),
+            ])
+            .await;
+        share
     }
 
     /// Starts a server and `agent_count` agents, logs the CLI in and adds the agents as hosts
@@ -629,18 +647,7 @@ async fn library_shares_imports_refresh_and_removal_through_the_cli() {
         "library_item_exists",
     )
     .await;
-    let mut files: Vec<String> = std::fs::read_dir(&share_dir)
-        .expect("share")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    files.sort();
-    assert_eq!(files, ["appliance.qcow2"]);
+    assert_eq!(dir_names(&share_dir), ["appliance.qcow2"]);
 
     // A file dropped into the share by hand appears after a refresh.
     qemu_img_create(&share_dir.join("dropped.qcow2"), "qcow2", &[]);
@@ -857,18 +864,7 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
     let cluster = Cluster::start("e2e_template", 2).await;
     let cli = cluster.cli.clone();
     let guest = guest();
-    let share = cluster.root.join("library");
-    cli.ok(&[
-        "library",
-        "share",
-        "add",
-        "main",
-        "--server",
-        "h1",
-        "--path",
-        &share.display().to_string(),
-    ])
-    .await;
+    cluster.add_share_on_h1().await;
     cli.ok(&[
         "library",
         "import",
@@ -1102,18 +1098,7 @@ async fn v2v_packages_and_hardware_profiles_through_the_cli() {
     let cluster = Cluster::start("e2e_v2v", 1).await;
     let cli = cluster.cli.clone();
     let guest = guest();
-    let share = cluster.root.join("library");
-    cli.ok(&[
-        "library",
-        "share",
-        "add",
-        "main",
-        "--server",
-        "h1",
-        "--path",
-        &share.display().to_string(),
-    ])
-    .await;
+    let share = cluster.add_share_on_h1().await;
     let packages = cluster.root.join("packages");
     std::fs::create_dir(&packages).expect("mkdir");
     let kernel = guest.kernel.display().to_string();
@@ -1246,19 +1231,8 @@ async fn v2v_packages_and_hardware_profiles_through_the_cli() {
     assert_eq!(names_of(&profiles), ["appl"]);
     let vms = cli.json(&["vm", "list"]).await;
     assert_eq!(names_of(&vms), ["tv"]);
-    let mut files: Vec<String> = std::fs::read_dir(&share)
-        .expect("share")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    files.sort();
     assert_eq!(
-        files,
+        dir_names(&share),
         ["appl.qcow2", "tv.qcow2"],
         "no partial or unpacked files"
     );
