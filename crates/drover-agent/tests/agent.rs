@@ -703,18 +703,7 @@ fn make_qcow2(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn share_listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("read share")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    names
+    drover_testkit::dir_names(dir)
 }
 
 #[tokio::test]

@@ -1103,7 +1103,14 @@ async fn v2v_packages_and_hardware_profiles_through_the_cli() {
     std::fs::create_dir(&packages).expect("mkdir");
     let kernel = guest.kernel.display().to_string();
     let initrd = guest.initrd.display().to_string();
-    let shell_cmdline = "console=ttyS0 quiet tiny.shell=1";
+    let direct_boot = [
+        "--kernel",
+        kernel.as_str(),
+        "--initrd",
+        initrd.as_str(),
+        "--cmdline",
+        "console=ttyS0 quiet tiny.shell=1",
+    ];
 
     // VMX + monolithicSparse VMDK -> a stopped VM with the VMX's hardware.
     qemu_img_convert(
@@ -1128,14 +1135,12 @@ async fn v2v_packages_and_hardware_profiles_through_the_cli() {
         "tv",
         "--host",
         "h1",
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--cmdline",
-        shell_cmdline,
-    ])
-    .await;
+    ]
+    .iter()
+    .chain(&direct_boot)
+    .copied()
+    .collect::<Vec<_>>())
+        .await;
     let vm = cli.json(&["vm", "show", "tv"]).await;
     assert_eq!(vm["state"], "stopped", "{vm}");
     assert_eq!(
@@ -1255,14 +1260,12 @@ async fn v2v_packages_and_hardware_profiles_through_the_cli() {
         "disk,network",
         "--machine",
         "pc",
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--cmdline",
-        shell_cmdline,
-    ])
-    .await;
+    ]
+    .iter()
+    .chain(&direct_boot)
+    .copied()
+    .collect::<Vec<_>>())
+        .await;
     cli.ok(&[
         "template",
         "create",
