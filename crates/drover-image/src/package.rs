@@ -278,9 +278,7 @@ struct Unpacked {
 
 impl Unpacked {
     fn extract(root: &Path, source: &Path, name: &str) -> Result<Unpacked, ImageError> {
-        let dir = Partial::next_to(&share::resolve(root, name)?)
-            .path()
-            .with_extension("unpack");
+        let dir = Partial::dir_next_to(&share::resolve(root, name)?, "unpack");
         std::fs::create_dir(&dir).map_err(ImageError::io(&dir))?;
         let mut unpacked = Unpacked {
             dir,

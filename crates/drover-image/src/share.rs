@@ -71,6 +71,14 @@ impl Partial {
         &self.path
     }
 
+    /// A fresh hidden name next to `target` for a working directory (`purpose`: what it holds),
+    /// which the caller makes and removes.
+    pub fn dir_next_to(target: &Path, purpose: &str) -> PathBuf {
+        let mut name = Partial::next_to(target).path.clone().into_os_string();
+        name.push(format!(".{purpose}"));
+        PathBuf::from(name)
+    }
+
     /// Renames the file to `target`, refusing to replace an existing file.
     pub fn commit(mut self, target: &Path) -> Result<(), ImageError> {
         // A hard link fails if the target exists, unlike rename: no check-then-act race.

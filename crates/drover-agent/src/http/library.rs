@@ -110,8 +110,7 @@ async fn import_with<T: Send + 'static>(
     let import_root = root.to_owned();
     if is_url {
         let source_name = drover_api::library::file_name_from_url(&request.source);
-        let download = Partial::next_to(&share::resolve(root, &request.name)?);
-        let download_dir = download.path().with_extension("download");
+        let download_dir = Partial::dir_next_to(&share::resolve(root, &request.name)?, "download");
         let downloaded = download_dir.join(source_name);
         tokio::fs::create_dir(&download_dir)
             .await
