@@ -388,6 +388,16 @@ fn image_mapping(error: &ImageError) -> (StatusCode, &'static str, &'static str)
             "transfer_corrupt",
             "The file on the library server changed or is damaged; run `drover library refresh` and retry.",
         ),
+        ImageError::PackageInvalid { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "package_invalid",
+            "Fix the package: a well-formed OVF or VMX whose disks are all in the package, named by plain relative paths.",
+        ),
+        ImageError::DigestMismatch { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "package_digest_mismatch",
+            "The package is damaged or was changed after its manifest was made; copy it again from its source.",
+        ),
         ImageError::QemuImgMissing(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",

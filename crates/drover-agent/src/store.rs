@@ -207,6 +207,7 @@ mod tests {
             nics: vec![],
             port_forwards: vec![],
             seed: None,
+            devices: Default::default(),
         }
     }
 

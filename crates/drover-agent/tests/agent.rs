@@ -376,6 +376,7 @@ fn tiny_spec(name: &str, cmdline: &str) -> AgentVmSpec {
         nics: vec![],
         port_forwards: vec![],
         seed: None,
+        devices: Default::default(),
     }
 }
 
@@ -738,18 +739,7 @@ fn make_qcow2(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn share_listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("read share")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    names
+    drover_testkit::dir_names(dir)
 }
 
 #[tokio::test]
@@ -1617,4 +1607,98 @@ async fn full_clones_are_independent_copies_of_the_cached_base() {
     );
     library.shutdown().await;
     host.shutdown().await;
+}
+
+/// `POST /v1/library/shares/{name}/packages`: an OVA from a file and from a URL becomes its
+/// disks plus hardware; an OVA whose download breaks off midway leaves the share as it was (no
+/// download or unpacked directory behind).
+#[tokio::test]
+async fn library_packages_from_files_and_urls() {
+    use drover_api::library::{AgentImport, AgentPackage, AgentShare};
+    let data_dir = DataDir::new("library_packages_from_files_and_urls");
+    let sources = tempfile::tempdir().expect("temp dir");
+    let share_dir = data_dir.path().join("share");
+    let handle = start_agent_with_roles(data_dir.path(), &["library"]).await;
+    let server = Server::new();
+    server.enroll(&handle).await;
+    let agent = Agent::new(&server, &handle);
+    let shares = format!("{}/v1/library/shares", agent.base);
+    let added = agent
+        .client
+        .put(format!("{shares}/main"))
+        .json(&AgentShare {
+            path: share_dir.display().to_string(),
+        })
+        .send()
+        .await
+        .expect("PUT share");
+    assert_eq!(added.status(), StatusCode::NO_CONTENT);
+
+    let dir = sources.path();
+    make_qcow2(dir, "app.qcow2");
+    let status = std::process::Command::new("qemu-img")
+        .current_dir(dir)
+        .args([
+            "convert",
+            "-q",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+        ])
+        .args(["app.qcow2", "app.vmdk"])
+        .status()
+        .expect("qemu-img");
+    assert!(status.success());
+    std::fs::write(
+        dir.join("app.ovf"),
+        r#"<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1"><References><File id="f" href="app.vmdk"/></References><DiskSection><Disk diskId="d" fileRef="f" capacity="4194304"/></DiskSection></Envelope>"#,
+    )
+    .expect("ovf");
+    let status = std::process::Command::new("tar")
+        .current_dir(dir)
+        .args(["-cf", "app.ova", "app.ovf", "app.vmdk"])
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let ova = std::fs::read(dir.join("app.ova")).expect("read ova");
+
+    let import = |source: String, name: &str| {
+        agent
+            .client
+            .post(format!("{shares}/main/packages"))
+            .json(&AgentImport {
+                source,
+                name: name.to_owned(),
+            })
+            .send()
+    };
+    let from_file = import(dir.join("app.ova").display().to_string(), "local")
+        .await
+        .expect("import");
+    assert_eq!(from_file.status(), StatusCode::OK);
+    let package: AgentPackage = from_file.json().await.expect("package");
+    assert_eq!(package.files.len(), 1);
+    assert_eq!(package.files[0].path, "local.qcow2");
+    assert!(package.hardware.is_some());
+
+    let whole = serve_once(ova.clone(), ova.len()).await;
+    let whole = whole.replace("disk.qcow2", "app.ova");
+    let from_url = import(whole, "fetched").await.expect("import URL");
+    assert_eq!(from_url.status(), StatusCode::OK);
+
+    let cut = serve_once(ova[..ova.len() / 2].to_vec(), ova.len()).await;
+    let (status, code, message) = error_code(
+        import(cut.replace("disk.qcow2", "app.ova"), "cut")
+            .await
+            .expect("import"),
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "import_download_failed"),
+        "{message}"
+    );
+    assert_eq!(share_listing(&share_dir), ["fetched.qcow2", "local.qcow2"]);
+    handle.shutdown().await;
 }

@@ -75,6 +75,9 @@ pub struct AgentVmSpec {
     /// Forwards to the guest through the first user-mode NIC.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_forwards: Vec<PortForward>,
+    /// Data disks, boot order, machine type.
+    #[serde(default, flatten)]
+    pub devices: crate::devices::VmDevices,
 }
 
 impl AgentVmSpec {

@@ -156,6 +156,68 @@ pub struct AgentCachedImage {
     pub milliseconds: u64,
 }
 
+/// Extensions of the virtual machine packages a library imports as several disks plus hardware:
+/// OVA (a tar of an OVF descriptor, its disks and a manifest), OVF, and VMware's VMX.
+pub const PACKAGE_EXTENSIONS: [&str; 3] = ["ova", "ovf", "vmx"];
+
+/// Whether `source` (a path or URL) names a package rather than one disk image or ISO.
+pub fn is_package(source: &str) -> bool {
+    let last = source.rsplit('/').next().unwrap_or(source);
+    let last = last.split(['?', '#']).next().unwrap_or(last);
+    last.rsplit_once('.').is_some_and(|(_, extension)| {
+        PACKAGE_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str())
+    })
+}
+
+/// What a package says of the machine it holds; what it leaves out is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PackageHardware {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Network adapters.
+    pub nics: u32,
+    /// Disks the package describes without an image (OVF disks with no file), in bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blank_disks: Vec<u64>,
+}
+
+/// Agent protocol, `POST /v1/library/shares/{name}/packages` (body [`AgentImport`]): a
+/// package's (or a lone disk's) images imported into the share, boot disk first, all or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPackage {
+    pub files: Vec<LibraryFile>,
+    /// `None` for a lone disk image, which says nothing of its machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<PackageHardware>,
+}
+
+/// The item names of a package's disks: the package's name for a lone disk, `NAME-diskN`
+/// (from 1) when there are several.
+pub fn package_item_names(name: &str, disks: usize) -> Vec<String> {
+    if disks == 1 {
+        vec![name.to_owned()]
+    } else {
+        (1..=disks)
+            .map(|index| format!("{name}-disk{index}"))
+            .collect()
+    }
+}
+
+/// The file name at the end of a URL's path (query and fragment left out), `download` when
+/// it has none. A download keeps it so that its extension still says what the file is.
+pub fn file_name_from_url(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let last = path.rsplit('/').next().unwrap_or_default();
+    let plain = !last.is_empty() && !last.starts_with('.') && last != "..";
+    if plain {
+        last.to_owned()
+    } else {
+        "download".to_owned()
+    }
+}
+
 /// The first name a source suggests for its item: its last path segment without extension.
 pub fn name_from_source(source: &str) -> String {
     let last = source
@@ -184,5 +246,25 @@ mod tests {
         ] {
             assert_eq!(name_from_source(source), name, "{source}");
         }
+    }
+
+    #[test]
+    fn packages_by_extension() {
+        for package in [
+            "/srv/web.ova",
+            "http://127.0.0.1/x/web.OVF?sig=1",
+            "/vm/web.vmx",
+        ] {
+            assert!(is_package(package), "{package}");
+        }
+        for single in ["/srv/web.vmdk", "/srv/ova", "/srv.ova/disk.qcow2"] {
+            assert!(!is_package(single), "{single}");
+        }
+        assert_eq!(package_item_names("web", 1), ["web"]);
+        assert_eq!(file_name_from_url("http://h/x/web.ova?sig=1"), "web.ova");
+        for nameless in ["http://h/", "http://h/x/..", "http://h/.hidden"] {
+            assert_eq!(file_name_from_url(nameless), "download", "{nameless}");
+        }
+        assert_eq!(package_item_names("web", 2), ["web-disk1", "web-disk2"]);
     }
 }

@@ -137,14 +137,9 @@ pub fn validate_hardware(spec: &HardwareSpec) -> Result<(), String> {
             spec.cpus, spec.memory_mib
         ));
     }
-    if let Some(bad) = spec
-        .boot_order
-        .iter()
-        .find(|device| !["disk", "cdrom", "network"].contains(&device.as_str()))
-    {
-        return Err(format!(
-            "'{bad}' is not a boot device; use disk, cdrom or network"
-        ));
+    crate::devices::validate(&spec.boot_order, spec.machine.as_deref())?;
+    if spec.data_disks.contains(&0) {
+        return Err("a data disk needs a size above 0".to_owned());
     }
     Ok(())
 }

@@ -165,6 +165,9 @@ pub struct VmCreate {
     /// Guest customization (from a template's guest OS profile), attached as a `cidata` disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<CloudInitSeed>,
+    /// Further disks, boot order and machine type (from a hardware profile or a package).
+    #[serde(default, flatten)]
+    pub devices: crate::devices::VmDevices,
 }
 
 /// A virtual machine.

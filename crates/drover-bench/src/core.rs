@@ -92,6 +92,7 @@ pub fn tiny_vm(name: &str, disk: VmDisk, cmdline: &str) -> VmCreate {
         start: true,
         networks: vec![],
         seed: None,
+        devices: Default::default(),
     }
 }
 

@@ -219,6 +219,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
                 start: false,
                 networks: vec![],
                 seed: None,
+                devices: Default::default(),
             };
             let client = &client;
             async move { finished(client, client.create_vm(&create).await?).await }

@@ -19,6 +19,7 @@ mod placement;
 mod progress;
 pub mod settings;
 mod template;
+mod v2v;
 mod vm;
 
 pub use error::{CliError, print_error};
@@ -33,6 +34,7 @@ pub use placement::PlacementCommand;
 pub use progress::JobOptions;
 pub use settings::PortsArgs;
 pub use template::{ProfileCommand, TemplateCommand};
+pub use v2v::V2vCommand;
 pub use vm::{VmCommand, VmCreateArgs, VmTarget};
 
 /// Options every client command takes.
@@ -77,6 +79,9 @@ pub enum Command {
     Template(TemplateCommand),
     /// The ports Drover uses, with the values in force and where each is set.
     Ports(PortsArgs),
+    /// V2V: virtual machines from other hypervisors (OVA, OVF, VMX, VMDK, VHD, VHDX).
+    #[command(subcommand)]
+    V2v(V2vCommand),
 }
 
 /// Runs one client command.
@@ -102,5 +107,6 @@ pub async fn run(command: &Command, global: &GlobalArgs) -> Result<(), CliError>
         Command::Template(command) => {
             template::run_template(&credentials::client()?, command, output).await
         }
+        Command::V2v(command) => v2v::run(&credentials::client()?, command, output).await,
     }
 }

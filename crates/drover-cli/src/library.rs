@@ -16,7 +16,8 @@ pub enum LibraryCommand {
     #[command(subcommand)]
     Share(LibraryShareCommand),
     /// Import a disk image (qcow2, raw, VMDK, VHD, VHDX) or ISO into a share: disks are converted
-    /// to qcow2, checked and fingerprinted.
+    /// to qcow2, checked and fingerprinted. An OVA, OVF or VMX imports each of its disks
+    /// (NAME-diskN when several) and a hardware profile NAME from its description.
     Import {
         /// An absolute path on the library server, or an http(s) URL it downloads.
         source: String,

@@ -1,4 +1,5 @@
-//! `drover profile hardware|guest-os create|list|show` and `drover template create|list|show`.
+//! `drover profile hardware|guest-os create|list|show|delete` and
+//! `drover template create|list|show|delete`.
 
 use crate::CliError;
 use crate::output::{OutputFormat, Table, print_fields, print_json, time};
@@ -23,7 +24,11 @@ pub enum ProfileCommand {
 pub enum HardwareCommand {
     Create(Box<HardwareCreateArgs>),
     List,
-    Show { profile: String },
+    Show {
+        profile: String,
+    },
+    /// Delete a profile; refused while templates use it.
+    Delete(ProfileDeleteArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -46,13 +51,27 @@ pub struct HardwareCreateArgs {
     /// QEMU machine type.
     #[arg(long)]
     machine: Option<String>,
-    /// Direct kernel boot: a kernel, initrd and command line on the host.
+    #[command(flatten)]
+    boot: DirectBootArgs,
+    #[command(flatten)]
+    job: JobOptions,
+}
+
+/// Direct kernel boot: a kernel, initrd and command line, files on the host.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirectBootArgs {
     #[arg(long)]
-    kernel: Option<String>,
+    pub kernel: Option<String>,
     #[arg(long)]
-    initrd: Option<String>,
+    pub initrd: Option<String>,
     #[arg(long)]
-    cmdline: Option<String>,
+    pub cmdline: Option<String>,
+}
+
+/// `delete PROFILE`, refused while templates use it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProfileDeleteArgs {
+    profile: String,
     #[command(flatten)]
     job: JobOptions,
 }
@@ -61,7 +80,11 @@ pub struct HardwareCreateArgs {
 pub enum GuestOsCommand {
     Create(Box<GuestOsCreateArgs>),
     List,
-    Show { profile: String },
+    Show {
+        profile: String,
+    },
+    /// Delete a profile; refused while templates use it.
+    Delete(ProfileDeleteArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -109,6 +132,12 @@ pub enum TemplateCommand {
     Show {
         template: String,
     },
+    /// Delete a template (VMs made from it keep running: they do not depend on it).
+    Delete {
+        template: String,
+        #[command(flatten)]
+        job: JobOptions,
+    },
 }
 
 fn optional(value: Option<&String>) -> String {
@@ -131,12 +160,20 @@ pub async fn run_profile(
                     nics: args.nics.clone(),
                     boot_order: args.boot_order.clone(),
                     machine: args.machine.clone(),
-                    kernel: args.kernel.clone(),
-                    initrd: args.initrd.clone(),
-                    cmdline: args.cmdline.clone(),
+                    kernel: args.boot.kernel.clone(),
+                    initrd: args.boot.initrd.clone(),
+                    cmdline: args.boot.cmdline.clone(),
                 },
             };
             let started = client.create_hardware_profile(&create).await?;
+            finish(client, started, args.job, output).await
+        }
+        ProfileCommand::Hardware(HardwareCommand::Delete(args)) => {
+            let started = client.delete_hardware_profile(&args.profile).await?;
+            finish(client, started, args.job, output).await
+        }
+        ProfileCommand::GuestOs(GuestOsCommand::Delete(args)) => {
+            let started = client.delete_guest_os_profile(&args.profile).await?;
             finish(client, started, args.job, output).await
         }
         ProfileCommand::Hardware(HardwareCommand::List) => {
@@ -286,6 +323,10 @@ pub async fn run_template(
                 guest_os: guest_os.clone(),
             };
             let started = client.create_template(&create).await?;
+            finish(client, started, *job, output).await
+        }
+        TemplateCommand::Delete { template, job } => {
+            let started = client.delete_template(template).await?;
             finish(client, started, *job, output).await
         }
         TemplateCommand::List => {

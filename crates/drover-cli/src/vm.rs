@@ -326,6 +326,7 @@ pub async fn run(
                 start: args.start,
                 networks: args.networks.clone(),
                 seed: None,
+                devices: Default::default(),
             };
             let started = client.create_vm(&create).await?;
             finish(client, started, args.job, output).await

@@ -499,6 +499,33 @@ impl Client {
             .await
     }
 
+    /// Starts the `template.delete` job.
+    pub async fn delete_template(&self, template: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["templates", template]))
+            .await
+    }
+
+    /// Starts the `profile.hardware_delete` job (refused while templates use the profile).
+    pub async fn delete_hardware_profile(&self, profile: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["profiles", "hardware", profile]))
+            .await
+    }
+
+    /// Starts the `profile.guest_os_delete` job (refused while templates use the profile).
+    pub async fn delete_guest_os_profile(&self, profile: &str) -> Result<Job, ClientError> {
+        self.send(self.request(Method::DELETE, &["profiles", "guest-os", profile]))
+            .await
+    }
+
+    /// Starts the `v2v.import` job: the package's disks into the library, then a stopped VM.
+    pub async fn v2v_import(
+        &self,
+        import: &drover_api::v2v::V2vImport,
+    ) -> Result<Job, ClientError> {
+        self.send(self.request(Method::POST, &["v2v"]).json(import))
+            .await
+    }
+
     fn vm_query(filter: &VmFilter) -> Vec<(&'static str, String)> {
         let mut query = Vec::new();
         if let Some(host) = &filter.host {

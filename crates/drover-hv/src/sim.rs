@@ -170,6 +170,7 @@ mod tests {
             nics: vec![],
             port_forwards: vec![],
             seed: None,
+            devices: Default::default(),
         };
         let driver = SimDriver;
         driver.validate(&spec).await.expect("valid");

@@ -44,6 +44,7 @@ fn ticking_spec() -> AgentVmSpec {
         port_forwards: vec![],
         cmdline: Some("console=ttyS0 quiet tiny.tick=1".into()),
         seed: None,
+        devices: Default::default(),
     }
 }
 

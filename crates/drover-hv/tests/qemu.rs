@@ -37,6 +37,7 @@ fn tiny_spec(name: &str) -> AgentVmSpec {
         port_forwards: vec![],
         cmdline: Some("console=ttyS0 quiet".into()),
         seed: None,
+        devices: Default::default(),
     }
 }
 

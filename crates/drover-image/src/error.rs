@@ -25,6 +25,18 @@ pub enum ImageError {
     Exists { path: PathBuf },
     #[error("{path} does not exist in the share")]
     Missing { path: PathBuf },
+    /// A package (OVA, OVF, VMX) that cannot be imported: malformed descriptor, a disk it names
+    /// but lacks, a member outside the package.
+    #[error("{path} is not a usable package: {detail}")]
+    PackageInvalid { path: PathBuf, detail: String },
+    /// A package's manifest gives another digest for one of its files.
+    #[error("{file} has {algorithm} {actual}, but the package's manifest says {expected}")]
+    DigestMismatch {
+        file: String,
+        algorithm: String,
+        expected: String,
+        actual: String,
+    },
     /// The transfer broke off; what arrived is kept for a resume.
     #[error("the transfer from {url} failed: {detail}")]
     TransferFailed { url: String, detail: String },

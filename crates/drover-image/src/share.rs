@@ -71,6 +71,14 @@ impl Partial {
         &self.path
     }
 
+    /// A fresh hidden name next to `target` for a working directory (`purpose`: what it holds),
+    /// which the caller makes and removes.
+    pub fn dir_next_to(target: &Path, purpose: &str) -> PathBuf {
+        let mut name = Partial::next_to(target).path.clone().into_os_string();
+        name.push(format!(".{purpose}"));
+        PathBuf::from(name)
+    }
+
     /// Renames the file to `target`, refusing to replace an existing file.
     pub fn commit(mut self, target: &Path) -> Result<(), ImageError> {
         // A hard link fails if the target exists, unlike rename: no check-then-act race.
@@ -160,7 +168,6 @@ pub fn import(root: &Path, source: &Path, name: &str) -> Result<LibraryFile, Ima
         LibraryItemKind::Disk => {
             qemu_img::check(source, &source_info.format)?;
             qemu_img::convert_to_qcow2(source, &source_info.format, partial.path())?;
-            qemu_img::check(partial.path(), "qcow2")?;
         }
         LibraryItemKind::Iso => {
             std::fs::copy(source, partial.path()).map_err(ImageError::io(partial.path()))?;
@@ -179,18 +186,32 @@ pub fn describe(root: &Path, relative: &str) -> Result<LibraryFile, ImageError> 
     }
     let info = qemu_img::info(&path)?;
     let kind = classify(&path, &info)?;
-    if kind == LibraryItemKind::Disk {
-        qemu_img::check(&path, &info.format)?;
-    }
     describe_as(&path, relative.to_owned(), kind)
 }
 
+/// Probes, checks (a disk) and fingerprints the file at `path`. The SHA-256 reads every byte
+/// while `qemu-img` reads only metadata, so they run side by side: the import's last pass
+/// costs the hash alone.
 fn describe_as(
     path: &Path,
     relative: String,
     kind: LibraryItemKind,
 ) -> Result<LibraryFile, ImageError> {
-    let info = qemu_img::info(path)?;
+    let (sha256, info) = std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| sha256_file(path));
+        let info = qemu_img::info(path).and_then(|info| {
+            if kind == LibraryItemKind::Disk {
+                qemu_img::check(path, &info.format)?;
+            }
+            Ok(info)
+        });
+        let sha256 = hashing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (sha256, info)
+    });
+    let info = info?;
+    let sha256 = sha256?;
     let metadata = std::fs::metadata(path).map_err(ImageError::io(path))?;
     Ok(LibraryFile {
         path: relative,
@@ -202,7 +223,7 @@ fn describe_as(
         virtual_size: info.virtual_size,
         actual_size: std::os::unix::fs::MetadataExt::blocks(&metadata).saturating_mul(512),
         backing_chain: info.backing_chain,
-        sha256: sha256_file(path)?,
+        sha256,
     })
 }
 

@@ -7,7 +7,6 @@ use axum::http::{Method, StatusCode};
 use common::{TestServer, error_code, insert_host};
 use drover_api::{HostGroup, Job, JobStatus};
 use serde_json::{Value, json};
-use std::time::Duration;
 
 async fn group(server: &TestServer, body: Value) -> HostGroup {
     let answer = server
@@ -24,23 +23,7 @@ async fn group(server: &TestServer, body: Value) -> HostGroup {
 
 /// Submits a job and waits for it to end.
 async fn job(server: &TestServer, path: &str, body: Value) -> Job {
-    let answer = server.call(Method::POST, path, Some(body)).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::ACCEPTED,
-        "{path}: {}",
-        answer.body
-    );
-    let job: Job = serde_json::from_value(answer.body).expect("a job");
-    drover_testkit::wait_until("job to end", Duration::from_secs(10), async || {
-        let answer = server
-            .call(Method::GET, &format!("/api/v1/jobs/{}", job.id), None)
-            .await;
-        let job: Job = serde_json::from_value(answer.body).ok()?;
-        job.status.is_finished().then_some(job)
-    })
-    .await
-    .expect("the job ends")
+    server.job(Method::POST, path, Some(body)).await
 }
 
 fn effective<'a>(group: &'a Value, setting: &str) -> (&'a Value, &'a Value) {

@@ -87,3 +87,19 @@ pub fn artifacts_dir(test: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create test artifacts dir");
     dir
 }
+
+/// The names in a directory, sorted: what a test expects a share or cache to hold.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
+        .map(|entry| {
+            entry
+                .expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}

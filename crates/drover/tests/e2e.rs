@@ -7,7 +7,7 @@ mod common;
 use common::{
     Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, http_get_until, qemu_pids,
 };
-use drover_testkit::{artifacts_dir, guest, wait_for_text, wait_until};
+use drover_testkit::{artifacts_dir, dir_names, guest, wait_for_text, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,24 @@ impl Cluster {
         ]
         .map(str::to_owned)
         .to_vec()
+    }
+
+    /// Adds share `main` on host h1, in `ROOT/library`; its directory.
+    async fn add_share_on_h1(&self) -> PathBuf {
+        let share = self.root.join("library");
+        self.cli
+            .ok(&[
+                "library",
+                "share",
+                "add",
+                "main",
+                "--server",
+                "h1",
+                "--path",
+                &share.display().to_string(),
+            ])
+            .await;
+        share
     }
 
     /// Starts a server and `agent_count` agents, logs the CLI in and adds the agents as hosts
@@ -607,18 +625,7 @@ async fn library_shares_imports_refresh_and_removal_through_the_cli() {
         "library_item_exists",
     )
     .await;
-    let mut files: Vec<String> = std::fs::read_dir(&share_dir)
-        .expect("share")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    files.sort();
-    assert_eq!(files, ["appliance.qcow2"]);
+    assert_eq!(dir_names(&share_dir), ["appliance.qcow2"]);
 
     // A file dropped into the share by hand appears after a refresh.
     qemu_img_create(&share_dir.join("dropped.qcow2"), "qcow2", &[]);
@@ -835,7 +842,7 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
     let cluster = Cluster::start("e2e_template", 2).await;
     let cli = cluster.cli.clone();
     let guest = guest();
-    add_main_share(&cluster).await;
+    cluster.add_share_on_h1().await;
     cli.ok(&[
         "library",
         "import",
@@ -1030,25 +1037,6 @@ async fn ticks_after(serial_log: &Path, from: usize) -> Vec<u64> {
     .unwrap_or_else(|error| panic!("{error}"))
 }
 
-/// Adds share `main` on h1 and answers its directory.
-async fn add_main_share(cluster: &Cluster) -> PathBuf {
-    let share = cluster.root.join("library");
-    cluster
-        .cli
-        .ok(&[
-            "library",
-            "share",
-            "add",
-            "main",
-            "--server",
-            "h1",
-            "--path",
-            &share.display().to_string(),
-        ])
-        .await;
-    share
-}
-
 /// Creates VM `name` on `host`, stopped, with a blank disk of `disk` (never booted).
 async fn create_stopped_vm(cli: &Cli, name: &str, host: &str, disk: &str) -> String {
     cli.ok(&[
@@ -1077,7 +1065,7 @@ fn sha256_of(path: &Path) -> String {
 async fn stopped_vms_move_to_the_library_and_back_through_the_cli() {
     let cluster = Cluster::start("e2e_store", 2).await;
     let cli = cluster.cli.clone();
-    let share = add_main_share(&cluster).await;
+    let share = cluster.add_share_on_h1().await;
     cli.ok(&as_strs(&guest_args("busy", "h2", "128M"))).await;
     cli.fails(&["vm", "store", "busy"], "vm_state_conflict")
         .await;
@@ -1404,7 +1392,7 @@ async fn killed_transfer_ends_resume_where_they_stopped() {
     restart_paced_agent(&mut cluster, 0, 2).await;
     restart_paced_agent(&mut cluster, 1, 2).await;
     let cli = cluster.cli.clone();
-    let share = add_main_share(&cluster).await;
+    let share = cluster.add_share_on_h1().await;
     let vm_id = create_stopped_vm(&cli, "big", "h2", &format!("{DISK_MIB}M")).await;
     // Incompressible guest data: the disk is as large on the wire as on disk.
     let host_vm_dir = cluster.agents[1].2.join("vms").join(&vm_id);
@@ -1481,4 +1469,293 @@ async fn killed_transfer_ends_resume_where_they_stopped() {
     );
     assert!(!stored_dir.exists());
     cli.ok(&["vm", "delete", "big"]).await;
+}
+
+fn qemu_img_convert(source: &Path, target: &Path, format: &str, options: &[&str]) {
+    let status = std::process::Command::new("qemu-img")
+        .args(["convert", "-q", "-O", format])
+        .args(options)
+        .arg(source)
+        .arg(target)
+        .status()
+        .expect("qemu-img convert");
+    assert!(status.success(), "qemu-img convert to {format}");
+}
+
+/// An OVF for a 1-vCPU, 160 MiB machine with one NIC, the disk `href` and a blank 32 MiB disk.
+fn tiny_ovf(href: &str) -> String {
+    format!(
+        r#"<?xml version="1.0"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+  <References><File ovf:id="f1" ovf:href="{href}"/></References>
+  <DiskSection>
+    <Disk ovf:diskId="root" ovf:fileRef="f1" ovf:capacity="64" ovf:capacityAllocationUnits="byte * 2^20"/>
+    <Disk ovf:diskId="scratch" ovf:capacity="32" ovf:capacityAllocationUnits="byte * 2^20"/>
+  </DiskSection>
+  <VirtualSystem ovf:id="tiny"><VirtualHardwareSection>
+    <Item><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+    <Item><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>160</rasd:VirtualQuantity></Item>
+    <Item><rasd:ResourceType>10</rasd:ResourceType></Item>
+    <Item><rasd:ResourceType>17</rasd:ResourceType><rasd:HostResource>ovf:/disk/root</rasd:HostResource></Item>
+    <Item><rasd:ResourceType>17</rasd:ResourceType><rasd:HostResource>ovf:/disk/scratch</rasd:HostResource></Item>
+  </VirtualHardwareSection></VirtualSystem>
+</Envelope>"#
+    )
+}
+
+/// Runs `program` in `dir`; its stdout.
+fn run_in(dir: &Path, program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{program} {args:?}: {output:?}");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+fn names_of(list: &Value) -> Vec<String> {
+    let mut names: Vec<String> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|object| object["name"].as_str().expect("name").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// V2V of a VMware VM (the tiny guest's disk as a VMDK next to a VMX) to a stopped VM that boots
+/// its imported disk; an OVA imported as an item and a hardware profile; a hardware profile's
+/// data disk, NICs, boot order and machine type reaching the guest of a VM made from a
+/// template; profile and template deletes; bad packages leaving nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2v_packages_and_hardware_profiles_through_the_cli() {
+    let cluster = Cluster::start("e2e_v2v", 1).await;
+    let cli = cluster.cli.clone();
+    let guest = guest();
+    let share = cluster.add_share_on_h1().await;
+    let packages = cluster.root.join("packages");
+    std::fs::create_dir(&packages).expect("mkdir");
+    let kernel = guest.kernel.display().to_string();
+    let initrd = guest.initrd.display().to_string();
+    let direct_boot = [
+        "--kernel",
+        kernel.as_str(),
+        "--initrd",
+        initrd.as_str(),
+        "--cmdline",
+        "console=ttyS0 quiet tiny.shell=1",
+    ];
+
+    // VMX + monolithicSparse VMDK -> a stopped VM with the VMX's hardware.
+    qemu_img_convert(
+        &guest.rootfs_qcow2,
+        &packages.join("tiny.vmdk"),
+        "vmdk",
+        &["-o", "subformat=monolithicSparse"],
+    );
+    let vmx = packages.join("tiny.vmx");
+    std::fs::write(
+        &vmx,
+        ".encoding = \"UTF-8\"\nnumvcpus = \"1\"\nmemsize = \"160\"\n\
+         scsi0:0.present = \"TRUE\"\nscsi0:0.fileName = \"tiny.vmdk\"\n\
+         ethernet0.present = \"TRUE\"\nethernet0.virtualDev = \"vmxnet3\"\n",
+    )
+    .expect("vmx");
+    cli.ok(&[
+        "v2v",
+        "import",
+        &vmx.display().to_string(),
+        "--name",
+        "tv",
+        "--host",
+        "h1",
+    ]
+    .iter()
+    .chain(&direct_boot)
+    .copied()
+    .collect::<Vec<_>>())
+        .await;
+    let vm = cli.json(&["vm", "show", "tv"]).await;
+    assert_eq!(vm["state"], "stopped", "{vm}");
+    assert_eq!(
+        (vm["cpus"].as_u64(), vm["memory_mib"].as_u64()),
+        (Some(1), Some(160))
+    );
+    assert_eq!(vm["nics"].as_array().map(Vec::len), Some(1), "{vm}");
+    assert_eq!(vm["disk"]["kind"], "library");
+    assert_eq!(vm["disk"]["item"], "tv");
+    let item = cli.json(&["library", "show", "tv"]).await;
+    assert_eq!(item["format"], "qcow2");
+    cli.ok(&["vm", "start", "tv"]).await;
+    let mut shell = GuestShell::open(&cli, "tv").await;
+    // The imported disk is the guest's vda and holds the tiny guest's ext4 file system (its
+    // superblock magic 0xEF53 at byte 1080).
+    assert!(
+        shell
+            .succeeds(
+                "dd if=/dev/vda bs=1 skip=1080 count=2 2>/dev/null | od -An -tx1 | grep -q '53 ef'",
+                Duration::from_secs(30),
+            )
+            .await,
+        "vda is the imported disk:\n{}",
+        shell.output()
+    );
+    shell.detach().await;
+    cli.ok(&["vm", "stop", "tv"]).await;
+
+    // OVA (OVF + streamOptimized VMDK + SHA-256 manifest) -> an item and a hardware profile.
+    qemu_img_convert(
+        &guest.rootfs_qcow2,
+        &packages.join("appl-1.vmdk"),
+        "vmdk",
+        &["-o", "subformat=streamOptimized"],
+    );
+    std::fs::write(packages.join("appl.ovf"), tiny_ovf("appl-1.vmdk")).expect("ovf");
+    let manifest = run_in(
+        &packages,
+        "sha256sum",
+        &["--tag", "appl.ovf", "appl-1.vmdk"],
+    );
+    std::fs::write(packages.join("appl.mf"), manifest.replace(") = ", ")= ")).expect("mf");
+    run_in(
+        &packages,
+        "tar",
+        &["-cf", "appl.ova", "appl.ovf", "appl.mf", "appl-1.vmdk"],
+    );
+    cli.ok(&[
+        "library",
+        "import",
+        &packages.join("appl.ova").display().to_string(),
+    ])
+    .await;
+    let profile = cli.json(&["profile", "hardware", "show", "appl"]).await;
+    assert_eq!(profile["cpus"], 1);
+    assert_eq!(profile["memory_mib"], 160);
+    assert_eq!(profile["nics"], serde_json::json!(["user"]));
+    assert_eq!(profile["data_disks"], serde_json::json!([32 << 20]));
+
+    // Bad packages: malformed OVF, a digest that does not match, a disk the OVF names but the
+    // OVA lacks. Each fails with its code and leaves no item, profile, VM or file.
+    std::fs::write(packages.join("broken.ovf"), "<Envelope><References>").expect("ovf");
+    run_in(
+        &packages,
+        "tar",
+        &["-cf", "broken.ova", "broken.ovf", "appl-1.vmdk"],
+    );
+    std::fs::write(
+        packages.join("liar.mf"),
+        format!("SHA256(appl-1.vmdk)= {}\n", "0".repeat(64)),
+    )
+    .expect("mf");
+    run_in(
+        &packages,
+        "tar",
+        &["-cf", "liar.ova", "appl.ovf", "liar.mf", "appl-1.vmdk"],
+    );
+    run_in(&packages, "tar", &["-cf", "hollow.ova", "appl.ovf"]);
+    for (package, code) in [
+        ("broken.ova", "package_invalid"),
+        ("liar.ova", "package_digest_mismatch"),
+        ("hollow.ova", "package_invalid"),
+    ] {
+        let source = packages.join(package).display().to_string();
+        cli.fails(&["library", "import", &source, "--name", "bad"], code)
+            .await;
+        cli.fails(&["v2v", "import", &source, "--name", "bad"], code)
+            .await;
+    }
+    let items = cli.json(&["library", "list"]).await;
+    assert_eq!(names_of(&items), ["appl", "tv"]);
+    let profiles = cli.json(&["profile", "hardware", "list"]).await;
+    assert_eq!(names_of(&profiles), ["appl"]);
+    let vms = cli.json(&["vm", "list"]).await;
+    assert_eq!(names_of(&vms), ["tv"]);
+    assert_eq!(
+        dir_names(&share),
+        ["appl.qcow2", "tv.qcow2"],
+        "no partial or unpacked files"
+    );
+
+    // A hardware profile applied in full: two NICs, a 64 MiB data disk, boot order, machine.
+    cli.ok(&[
+        "profile",
+        "hardware",
+        "create",
+        "hw2",
+        "--memory",
+        "160M",
+        "--data-disk",
+        "64M",
+        "--nic",
+        "user",
+        "--nic",
+        "user",
+        "--boot-order",
+        "disk,network",
+        "--machine",
+        "pc",
+    ]
+    .iter()
+    .chain(&direct_boot)
+    .copied()
+    .collect::<Vec<_>>())
+        .await;
+    cli.ok(&[
+        "template",
+        "create",
+        "tpl",
+        "--disk",
+        "appl",
+        "--hardware",
+        "hw2",
+    ])
+    .await;
+    cli.ok(&[
+        "vm",
+        "create",
+        "tvm",
+        "--template",
+        "tpl",
+        "--host",
+        "h1",
+        "--start",
+    ])
+    .await;
+    let vm = cli.json(&["vm", "show", "tvm"]).await;
+    assert_eq!(vm["nics"].as_array().map(Vec::len), Some(2), "{vm}");
+    let mut shell = GuestShell::open(&cli, "tvm").await;
+    for check in [
+        "grep -qx 131072 /sys/block/vdb/size",
+        "test -e /sys/class/net/eth1",
+    ] {
+        assert!(
+            shell.succeeds(check, Duration::from_secs(30)).await,
+            "{check}:\n{}",
+            shell.output()
+        );
+    }
+    shell.detach().await;
+
+    // Deletes: a profile that a template uses stays; VMs do not hold their template.
+    let outcome = cli.run(&["profile", "hardware", "delete", "hw2"]).await;
+    assert_eq!(outcome.code, 1);
+    assert!(
+        outcome.stderr.contains("profile_in_use") && outcome.stderr.contains("tpl"),
+        "{}",
+        outcome.stderr
+    );
+    cli.ok(&["template", "delete", "tpl"]).await;
+    cli.ok(&["profile", "hardware", "delete", "hw2"]).await;
+    cli.fails(&["template", "show", "tpl"], "template_not_found")
+        .await;
+    assert_eq!(
+        cli.vm_field("tvm", "state").await.as_deref(),
+        Some("running")
+    );
+    for name in ["tv", "tvm"] {
+        cli.ok(&["vm", "delete", name]).await;
+    }
 }

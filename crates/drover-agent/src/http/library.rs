@@ -8,7 +8,8 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use drover_api::library::{AgentImport, AgentShare, LibraryFile};
+use drover_api::library::{AgentImport, AgentPackage, AgentShare, LibraryFile};
+use drover_image::package;
 use drover_image::share::{self, Partial};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -73,16 +74,54 @@ pub async fn import(
     let Path(name) = path?;
     let Json(request) = body?;
     let root = state.library.root(&name)?;
+    let file = import_with(&root, request, share::import).await?;
+    state.library.remember(&root.join(&file.path), &file.sha256);
+    tracing::info!(share = %name, file = %file.path, sha256 = %file.sha256, "imported");
+    Ok(Json(file))
+}
+
+/// `POST /v1/library/shares/{name}/packages`: an OVA, OVF, VMX or lone disk, as files plus the
+/// hardware the package describes; all of its disks or none.
+pub async fn import_package(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<AgentImport>, JsonRejection>,
+) -> Result<Json<AgentPackage>, AgentError> {
+    let Path(name) = path?;
+    let Json(request) = body?;
+    let root = state.library.root(&name)?;
+    let imported = import_with(&root, request, package::import).await?;
+    for file in &imported.files {
+        state.library.remember(&root.join(&file.path), &file.sha256);
+        tracing::info!(share = %name, file = %file.path, sha256 = %file.sha256, "imported");
+    }
+    Ok(Json(imported))
+}
+
+/// Runs `import` on a blocking thread on the request's source: a file on this server, or a URL
+/// downloaded first next to its final place, hidden, and removed when the import ends. The
+/// download keeps the source's file name, whose extension says what the file is.
+async fn import_with<T: Send + 'static>(
+    root: &std::path::Path,
+    request: AgentImport,
+    import: fn(&std::path::Path, &std::path::Path, &str) -> Result<T, drover_image::ImageError>,
+) -> Result<T, AgentError> {
     let is_url = request.source.starts_with("http://") || request.source.starts_with("https://");
-    let file = if is_url {
-        // The download lands next to its final place, hidden, and goes when the import ends.
-        let download = Partial::next_to(&share::resolve(&root, &request.name)?);
-        download_to(&request.source, download.path()).await?;
-        let source = download.path().to_owned();
-        let import_root = root.clone();
-        let file = blocking(move || share::import(&import_root, &source, &request.name)).await;
-        drop(download);
-        file?
+    let import_root = root.to_owned();
+    if is_url {
+        let source_name = drover_api::library::file_name_from_url(&request.source);
+        let download_dir = Partial::dir_next_to(&share::resolve(root, &request.name)?, "download");
+        let downloaded = download_dir.join(source_name);
+        tokio::fs::create_dir(&download_dir)
+            .await
+            .map_err(|error| AgentError::Internal(error.into()))?;
+        let outcome = async {
+            download_to(&request.source, &downloaded).await?;
+            blocking(move || import(&import_root, &downloaded, &request.name)).await
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&download_dir).await;
+        outcome
     } else {
         let source = std::path::PathBuf::from(&request.source);
         if !source.is_absolute() {
@@ -91,12 +130,8 @@ pub async fn import(
                 request.source
             )));
         }
-        let import_root = root.clone();
-        blocking(move || share::import(&import_root, &source, &request.name)).await?
-    };
-    state.library.remember(&root.join(&file.path), &file.sha256);
-    tracing::info!(share = %name, file = %file.path, sha256 = %file.sha256, "imported");
-    Ok(Json(file))
+        blocking(move || import(&import_root, &source, &request.name)).await
+    }
 }
 
 /// Streams `url` into `target`; any failure midway (a short body, a reset) is an error.

@@ -134,6 +134,10 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/library/shares/{name}/files", get(library::files))
         .route("/v1/library/shares/{name}/import", post(library::import))
         .route(
+            "/v1/library/shares/{name}/packages",
+            post(library::import_package),
+        )
+        .route(
             "/v1/library/shares/{name}/files/{*path}",
             delete(library::remove_file),
         )

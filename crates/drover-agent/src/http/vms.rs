@@ -24,18 +24,21 @@ pub async fn validate(
 ) -> Result<StatusCode, AgentError> {
     let Json(mut spec) = body?;
     check_name(&spec)?;
-    if let VmDisk::Library { sha256, .. } | VmDisk::LibraryCopy { sha256, .. } = &spec.disk {
-        // The image is fetched at define; here only what the driver checks besides it.
-        crate::cache::check_fingerprint(sha256)?;
-        spec.disk = VmDisk::None;
+    for disk in std::iter::once(&mut spec.disk).chain(&mut spec.devices.data_disks) {
+        if let VmDisk::Library { sha256, .. } | VmDisk::LibraryCopy { sha256, .. } = disk {
+            // The image is fetched at define; here only what the driver checks besides it.
+            crate::cache::check_fingerprint(sha256)?;
+            *disk = VmDisk::Blank { size_bytes: 1 };
+        }
     }
     state.driver.validate(&spec).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A library disk becomes an overlay on the image in this host's cache, fetched (once, agent to
-/// agent, verified) when it is not there yet; a full clone becomes a copy of it in the VM's
-/// directory. Other disks pass unchanged. The fetch is followed as transfer `<vm id>`.
+/// A library disk (the first or a data disk) becomes an overlay on the image in this host's
+/// cache, fetched (once, agent to agent, verified) when it is not there yet; a full clone of the
+/// first disk becomes a copy of it in the VM's directory. Other disks pass unchanged. The fetch
+/// is followed as transfer `<vm id>`.
 pub(crate) async fn resolve_library_disk(
     state: &AgentState,
     mut spec: AgentVmSpec,
@@ -45,21 +48,24 @@ pub(crate) async fn resolve_library_disk(
         crate::full_clone::ensure(state, &spec).await?;
         spec.disk = VmDisk::Blank { size_bytes };
     }
-    if let VmDisk::Library { sha256, url, .. } = &spec.disk {
-        let client = state.enrollment.peer_client()?;
-        let cached = state
-            .images
-            .ensure(
-                &client,
-                &AgentFetch {
-                    url: url.clone(),
-                    sha256: sha256.clone(),
-                },
-                state.registry.disk_images(),
-                &mut state.transfers.track(Some(&spec.id.to_string()), 0),
-            )
-            .await?;
-        spec.disk = VmDisk::Image { path: cached.path };
+    let transfer_id = spec.id.to_string();
+    for disk in std::iter::once(&mut spec.disk).chain(&mut spec.devices.data_disks) {
+        if let VmDisk::Library { sha256, url, .. } = disk {
+            let client = state.enrollment.peer_client()?;
+            let cached = state
+                .images
+                .ensure(
+                    &client,
+                    &AgentFetch {
+                        url: url.clone(),
+                        sha256: sha256.clone(),
+                    },
+                    state.registry.disk_images(),
+                    &mut state.transfers.track(Some(&transfer_id), 0),
+                )
+                .await?;
+            *disk = VmDisk::Image { path: cached.path };
+        }
     }
     Ok(spec)
 }

@@ -31,7 +31,8 @@ pub fn command_line(
     args.push("-name")
         .push(join(&[OsStr::new("guest="), &escape(&spec.name)]));
     args.push("-accel").push(accelerator.as_str());
-    args.push("-machine").push("pc");
+    args.push("-machine")
+        .push(spec.devices.machine.as_deref().unwrap_or("pc"));
     args.push("-cpu").push(match accelerator {
         Accelerator::Kvm => "host",
         Accelerator::Tcg => "max",
@@ -63,8 +64,21 @@ pub fn command_line(
         ]));
         args.push("-blockdev")
             .push("driver=qcow2,node-name=disk0,file=disk0-file");
+        args.push("-device").push(format!(
+            "virtio-blk-pci,drive=disk0,id=vd0{}",
+            boot_index(spec, "disk")
+        ));
+    }
+    for index in 1..=spec.devices.data_disks.len() {
+        args.push("-blockdev").push(join(&[
+            OsStr::new(&format!("driver=file,node-name=disk{index}-file,filename=")),
+            &escape(files.data_disk(index)),
+        ]));
+        args.push("-blockdev").push(format!(
+            "driver=qcow2,node-name=disk{index},file=disk{index}-file"
+        ));
         args.push("-device")
-            .push("virtio-blk-pci,drive=disk0,id=vd0");
+            .push(format!("virtio-blk-pci,drive=disk{index},id=vd{index}"));
     }
     if spec.seed.is_some() {
         // QEMU's vvfat shows the seed directory as a FAT disk: no image to build, no tool.
@@ -100,12 +114,30 @@ pub fn command_line(
             }
         }
         args.push("-netdev").push(backend);
+        let boot = if spec.nics.first() == Some(nic) {
+            boot_index(spec, "network")
+        } else {
+            String::new()
+        };
         args.push("-device").push(format!(
-            "virtio-net-pci,netdev={netdev},id={},mac={}",
+            "virtio-net-pci,netdev={netdev},id={},mac={}{boot}",
             nic.name, nic.mac
         ));
     }
     args.0
+}
+
+/// `,bootindex=N` for the device that boots as `device` (`disk`: the first disk; `network`:
+/// the first NIC) when the boot order names it; nothing otherwise. SeaBIOS tries devices by
+/// bootindex; `cdrom` has no device yet. Numbers start at 1: QEMU gives a direct-boot kernel's
+/// option ROM bootindex 0, so `-kernel` still boots first.
+fn boot_index(spec: &AgentVmSpec, device: &str) -> String {
+    spec.devices
+        .boot_order
+        .iter()
+        .position(|named| named == device)
+        .map(|index| format!(",bootindex={}", index + 1))
+        .unwrap_or_default()
 }
 
 /// The `netdev_add` arguments of a NIC's backend, as `-netdev` gives them at start. The agent
@@ -205,6 +237,7 @@ mod tests {
             }],
             port_forwards: vec![],
             seed: None,
+            devices: Default::default(),
         }
     }
 
@@ -290,6 +323,33 @@ mod tests {
             ),
             "{line}"
         );
+    }
+
+    #[test]
+    fn data_disks_boot_order_and_machine() {
+        let mut spec = spec(VmDisk::Blank { size_bytes: 1 });
+        spec.devices = drover_api::VmDevices {
+            data_disks: vec![
+                VmDisk::Blank { size_bytes: 1 },
+                VmDisk::Image {
+                    path: "/i.qcow2".into(),
+                },
+            ],
+            boot_order: vec!["network".into(), "cdrom".into(), "disk".into()],
+            machine: Some("q35".into()),
+        };
+        let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
+        for expected in [
+            "-machine q35 ",
+            "-device virtio-blk-pci,drive=disk0,id=vd0,bootindex=3 ",
+            "-blockdev driver=file,node-name=disk1-file,filename=/v/disk1.qcow2 \
+             -blockdev driver=qcow2,node-name=disk1,file=disk1-file \
+             -device virtio-blk-pci,drive=disk1,id=vd1 ",
+            "-device virtio-blk-pci,drive=disk2,id=vd2 ",
+            "id=nic0,mac=52:54:00:d0:00:01,bootindex=1",
+        ] {
+            assert!(line.contains(expected), "{expected} not in {line}");
+        }
     }
 
     #[test]

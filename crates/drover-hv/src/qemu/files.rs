@@ -32,6 +32,10 @@ impl VmFiles {
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
     }
+    /// Data disk `index` (1 for the second disk, ...), qcow2.
+    pub fn data_disk(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("disk{index}.qcow2"))
+    }
     /// The cloud-init NoCloud seed's files (`meta-data`, `user-data`), which QEMU presents as a
     /// read-only FAT disk labelled `cidata`.
     pub fn seed_dir(&self) -> PathBuf {

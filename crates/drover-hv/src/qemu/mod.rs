@@ -75,6 +75,20 @@ pub struct QemuDriver {
 }
 
 impl QemuDriver {
+    /// Makes the qcow2 file of one disk at `path`: blank, or an overlay on an image.
+    async fn make_disk(&self, disk: &VmDisk, path: &Path) -> Result<(), DriverError> {
+        match disk {
+            VmDisk::None => Ok(()),
+            VmDisk::Blank { size_bytes } => {
+                disk::create_blank(&self.config.qemu_img, path, *size_bytes).await
+            }
+            VmDisk::Image { path: image } => {
+                disk::create_overlay(&self.config.qemu_img, path, Path::new(image)).await
+            }
+            VmDisk::Library { .. } | VmDisk::LibraryCopy { .. } => Err(library_disk_unresolved()),
+        }
+    }
+
     /// Probes the accelerator unless the config names one.
     pub fn new(config: QemuConfig) -> Self {
         let accelerator = config.accelerator.unwrap_or_else(accel::probe);
@@ -266,18 +280,14 @@ impl VmDriver for QemuDriver {
                 "an initrd or a kernel command line needs a kernel".into(),
             ));
         }
-        match &spec.disk {
-            VmDisk::None => {}
-            VmDisk::Blank { size_bytes: 0 } => {
+        validate_disk(&spec.disk)?;
+        for disk in &spec.devices.data_disks {
+            if *disk == VmDisk::None {
                 return Err(DriverError::Unsupported(
-                    "a blank disk needs a size above 0".into(),
+                    "a data disk needs a size or an image".into(),
                 ));
             }
-            VmDisk::Blank { .. } => {}
-            VmDisk::Image { path } => readable("image", path)?,
-            VmDisk::Library { .. } | VmDisk::LibraryCopy { .. } => {
-                return Err(library_disk_unresolved());
-            }
+            validate_disk(disk)?;
         }
         if let Some(kernel) = &spec.kernel {
             readable("kernel", kernel)?;
@@ -309,24 +319,23 @@ impl VmDriver for QemuDriver {
             revert.push(move || {
                 let _ = std::fs::remove_file(partial);
             });
-            match &spec.disk {
-                VmDisk::None => {}
-                VmDisk::Blank { size_bytes } => {
-                    disk::create_blank(&self.config.qemu_img, &disk_path, *size_bytes).await?;
-                }
-                VmDisk::Image { path } => {
-                    disk::create_overlay(&self.config.qemu_img, &disk_path, Path::new(path))
-                        .await?;
-                }
-                VmDisk::Library { .. } | VmDisk::LibraryCopy { .. } => {
-                    return Err(library_disk_unresolved());
-                }
-            }
+            self.make_disk(&spec.disk, &disk_path).await?;
         } else if let VmDisk::Image { path } = &spec.disk
             && disk_path.exists()
         {
             // The disk came from another host (deploy, migration): its base is cached here.
             disk::point_overlay_at(&self.config.qemu_img, &disk_path, Path::new(path)).await?;
+        }
+        for (index, data_disk) in spec.devices.data_disks.iter().enumerate() {
+            let path = files.data_disk(index + 1);
+            if path.exists() {
+                continue;
+            }
+            let partial = path.clone();
+            revert.push(move || {
+                let _ = std::fs::remove_file(partial);
+            });
+            self.make_disk(data_disk, &path).await?;
         }
         if let Some(seed) = &spec.seed {
             write_seed(&files.seed_dir(), seed)?;
@@ -537,6 +546,18 @@ fn no_disk() -> DriverError {
     DriverError::Unsupported("the VM has no disk to hold checkpoints".into())
 }
 
+/// What the driver checks of one disk before anything is made.
+fn validate_disk(disk: &VmDisk) -> Result<(), DriverError> {
+    match disk {
+        VmDisk::Blank { size_bytes: 0 } => Err(DriverError::Unsupported(
+            "a blank disk needs a size above 0".into(),
+        )),
+        VmDisk::None | VmDisk::Blank { .. } => Ok(()),
+        VmDisk::Image { path } => readable("image", path),
+        VmDisk::Library { .. } | VmDisk::LibraryCopy { .. } => Err(library_disk_unresolved()),
+    }
+}
+
 /// The agent turns a library disk into an image in its cache before the driver sees the spec.
 fn library_disk_unresolved() -> DriverError {
     DriverError::Unsupported(
@@ -563,6 +584,7 @@ mod tests {
             nics: vec![],
             port_forwards: vec![],
             seed: None,
+            devices: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use drover_api::agent::{
     AgentHostInfo, AgentNetwork, AgentNetworkStatus, AgentNic, AgentVmSpec, EnrollBegin,
     EnrollComplete, EnrollCsr, NicLease, VmRuntime,
 };
-use drover_api::library::{AgentImport, AgentShare, LibraryFile};
+use drover_api::library::{AgentImport, AgentPackage, AgentShare, LibraryFile};
 use drover_api::transfer::{
     AgentVmFile, AgentVmFilesFetch, AgentVmFilesFetched, TransferProgress, VmFilesPlace,
 };
@@ -320,6 +320,22 @@ impl AgentClient<'_> {
         self.json_within(
             self.http
                 .post(self.url(&format!("/v1/library/shares/{share}/import")))
+                .json(request),
+            IMPORT_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Imports a package (OVA, OVF, VMX) or a lone disk into share `name`: its disks as files,
+    /// boot disk first, and the hardware it describes.
+    pub async fn import_package(
+        &self,
+        share: &str,
+        request: &AgentImport,
+    ) -> Result<AgentPackage, AgentError> {
+        self.json_within(
+            self.http
+                .post(self.url(&format!("/v1/library/shares/{share}/packages")))
                 .json(request),
             IMPORT_TIMEOUT,
         )

@@ -202,6 +202,40 @@ pub async fn names_using_server(db: &Db, host_id: HostId) -> Result<Vec<String>,
     Ok(names.into_iter().map(|(name,)| name).collect())
 }
 
+/// The names of the templates that use a profile (of either kind).
+pub async fn names_using_profile(db: &Db, profile_id: ProfileId) -> Result<Vec<String>, DbError> {
+    let names: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM templates WHERE hardware_id = ?1 OR guest_os_id = ?1 ORDER BY name",
+    )
+    .bind(profile_id.to_string())
+    .fetch_all(db.pool())
+    .await?;
+    Ok(names.into_iter().map(|(name,)| name).collect())
+}
+
+/// Deletes a profile that no template uses; `false` when it was gone already. A template that
+/// came to use it meanwhile keeps it: the statement checks and deletes at once.
+pub async fn delete_profile(db: &Db, id: ProfileId) -> Result<bool, DbError> {
+    let deleted = sqlx::query(
+        "DELETE FROM profiles WHERE id = ?1 AND NOT EXISTS \
+         (SELECT 1 FROM templates WHERE hardware_id = ?1 OR guest_os_id = ?1)",
+    )
+    .bind(id.to_string())
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    Ok(deleted > 0)
+}
+
+pub async fn delete_template(db: &Db, id: TemplateId) -> Result<bool, DbError> {
+    let deleted = sqlx::query("DELETE FROM templates WHERE id = ?")
+        .bind(id.to_string())
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    Ok(deleted > 0)
+}
+
 pub async fn insert_template(
     db: &Db,
     id: TemplateId,

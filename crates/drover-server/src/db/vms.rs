@@ -126,23 +126,79 @@ pub async fn set_seed(
     id: VmId,
     seed: Option<&drover_api::CloudInitSeed>,
 ) -> Result<(), DbError> {
-    let text = seed.map(|seed| to_json("seed", seed)).transpose()?;
-    sqlx::query("UPDATE vms SET seed = ? WHERE id = ?")
-        .bind(text)
-        .bind(id.to_string())
-        .execute(db.pool())
-        .await?;
-    Ok(())
+    set_json_column(db, id, JsonColumn::Seed, seed).await
 }
 
 /// The VM's cloud-init seed, if it has one.
 pub async fn seed(db: &Db, id: VmId) -> Result<Option<drover_api::CloudInitSeed>, DbError> {
-    let text: Option<(Option<String>,)> = sqlx::query_as("SELECT seed FROM vms WHERE id = ?")
-        .bind(id.to_string())
-        .fetch_optional(db.pool())
-        .await?;
+    json_column(db, id, JsonColumn::Seed).await
+}
+
+/// Stores the VM's devices beyond its first disk and NICs (data disks, boot order, machine).
+pub async fn set_devices(
+    db: &Db,
+    id: VmId,
+    devices: &drover_api::VmDevices,
+) -> Result<(), DbError> {
+    let stored = (*devices != drover_api::VmDevices::default()).then_some(devices);
+    set_json_column(db, id, JsonColumn::Devices, stored).await
+}
+
+/// The VM's devices beyond its first disk and NICs (none for a VM made without them).
+pub async fn devices(db: &Db, id: VmId) -> Result<drover_api::VmDevices, DbError> {
+    Ok(json_column(db, id, JsonColumn::Devices)
+        .await?
+        .unwrap_or_default())
+}
+
+/// The columns of `vms` that hold a JSON document read and written whole.
+#[derive(Debug, Clone, Copy)]
+enum JsonColumn {
+    Seed,
+    Devices,
+}
+
+impl JsonColumn {
+    fn name(self) -> &'static str {
+        match self {
+            JsonColumn::Seed => "seed",
+            JsonColumn::Devices => "devices",
+        }
+    }
+}
+
+async fn set_json_column<T: serde::Serialize>(
+    db: &Db,
+    id: VmId,
+    column: JsonColumn,
+    value: Option<&T>,
+) -> Result<(), DbError> {
+    let name = column.name();
+    let text = value.map(|value| to_json(name, value)).transpose()?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE vms SET {name} = ? WHERE id = ?"
+    )))
+    .bind(text)
+    .bind(id.to_string())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+async fn json_column<T: serde::de::DeserializeOwned>(
+    db: &Db,
+    id: VmId,
+    column: JsonColumn,
+) -> Result<Option<T>, DbError> {
+    let name = column.name();
+    let text: Option<(Option<String>,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {name} FROM vms WHERE id = ?"
+    )))
+    .bind(id.to_string())
+    .fetch_optional(db.pool())
+    .await?;
     text.and_then(|(text,)| text)
-        .map(|text| from_json("seed", &text))
+        .map(|text| from_json(name, &text))
         .transpose()
 }
 

@@ -128,6 +128,8 @@ pub enum ApiError {
     ProfileNotFound { kind: &'static str, name: String },
     #[error("a {kind} profile named '{name}' already exists")]
     ProfileExists { kind: &'static str, name: String },
+    #[error("{profile} is used by templates: {templates}")]
+    ProfileInUse { profile: String, templates: String },
     #[error("{0}")]
     InvalidProfile(String),
     #[error("no template '{0}'")]
@@ -194,6 +196,7 @@ impl ApiError {
             | ApiError::LibraryItemExists(_)
             | ApiError::LibraryItemInUse { .. }
             | ApiError::ProfileExists { .. }
+            | ApiError::ProfileInUse { .. }
             | ApiError::TemplateExists(_)
             | ApiError::NotLibraryServer(_)
             | ApiError::HostNotResponding(_)
@@ -440,6 +443,10 @@ impl ApiError {
                 "list profiles with `drover profile hardware list` or `drover profile guest-os list`",
             ),
             ApiError::ProfileExists { .. } => ("profile_exists", "choose another name"),
+            ApiError::ProfileInUse { .. } => (
+                "profile_in_use",
+                "delete the templates named first (`drover template delete NAME`)",
+            ),
             ApiError::InvalidProfile(_) => (
                 "invalid_profile",
                 "fix the value the message names; `drover profile ... create --help` lists the rules",

@@ -1,8 +1,9 @@
 //! `/api/v1/library/...`: library servers, shares and items. Reads answer from the database;
-//! adding a share, importing, refreshing and removing are jobs (`jobs::library`). Lists come as
-//! one page: a library holds hundreds of items, not the tens of thousands a VM list may.
+//! adding a share, importing, refreshing and removing are jobs (`jobs::library`). Lists are
+//! paged like the VM list (`limit`, `cursor`).
 
-use super::{ApiError, ApiJson, ApiQuery, CurrentUser, accepted};
+use super::hosts::more_than;
+use super::{ApiError, ApiJson, ApiQuery, CurrentUser, accepted, cursor, page_size};
 use crate::db;
 use crate::jobs::{self, JobSpec};
 use crate::state::AppState;
@@ -14,24 +15,53 @@ use drover_api::library::{
 };
 use drover_api::{LibraryItemId, LibraryShareId, Page};
 
-/// A whole list as one page (no `next_cursor`).
-pub(super) fn one_page<T>(items: Vec<T>) -> Json<Page<T>> {
-    Json(Page {
-        items,
-        next_cursor: None,
+/// `?limit=N&cursor=C` of the library, profile and template lists, as for VMs.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// One page of a list read whole (a library holds hundreds of objects, not the tens of
+/// thousands a VM list may): the objects after the cursor in (name, id) order.
+pub(super) fn page_of<T>(
+    mut items: Vec<T>,
+    query: &PageQuery,
+    key: impl Fn(&T) -> (String, String),
+) -> Result<Json<Page<T>>, ApiError> {
+    let limit = page_size(query.limit);
+    let after = cursor::decode_pair(query.cursor.as_deref())?;
+    items.sort_by_key(|item| key(item));
+    if let Some(after) = after {
+        items.retain(|item| key(item) > after);
+    }
+    let next_cursor = more_than(&mut items, limit).map(|last| {
+        let (name, id) = key(last);
+        cursor::encode(&[&name, &id])
+    });
+    Ok(Json(Page { items, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/api/v1/library/servers", params(PageQuery),
+    responses((status = 200, body = Page<LibraryServer>)))]
+pub async fn servers(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Page<LibraryServer>>, ApiError> {
+    page_of(db::library::servers(&state.db).await?, &query, |server| {
+        (server.name.clone(), server.host_id.to_string())
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/library/servers",
-    responses((status = 200, body = Page<LibraryServer>)))]
-pub async fn servers(State(state): State<AppState>) -> Result<Json<Page<LibraryServer>>, ApiError> {
-    Ok(one_page(db::library::servers(&state.db).await?))
-}
-
-#[utoipa::path(get, path = "/api/v1/library/shares",
+#[utoipa::path(get, path = "/api/v1/library/shares", params(PageQuery),
     responses((status = 200, body = Page<LibraryShare>)))]
-pub async fn shares(State(state): State<AppState>) -> Result<Json<Page<LibraryShare>>, ApiError> {
-    Ok(one_page(db::library::shares(&state.db).await?))
+pub async fn shares(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Page<LibraryShare>>, ApiError> {
+    page_of(db::library::shares(&state.db).await?, &query, |share| {
+        (share.name.clone(), share.id.to_string())
+    })
 }
 
 #[utoipa::path(post, path = "/api/v1/library/shares", request_body = LibraryShareAdd,
@@ -53,6 +83,8 @@ pub async fn add_share(
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct ItemFilter {
     pub share: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/library/items", params(ItemFilter),
@@ -65,7 +97,15 @@ pub async fn items(
         Some(share) => Some(jobs::find_share(&state, share).await?.id),
         None => None,
     };
-    Ok(one_page(db::library::items(&state.db, share_id).await?))
+    let page = PageQuery {
+        limit: filter.limit,
+        cursor: filter.cursor,
+    };
+    page_of(
+        db::library::items(&state.db, share_id).await?,
+        &page,
+        |item| (item.name.clone(), item.id.to_string()),
+    )
 }
 
 #[utoipa::path(get, path = "/api/v1/library/items/{item}",

@@ -16,6 +16,7 @@ mod networks;
 mod openapi;
 mod placement;
 mod templates;
+mod v2v;
 mod vm_store;
 mod vms;
 
@@ -93,15 +94,25 @@ pub fn router(state: AppState) -> Router {
             "/profiles/hardware",
             get(templates::hardware_list).post(templates::hardware_create),
         )
-        .route("/profiles/hardware/{profile}", get(templates::hardware_get))
+        .route(
+            "/profiles/hardware/{profile}",
+            get(templates::hardware_get).delete(templates::hardware_delete),
+        )
         .route(
             "/profiles/guest-os",
             get(templates::guest_os_list).post(templates::guest_os_create),
         )
-        .route("/profiles/guest-os/{profile}", get(templates::guest_os_get))
+        .route(
+            "/profiles/guest-os/{profile}",
+            get(templates::guest_os_get).delete(templates::guest_os_delete),
+        )
         .route("/templates", get(templates::list).post(templates::create))
-        .route("/templates/{template}", get(templates::get))
+        .route(
+            "/templates/{template}",
+            get(templates::get).delete(templates::delete),
+        )
         .route("/templates/{template}/vms", post(templates::create_vm))
+        .route("/v2v", post(v2v::import))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{job}", get(jobs::get))
         .route("/jobs/{job}/cancel", post(jobs::cancel))

@@ -3,7 +3,7 @@
 
 use super::{
     auth, checkpoints, console, events, hostgroups, hosts, jobs, library, migrations, networks,
-    placement, templates, vm_store, vms,
+    placement, templates, v2v, vm_store, vms,
 };
 use axum::Json;
 use utoipa::OpenApi;
@@ -64,6 +64,10 @@ use utoipa::OpenApi;
         templates::get,
         templates::create,
         templates::create_vm,
+        templates::hardware_delete,
+        templates::guest_os_delete,
+        templates::delete,
+        v2v::import,
         jobs::list,
         jobs::get,
         jobs::cancel,

@@ -41,7 +41,7 @@ pub fn schedule_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
 }
 
 /// Jobs on one share (imports, refreshes, removals) share this target, hence one queue.
-fn share_target(share_id: LibraryShareId, name: &str) -> JobTarget {
+pub(super) fn share_target(share_id: LibraryShareId, name: &str) -> JobTarget {
     JobTarget {
         kind: "library_share".to_owned(),
         id: share_id.to_string(),
@@ -75,7 +75,10 @@ pub(crate) async fn find_item(state: &AppState, id_or_name: &str) -> Result<Libr
 }
 
 /// The control address of the share's library server.
-async fn server_address(state: &AppState, share: &LibraryShare) -> Result<String, ApiError> {
+pub(super) async fn server_address(
+    state: &AppState,
+    share: &LibraryShare,
+) -> Result<String, ApiError> {
     let host = db::hosts::get_by_id(&state.db, share.host_id)
         .await?
         .ok_or_else(|| ApiError::HostNotFound(share.server.clone()))?;
@@ -140,7 +143,10 @@ pub(super) async fn run_share_add(
 }
 
 /// The share an import goes to: the one named, or the only one there is.
-async fn import_share(state: &AppState, request: &LibraryImport) -> Result<LibraryShare, ApiError> {
+pub(super) async fn import_share(
+    state: &AppState,
+    request: &LibraryImport,
+) -> Result<LibraryShare, ApiError> {
     share_or_only(state, request.share.as_deref()).await
 }
 
@@ -182,6 +188,16 @@ pub(super) async fn prepare_import(
     if db::library::item(&state.db, &name).await?.is_some() {
         return Err(ApiError::LibraryItemExists(name));
     }
+    if drover_api::library::is_package(&request.source)
+        && db::templates::hardware_profile(&state.db, &name)
+            .await?
+            .is_some()
+    {
+        return Err(ApiError::ProfileExists {
+            kind: "hardware",
+            name,
+        });
+    }
     Ok(Plan {
         description: format!(
             "Import {} into library share {} as {name}",
@@ -189,10 +205,14 @@ pub(super) async fn prepare_import(
         ),
         target: share_target(share.id, &share.name),
         done: Vec::new(),
-        steps: vec![
-            "Copy, convert to qcow2, check and fingerprint the image on the library server",
-            "Index the item",
-        ],
+        steps: if drover_api::library::is_package(&request.source) {
+            super::package::LIBRARY_IMPORT_STEPS.to_vec()
+        } else {
+            vec![
+                "Copy, convert to qcow2, check and fingerprint the image on the library server",
+                "Index the item",
+            ]
+        },
     })
 }
 
@@ -204,6 +224,17 @@ pub(super) async fn run_import(
 ) -> Result<(), ApiError> {
     let share = import_share(state, &request).await?;
     let name = import_name(&request);
+    if drover_api::library::is_package(&request.source) {
+        return super::package::run_library_import(
+            state,
+            run,
+            item_id,
+            share,
+            &request.source,
+            &name,
+        )
+        .await;
+    }
     let address = server_address(state, &share).await?;
     let agent = state.agents.at(&address);
     let file = run

@@ -6,7 +6,7 @@
 //! host, as source or destination; more wait in line for a slot, never fail for it. The job can
 //! be canceled while it runs: the VM then runs on at its source, and the destination forgets it.
 
-use super::vm::{agent_spec, find_vm, host_of, vm_networks};
+use super::vm::{find_vm, host_of, vm_networks};
 use super::{JobRun, Plan};
 use crate::agents::address_host;
 use crate::db;
@@ -332,7 +332,7 @@ async fn live_migrate(
             for network in vm_networks(state, vm).await? {
                 super::network::ensure_on_host(state, network, destination).await?;
             }
-            let mut spec = agent_spec(vm, db::vms::seed(&state.db, vm_id).await?);
+            let mut spec = super::vm::moved_agent_spec(state, vm).await?;
             // The source still holds the forwarded host ports; they move after the switch.
             spec.port_forwards.clear();
             Ok(destination_agent
@@ -415,8 +415,9 @@ async fn quick_migrate(
             for network in vm_networks(state, vm).await? {
                 super::network::ensure_on_host(state, network, destination).await?;
             }
-            let seed = db::vms::seed(&state.db, vm.id).await?;
-            destination_agent.define(&agent_spec(vm, seed)).await?;
+            destination_agent
+                .define(&super::vm::moved_agent_spec(state, vm).await?)
+                .await?;
             Ok(())
         })
         .await;

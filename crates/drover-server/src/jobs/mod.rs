@@ -9,12 +9,15 @@ mod host;
 mod library;
 mod migration;
 mod network;
+mod package;
 mod template;
 mod vm;
 
 pub(crate) use checkpoint::find as find_checkpoint;
 pub(crate) use library::{find_item, find_share, schedule_refresh, share_or_only};
-pub(crate) use template::{find_guest_os, find_hardware, find_template, vm_create_from};
+pub(crate) use template::{
+    ProfileKind, find_guest_os, find_hardware, find_template, vm_create_from,
+};
 pub(crate) use vm::deploy_host;
 
 use crate::db;
@@ -137,6 +140,17 @@ pub enum JobSpec {
         vm_id: VmId,
         host_id: HostId,
     },
+    V2vImport {
+        vm_id: VmId,
+        request: drover_api::v2v::V2vImport,
+    },
+    ProfileDelete {
+        profile_id: ProfileId,
+        kind: ProfileKind,
+    },
+    TemplateDelete {
+        template_id: TemplateId,
+    },
 }
 
 impl JobSpec {
@@ -169,6 +183,16 @@ impl JobSpec {
             JobSpec::VmMigrate { .. } => "vm.migrate".to_owned(),
             JobSpec::VmStore { .. } => "vm.store".to_owned(),
             JobSpec::VmDeploy { .. } => "vm.deploy".to_owned(),
+            JobSpec::V2vImport { .. } => "v2v.import".to_owned(),
+            JobSpec::ProfileDelete {
+                kind: ProfileKind::Hardware,
+                ..
+            } => "profile.hardware_delete".to_owned(),
+            JobSpec::ProfileDelete {
+                kind: ProfileKind::GuestOs,
+                ..
+            } => "profile.guest_os_delete".to_owned(),
+            JobSpec::TemplateDelete { .. } => "template.delete".to_owned(),
         }
     }
 }
@@ -312,6 +336,15 @@ pub async fn submit(
         }
         JobSpec::VmStore { vm_id, share_id } => vm::prepare_store(state, *vm_id, *share_id).await?,
         JobSpec::VmDeploy { vm_id, host_id } => vm::prepare_deploy(state, *vm_id, *host_id).await?,
+        JobSpec::V2vImport { vm_id, request } => {
+            package::prepare_v2v(state, *vm_id, request).await?
+        }
+        JobSpec::ProfileDelete { profile_id, kind } => {
+            template::prepare_profile_delete(state, *kind, *profile_id).await?
+        }
+        JobSpec::TemplateDelete { template_id } => {
+            template::prepare_template_delete(state, *template_id).await?
+        }
     };
     if let JobSpec::VmMigrate { destination, .. } = &mut spec {
         *destination = chosen_destination;
@@ -550,6 +583,15 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
         }
         JobSpec::VmDeploy { vm_id, host_id } => {
             vm::run_deploy(&state, &mut run, vm_id, host_id).await
+        }
+        JobSpec::V2vImport { vm_id, request } => {
+            package::run_v2v(&state, &mut run, vm_id, request).await
+        }
+        JobSpec::ProfileDelete { profile_id, kind } => {
+            template::run_profile_delete(&state, &mut run, kind, profile_id).await
+        }
+        JobSpec::TemplateDelete { template_id } => {
+            template::run_template_delete(&state, &mut run, template_id).await
         }
     };
     run.finish(outcome).await;

@@ -5,12 +5,12 @@ use super::{JobRun, Plan};
 use crate::db::{self, DbError};
 use crate::http::ApiError;
 use crate::state::AppState;
-use drover_api::library::LibraryItemKind;
+use drover_api::library::{LibraryItem, LibraryItemKind};
 use drover_api::template::{
     GuestOsProfile, GuestOsProfileCreate, HardwareProfile, HardwareProfileCreate, Template,
     TemplateCreate, VmFromTemplate,
 };
-use drover_api::{JobTarget, ProfileId, TemplateId, VmCreate, VmDisk};
+use drover_api::{JobTarget, ProfileId, TemplateId, VmCreate, VmDevices, VmDisk};
 
 const RECORD_STEP: &str = "Record it in the database";
 
@@ -62,25 +62,6 @@ fn profile_exists<'a>(kind: &'static str, name: &'a str) -> impl Fn(DbError) -> 
     }
 }
 
-/// A template's disk for a new VM: a linked clone (overlay) or, with `full_clone`, an
-/// independent copy whose virtual size the host's disk claim counts.
-fn library_disk(url: String, item: drover_api::library::LibraryItem, full_clone: bool) -> VmDisk {
-    if full_clone {
-        VmDisk::LibraryCopy {
-            url,
-            item: item.name,
-            sha256: item.file.sha256,
-            virtual_size: item.file.virtual_size,
-        }
-    } else {
-        VmDisk::Library {
-            url,
-            item: item.name,
-            sha256: item.file.sha256,
-        }
-    }
-}
-
 /// The VM a template makes: its hardware profile's settings and a library disk that the host
 /// fetches straight from the library server's transfer endpoint.
 pub(crate) async fn vm_create_from(
@@ -90,12 +71,7 @@ pub(crate) async fn vm_create_from(
 ) -> Result<VmCreate, ApiError> {
     let template = find_template(state, template).await?;
     let item = super::find_item(state, &template.disk_id.to_string()).await?;
-    let share = super::find_share(state, &item.share_id.to_string()).await?;
-    let server = db::library::servers(&state.db)
-        .await?
-        .into_iter()
-        .find(|server| server.host_id == share.host_id)
-        .ok_or_else(|| ApiError::NotLibraryServer(share.server.clone()))?;
+    let disk = library_disk(state, item, request.full_clone).await?;
     let hardware = find_hardware(state, &template.hardware).await?.spec;
     let seed = match &template.guest_os {
         Some(name) => {
@@ -119,21 +95,56 @@ pub(crate) async fn vm_create_from(
         group: request.group,
         cpus: hardware.cpus,
         memory_mib: hardware.memory_mib,
-        disk: library_disk(
-            format!(
-                "https://{}/v1/shares/{}/files/{}",
-                server.transfer_address, share.name, item.file.path
-            ),
-            item,
-            request.full_clone,
-        ),
+        disk,
         kernel: hardware.kernel,
         initrd: hardware.initrd,
         cmdline: hardware.cmdline,
         start: request.start,
-        // Hardware-profile NICs are not applied yet: one user-mode NIC, the default.
-        networks: Vec::new(),
+        networks: hardware.nics,
         seed,
+        devices: VmDevices {
+            data_disks: hardware
+                .data_disks
+                .into_iter()
+                .map(|size_bytes| VmDisk::Blank { size_bytes })
+                .collect(),
+            boot_order: hardware.boot_order,
+            machine: hardware.machine,
+        },
+    })
+}
+
+/// A library item as a VM's disk: the VM's host fetches it straight from the library server's
+/// transfer endpoint into its cache and gives the VM an overlay on it.
+/// A library item as a VM's disk: a linked clone, or with `full_clone` an independent copy.
+pub(crate) async fn library_disk(
+    state: &AppState,
+    item: LibraryItem,
+    full_clone: bool,
+) -> Result<VmDisk, ApiError> {
+    let share = super::find_share(state, &item.share_id.to_string()).await?;
+    let server = db::library::servers(&state.db)
+        .await?
+        .into_iter()
+        .find(|server| server.host_id == share.host_id)
+        .ok_or_else(|| ApiError::NotLibraryServer(share.server.clone()))?;
+    let url = format!(
+        "https://{}/v1/shares/{}/files/{}",
+        server.transfer_address, share.name, item.file.path
+    );
+    Ok(if full_clone {
+        VmDisk::LibraryCopy {
+            url,
+            item: item.name,
+            sha256: item.file.sha256,
+            virtual_size: item.file.virtual_size,
+        }
+    } else {
+        VmDisk::Library {
+            url,
+            item: item.name,
+            sha256: item.file.sha256,
+        }
     })
 }
 
@@ -282,6 +293,115 @@ pub(super) async fn run_template(
             DbError::Duplicate { .. } => ApiError::TemplateExists(request.name.clone()),
             other => other.into(),
         })
+    })
+    .await
+}
+
+/// The two kinds of profile, as jobs and messages name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileKind {
+    Hardware,
+    GuestOs,
+}
+
+impl ProfileKind {
+    fn label(self) -> &'static str {
+        match self {
+            ProfileKind::Hardware => "hardware",
+            ProfileKind::GuestOs => "guest OS",
+        }
+    }
+}
+
+/// The profile's name, when it exists.
+async fn profile_name(
+    state: &AppState,
+    kind: ProfileKind,
+    profile_id: ProfileId,
+) -> Result<String, ApiError> {
+    let id = profile_id.to_string();
+    Ok(match kind {
+        ProfileKind::Hardware => find_hardware(state, &id).await?.name,
+        ProfileKind::GuestOs => find_guest_os(state, &id).await?.name,
+    })
+}
+
+/// A profile that templates use stays: the refusal names them.
+async fn refuse_if_profile_used(
+    state: &AppState,
+    kind: ProfileKind,
+    profile_id: ProfileId,
+    name: &str,
+) -> Result<(), ApiError> {
+    let templates = db::templates::names_using_profile(&state.db, profile_id).await?;
+    if templates.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::ProfileInUse {
+        profile: format!("{} profile '{name}'", kind.label()),
+        templates: templates.join(", "),
+    })
+}
+
+pub(super) async fn prepare_profile_delete(
+    state: &AppState,
+    kind: ProfileKind,
+    profile_id: ProfileId,
+) -> Result<Plan, ApiError> {
+    let name = profile_name(state, kind, profile_id).await?;
+    refuse_if_profile_used(state, kind, profile_id, &name).await?;
+    Ok(Plan {
+        description: format!("Delete {} profile {name}", kind.label()),
+        target: target("profile", profile_id.to_string(), &name),
+        done: Vec::new(),
+        steps: vec![DELETE_STEP],
+    })
+}
+
+const DELETE_STEP: &str = "Delete it from the database";
+
+pub(super) async fn run_profile_delete(
+    state: &AppState,
+    run: &mut JobRun,
+    kind: ProfileKind,
+    profile_id: ProfileId,
+) -> Result<(), ApiError> {
+    let name = profile_name(state, kind, profile_id).await?;
+    run.step(async {
+        refuse_if_profile_used(state, kind, profile_id, &name).await?;
+        if !db::templates::delete_profile(&state.db, profile_id).await? {
+            // A template took the profile between the check and the delete.
+            refuse_if_profile_used(state, kind, profile_id, &name).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// VMs keep nothing of their template once made (their disk names the library item), so a
+/// template can always go.
+pub(super) async fn prepare_template_delete(
+    state: &AppState,
+    template_id: TemplateId,
+) -> Result<Plan, ApiError> {
+    let template = find_template(state, &template_id.to_string()).await?;
+    Ok(Plan {
+        description: format!("Delete template {}", template.name),
+        target: target("template", template_id.to_string(), &template.name),
+        done: Vec::new(),
+        steps: vec![DELETE_STEP],
+    })
+}
+
+pub(super) async fn run_template_delete(
+    state: &AppState,
+    run: &mut JobRun,
+    template_id: TemplateId,
+) -> Result<(), ApiError> {
+    run.step(async {
+        db::templates::delete_template(&state.db, template_id).await?;
+        Ok(())
     })
     .await
 }

@@ -16,13 +16,13 @@ use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
 use drover_api::network::{NetworkHostState, USER_NETWORK, tap_name};
 use drover_api::{
     CloudInitSeed, Event, Host, HostState, JobTarget, Network, PlacementGoal, PortForward, Vm,
-    VmAction, VmCreate, VmId, VmNic, VmState,
+    VmAction, VmCreate, VmDevices, VmId, VmNic, VmState,
 };
 
 /// Smallest memory a VM may have; below it no guest kernel boots.
 pub const MIN_MEMORY_MIB: u64 = 64;
 
-const CREATE_STEP: &str = "Create disk and configuration on host";
+pub(super) const CREATE_STEP: &str = "Create disk and configuration on host";
 const START_STEP: &str = "Start virtual machine";
 
 pub(super) fn target(vm_id: VmId, name: &str) -> JobTarget {
@@ -33,7 +33,7 @@ pub(super) fn target(vm_id: VmId, name: &str) -> JobTarget {
     }
 }
 
-pub(super) fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
+pub(super) fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>, devices: VmDevices) -> AgentVmSpec {
     AgentVmSpec {
         id: vm.id,
         name: vm.name.clone(),
@@ -46,7 +46,23 @@ pub(super) fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>) -> AgentVmSpec {
         nics: vm.nics.iter().map(|nic| agent_nic(vm.id, nic)).collect(),
         port_forwards: vm.port_forwards.clone(),
         seed,
+        devices,
     }
+}
+
+/// The spec of an existing VM for a host that takes it over (migration, deploy), with its seed
+/// and devices from the database. Data disks do not move yet, so a VM with any is refused before
+/// the new host defines it.
+pub(super) async fn moved_agent_spec(state: &AppState, vm: &Vm) -> Result<AgentVmSpec, ApiError> {
+    let devices = db::vms::devices(&state.db, vm.id).await?;
+    if !devices.data_disks.is_empty() {
+        return Err(ApiError::InvalidVmSpec(format!(
+            "VM '{}' has data disks, which migration and the library cannot move yet",
+            vm.name
+        )));
+    }
+    let seed = db::vms::seed(&state.db, vm.id).await?;
+    Ok(agent_spec(vm, seed, devices))
 }
 
 /// A NIC as its host builds it.
@@ -160,7 +176,7 @@ fn unfit_host(vm: &str, host: Host, reasons: &[String]) -> ApiError {
     }
 }
 
-const PLACE_STEP: &str = "Rate hosts and place the VM";
+pub(super) const PLACE_STEP: &str = "Rate hosts and place the VM";
 
 /// How many hosts' ratings a create job records.
 const RATINGS_IN_JOB: usize = 20;
@@ -185,11 +201,15 @@ pub(super) async fn prepare_create(
         return Err(ApiError::VmExists(request.name.clone()));
     }
     check_vm_size(request.cpus, request.memory_mib)?;
+    drover_api::devices::validate_devices(&request.devices).map_err(ApiError::InvalidVmSpec)?;
     let networks = nic_networks(state, &request.networks).await?;
     let demand = Demand {
         cpus: request.cpus,
         memory_mib: request.memory_mib,
-        disk_bytes: request.disk.committed_bytes(),
+        disk_bytes: request
+            .disk
+            .committed_bytes()
+            .saturating_add(request.devices.committed_bytes()),
     };
     let (group, candidates) = match &request.host {
         Some(name) => {
@@ -244,7 +264,11 @@ pub(super) async fn prepare_create(
         state
             .agents
             .at(&host.address)
-            .validate(&agent_spec(&vm, request.seed.clone()))
+            .validate(&agent_spec(
+                &vm,
+                request.seed.clone(),
+                request.devices.clone(),
+            ))
             .await?;
         let claimed = db::placement::claim(&state.db, &vm, candidate.reserves)
             .await
@@ -261,6 +285,7 @@ pub(super) async fn prepare_create(
             return Err(error.into());
         }
         db::vms::set_seed(&state.db, vm_id, request.seed.as_ref()).await?;
+        db::vms::set_devices(&state.db, vm_id, &request.devices).await?;
         state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
         let mut steps = vec![CREATE_STEP];
         if request.start {
@@ -318,7 +343,8 @@ async fn create_and_start(
             super::network::ensure_on_host(state, network, &host).await?;
         }
         let seed = db::vms::seed(&state.db, vm_id).await?;
-        let runtime = agent.define(&agent_spec(&vm, seed)).await?;
+        let devices = db::vms::devices(&state.db, vm_id).await?;
+        let runtime = agent.define(&agent_spec(&vm, seed, devices)).await?;
         record(
             state,
             vm_id,

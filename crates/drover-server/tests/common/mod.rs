@@ -42,6 +42,31 @@ impl TestServer {
         TestServer { dir, state, token }
     }
 
+    /// Submits a job (`202`) and waits for it to end.
+    pub async fn job(&self, method: Method, path: &str, body: Option<Value>) -> drover_api::Job {
+        let answer = self.call(method, path, body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::ACCEPTED,
+            "{path}: {}",
+            answer.body
+        );
+        let job: drover_api::Job = serde_json::from_value(answer.body).expect("a job");
+        drover_testkit::wait_until(
+            "job to end",
+            std::time::Duration::from_secs(30),
+            async || {
+                let answer = self
+                    .call(Method::GET, &format!("/api/v1/jobs/{}", job.id), None)
+                    .await;
+                let job: drover_api::Job = serde_json::from_value(answer.body).ok()?;
+                job.status.is_finished().then_some(job)
+            },
+        )
+        .await
+        .expect("the job ends")
+    }
+
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         let bearer = format!("Bearer {}", self.token);
         send(

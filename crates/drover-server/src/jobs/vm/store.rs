@@ -10,7 +10,7 @@
 //! deploy fetches the base into the host's cache only when it is not there (the overlay is
 //! pointed at the host's copy when it is defined).
 
-use super::{agent_spec, find_vm, host_of, target, vm_networks};
+use super::{find_vm, host_of, moved_agent_spec, target, vm_networks};
 use crate::db::{self, stored::StoredCopy};
 use crate::http::ApiError;
 use crate::jobs::{JobRun, Plan, find_share};
@@ -284,8 +284,9 @@ pub(in crate::jobs) async fn run_deploy(
             for network in vm_networks(state, &vm).await? {
                 crate::jobs::network::ensure_on_host(state, network, &host).await?;
             }
-            let seed = db::vms::seed(&state.db, vm_id).await?;
-            receiver.define(&agent_spec(&vm, seed)).await?;
+            receiver
+                .define(&moved_agent_spec(state, &vm).await?)
+                .await?;
             let demand = Demand {
                 cpus: vm.cpus,
                 memory_mib: vm.memory_mib,
