@@ -116,6 +116,9 @@ pub struct NetworkCreate {
     /// Carry the network between hosts over VXLAN on the management network.
     #[serde(default)]
     pub overlay: bool,
+    /// Host group (id or name) whose subtree alone carries the network; every host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// A virtual network.
@@ -142,6 +145,9 @@ pub struct Network {
     /// VXLAN network identifier of an overlay network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
+    /// The host group whose subtree alone carries the network (name); every host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Names of the VMs with a NIC on this network.
     #[serde(default)]
     pub vms: Vec<String>,

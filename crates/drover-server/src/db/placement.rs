@@ -67,13 +67,14 @@ pub struct Reserves {
     pub disk_bytes: u64,
 }
 
-/// Inserts `vm` (in state Creating) only if its host still responds, is not in maintenance and
-/// has the memory and disk for it after `reserves` and every VM already on it. One INSERT ...
+/// Inserts `vm` (in state Creating), claiming `disk_bytes` of its host's disk, only if its host
+/// still responds, is not in maintenance and has the memory and disk for it after `reserves`
+/// and every VM already on it. One INSERT ...
 /// SELECT: SQLite takes the write lock before reading, and the insert's trigger adds the VM to
 /// the host's claimed sums within the same statement, so two claims never both see the same free
 /// memory (CloudStack's lesson: check and take capacity in one step). `false` when it no longer
 /// fits; [`DbError::Duplicate`] when the name is taken.
-pub async fn claim(db: &Db, vm: &Vm, reserves: Reserves) -> Result<bool, DbError> {
+pub async fn claim(db: &Db, vm: &Vm, disk_bytes: u64, reserves: Reserves) -> Result<bool, DbError> {
     let inserted = sqlx::query(
         "INSERT INTO vms (id, name, host_id, state, state_reason, cpus, memory_mib, disk, kernel, \
          initrd, cmdline, created_at, updated_at, disk_bytes) \
@@ -95,7 +96,7 @@ pub async fn claim(db: &Db, vm: &Vm, reserves: Reserves) -> Result<bool, DbError
     .bind(vm.cmdline.clone())
     .bind(vm.created_at)
     .bind(vm.updated_at)
-    .bind(signed(vm.disk.committed_bytes()))
+    .bind(signed(disk_bytes))
     .bind(HostState::Responding.as_str())
     .bind(signed(reserves.memory_mib))
     .bind(signed(reserves.disk_bytes))

@@ -135,6 +135,7 @@ impl JobSpec {
 }
 
 pub use vm::check_vm_size;
+pub(crate) use vm::nic_networks;
 
 /// What [`submit`] learns while checking a request: how to show the job.
 #[derive(Debug)]

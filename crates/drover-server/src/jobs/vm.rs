@@ -4,11 +4,11 @@
 use super::{JobRun, Plan};
 use crate::db;
 use crate::http::ApiError;
-use crate::placement::{self, rating::Demand};
+use crate::placement::{self, Needs, rating::Demand};
 use crate::state::AppState;
 use chrono::Utc;
 use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
-use drover_api::network::{NetworkHostState, USER_NETWORK, tap_name};
+use drover_api::network::{USER_NETWORK, tap_name};
 use drover_api::{
     CloudInitSeed, Event, Host, HostState, JobTarget, Network, PlacementGoal, PortForward, Vm,
     VmAction, VmCreate, VmId, VmNic, VmState,
@@ -74,7 +74,7 @@ async fn named_network(state: &AppState, name: &str) -> Result<Option<Network>, 
 
 /// The networks of a create request's NICs, in order (`None` = user-mode); one user-mode NIC
 /// when the request names none.
-async fn nic_networks(
+pub(crate) async fn nic_networks(
     state: &AppState,
     names: &[String],
 ) -> Result<Vec<Option<Network>>, ApiError> {
@@ -86,22 +86,6 @@ async fn nic_networks(
         networks.push(named_network(state, name).await?);
     }
     Ok(networks)
-}
-
-/// Refuses a host that is known not to carry one of `networks`, with its reason.
-fn check_networks_on_host(networks: &[Option<Network>], host: &Host) -> Result<(), ApiError> {
-    for network in networks.iter().flatten() {
-        if let Some(entry) = network.hosts.iter().find(|entry| {
-            entry.host_name == host.name && entry.state == NetworkHostState::NeedsAttention
-        }) {
-            return Err(ApiError::NetworkNeedsAttention {
-                network: network.name.clone(),
-                host: host.name.clone(),
-                reason: entry.reason.clone().unwrap_or_default(),
-            });
-        }
-    }
-    Ok(())
 }
 
 async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
@@ -152,10 +136,14 @@ pub(super) async fn prepare_create(
     }
     check_vm_size(request.cpus, request.memory_mib)?;
     let networks = nic_networks(state, &request.networks).await?;
-    let demand = Demand {
-        cpus: request.cpus,
-        memory_mib: request.memory_mib,
-        disk_bytes: request.disk.committed_bytes(),
+    let carried: Vec<Network> = networks.iter().flatten().cloned().collect();
+    let needs = Needs {
+        demand: Demand {
+            cpus: request.cpus,
+            memory_mib: request.memory_mib,
+            disk_bytes: placement::disk_claim(state, &request.disk).await?,
+        },
+        networks: &carried,
     };
     let (group, candidates) = match &request.host {
         Some(name) => {
@@ -167,8 +155,8 @@ pub(super) async fn prepare_create(
             let host = db::hosts::get(&state.db, name)
                 .await?
                 .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
-            check_networks_on_host(&networks, &host)?;
-            let candidate = placement::rate_host(state, host.id, &demand).await?;
+            placement::network::check_host(state, &carried, &host).await?;
+            let candidate = placement::rate_host(state, host.id, needs).await?;
             if candidate.rating.rating == 0.0 {
                 return Err(match host.state {
                     HostState::Maintenance => ApiError::HostInMaintenance(host.name),
@@ -191,7 +179,7 @@ pub(super) async fn prepare_create(
             let rated = placement::rate_group(
                 state,
                 request.group.as_deref(),
-                &demand,
+                needs,
                 PlacementGoal::LoadBalance,
             )
             .await?;
@@ -205,9 +193,6 @@ pub(super) async fn prepare_create(
         let Some(host) = db::hosts::get_by_id(&state.db, candidate.rating.host_id).await? else {
             continue; // removed since it was rated
         };
-        if check_networks_on_host(&networks, &host).is_err() {
-            continue; // cannot carry one of the VM's networks
-        }
         let now = Utc::now();
         let vm = Vm {
             id: vm_id,
@@ -232,12 +217,13 @@ pub(super) async fn prepare_create(
             .at(&host.address)
             .validate(&agent_spec(&vm, request.seed.clone()))
             .await?;
-        let claimed = db::placement::claim(&state.db, &vm, candidate.reserves)
-            .await
-            .map_err(|error| match error {
-                db::DbError::Duplicate { .. } => ApiError::VmExists(vm.name.clone()),
-                other => other.into(),
-            })?;
+        let claimed =
+            db::placement::claim(&state.db, &vm, needs.demand.disk_bytes, candidate.reserves)
+                .await
+                .map_err(|error| match error {
+                    db::DbError::Duplicate { .. } => ApiError::VmExists(vm.name.clone()),
+                    other => other.into(),
+                })?;
         if !claimed {
             tracing::debug!(host = %host.name, vm = %vm.name, "lost the claim to another create; trying the next host");
             continue;
@@ -541,8 +527,8 @@ pub(super) async fn prepare_nic_add(
     network: &str,
 ) -> Result<Plan, ApiError> {
     let vm = find_vm(state, vm_id).await?;
-    let found = named_network(state, network).await?;
-    check_networks_on_host(&[found], &host_of(state, &vm).await?)?;
+    let found: Vec<Network> = named_network(state, network).await?.into_iter().collect();
+    placement::network::check_host(state, &found, &host_of(state, &vm).await?).await?;
     Ok(Plan {
         description: format!("Add a NIC on network {network} to VM {}", vm.name),
         target: target(vm_id, &vm.name),
