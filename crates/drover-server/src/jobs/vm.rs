@@ -8,7 +8,7 @@ use crate::placement::{self, Needs, rating::Demand};
 use crate::state::AppState;
 use chrono::Utc;
 use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
-use drover_api::network::{USER_NETWORK, tap_name};
+use drover_api::network::{PortProtocol, USER_NETWORK, tap_name};
 use drover_api::{
     CloudInitSeed, Event, Host, HostState, JobTarget, Network, PlacementGoal, PortForward, Vm,
     VmAction, VmCreate, VmId, VmNic, VmState,
@@ -477,17 +477,17 @@ pub(super) async fn prepare_port_forward(
     }
     let forwarded = db::vms::forwarded_ports_on_host(&state.db, vm.host_id).await?;
     if let Some((other, taken)) = forwarded.iter().find(|(name, taken)| {
-        taken.host_port == forward.host_port && !(*name == vm.name && *taken == forward)
+        taken.same_host_socket(&forward) && !(*name == vm.name && *taken == forward)
     }) {
         return Err(ApiError::PortForwardConflict(format!(
-            "host port {} on host '{}' already forwards to port {} of VM '{other}'",
-            forward.host_port, vm.host_name, taken.guest_port
+            "{} host port {} on host '{}' already forwards to port {} of VM '{other}'",
+            forward.protocol, forward.host_port, vm.host_name, taken.guest_port
         )));
     }
     Ok(Plan {
         description: format!(
-            "Forward 127.0.0.1:{} to VM {} port {}",
-            forward.host_port, vm.name, forward.guest_port
+            "Forward {} 127.0.0.1:{} to VM {} port {}",
+            forward.protocol, forward.host_port, vm.name, forward.guest_port
         ),
         target: target(vm_id, &vm.name),
         done: Vec::new(),
@@ -513,6 +513,65 @@ pub(super) async fn run_port_forward(
         if !forwards.contains(&forward) {
             forwards.push(forward);
         }
+        if let Some(vm) = db::vms::set_port_forwards(&state.db, vm_id, &forwards).await? {
+            state.publish(Event::VmChanged(vm));
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The VM's forward of `protocol` host port `host_port`.
+fn forward_of(vm: &Vm, protocol: PortProtocol, host_port: u16) -> Result<PortForward, ApiError> {
+    vm.port_forwards
+        .iter()
+        .find(|forward| forward.protocol == protocol && forward.host_port == host_port)
+        .copied()
+        .ok_or_else(|| ApiError::PortForwardNotFound {
+            vm: vm.name.clone(),
+            protocol: protocol.to_string(),
+            host_port,
+        })
+}
+
+pub(super) async fn prepare_port_forward_remove(
+    state: &AppState,
+    vm_id: VmId,
+    protocol: PortProtocol,
+    host_port: u16,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let forward = forward_of(&vm, protocol, host_port)?;
+    Ok(Plan {
+        description: format!("Stop forwarding {forward} of VM {}", vm.name),
+        target: target(vm_id, &vm.name),
+        done: Vec::new(),
+        steps: vec!["Remove the forward on the host"],
+    })
+}
+
+pub(super) async fn run_port_forward_remove(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    protocol: PortProtocol,
+    host_port: u16,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let forward = forward_of(&vm, protocol, host_port)?;
+    let host = host_of(state, &vm).await?;
+    run.step(async {
+        state
+            .agents
+            .at(&host.address)
+            .remove_port_forward(vm_id, protocol, host_port)
+            .await?;
+        let forwards: Vec<PortForward> = vm
+            .port_forwards
+            .iter()
+            .filter(|kept| **kept != forward)
+            .copied()
+            .collect();
         if let Some(vm) = db::vms::set_port_forwards(&state.db, vm_id, &forwards).await? {
             state.publish(Event::VmChanged(vm));
         }
