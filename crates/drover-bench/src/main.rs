@@ -8,6 +8,7 @@ mod library;
 mod network;
 mod scale;
 mod stats;
+mod throughput;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ enum Bench {
     Scale(scale::ScaleArgs),
     /// Network realization (issue 6): bridge, rules, dnsmasq, uplink, VXLAN, in a namespace.
     Network(network::NetworkArgs),
+    /// Network throughput (issue 6): guest to guest across two hosts, bridged and overlay, next
+    /// to the bare host namespaces (iperf3).
+    Throughput(throughput::ThroughputArgs),
     /// The server process `scale` starts and measures (internal).
     #[command(hide = true)]
     Serve {
@@ -44,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Library(args) => library::run(args).await,
         Bench::Scale(args) => scale::run(args).await,
         Bench::Network(args) => network::run(args).await,
+        Bench::Throughput(args) => throughput::run(args).await,
         Bench::Serve { data_dir } => scale::serve(data_dir).await,
     }
 }
