@@ -323,6 +323,24 @@ async fn host_role(role: &str, args: &ThroughputArgs) -> anyhow::Result<()> {
     let outcome = async {
         drover_testkit::wait_for_text(&log, "TINYVM-READY", Duration::from_secs(120)).await?;
         let mut serial = tokio::net::UnixStream::connect(running.serial_socket()).await?;
+        // The serial shell starts after the ready marker: knock until it answers.
+        let mut answered = false;
+        for _ in 0..30 {
+            if console(
+                &mut serial,
+                &log,
+                "echo SHELL-$((40+2))",
+                "SHELL-42",
+                Duration::from_secs(2),
+            )
+            .await
+            .is_ok()
+            {
+                answered = true;
+                break;
+            }
+        }
+        anyhow::ensure!(answered, "the guest's serial shell does not answer");
         if role == "server" {
             console(
                 &mut serial,
