@@ -341,6 +341,17 @@ async fn host_role(role: &str, args: &ThroughputArgs) -> anyhow::Result<()> {
             }
         }
         anyhow::ensure!(answered, "the guest's serial shell does not answer");
+        // ash's line editor stalls on lines longer than the terminal (it asks the terminal for
+        // the cursor position); a shell reading a pipe takes the tty's plain line discipline.
+        serial.write_all(b"cat | sh\n").await?;
+        console(
+            &mut serial,
+            &log,
+            "echo PIPED-$((40+2))",
+            "PIPED-42",
+            Duration::from_secs(30),
+        )
+        .await?;
         if role == "server" {
             console(
                 &mut serial,
