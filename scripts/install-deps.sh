@@ -15,8 +15,9 @@ if ! qemu-system-x86_64 --version 2>/dev/null | grep -q 'version 10'; then
   apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86
 fi
 missing=()
-# dnsmasq and nft realize virtual networks (DHCP per network, NAT and isolation rules).
-for tool in mke2fs:e2fsprogs lz4:lz4 xz:xz-utils zstd:zstd dnsmasq:dnsmasq-base nft:nftables; do
+# dnsmasq and nft realize virtual networks (DHCP per network, NAT and isolation rules); iperf3
+# is the bare-host baseline of `drover-bench throughput`.
+for tool in mke2fs:e2fsprogs lz4:lz4 xz:xz-utils zstd:zstd dnsmasq:dnsmasq-base nft:nftables iperf3:iperf3; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

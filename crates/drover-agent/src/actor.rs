@@ -9,6 +9,7 @@ use crate::error::AgentError;
 use crate::network::Networks;
 use crate::store::{self, StoreError};
 use drover_api::agent::{AgentNic, AgentVmSpec, VmRuntime};
+use drover_api::network::PortProtocol;
 use drover_api::{PortForward, VmAction, VmId, VmState};
 use drover_hv::qemu::migration::Monitor;
 use drover_hv::{DriverError, RunStatus, RunningVm, StartFrom, VmDriver, VmEvent};
@@ -33,6 +34,12 @@ enum Command {
     /// Adds a port forward to the spec, and to the process when one runs.
     AddPortForward {
         forward: PortForward,
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
+    /// Removes the forward of a host port from the spec, and from the process when one runs.
+    RemovePortForward {
+        protocol: PortProtocol,
+        host_port: u16,
         reply: oneshot::Sender<Result<(), AgentError>>,
     },
     /// Adds a NIC to the spec, hot-plugged when the VM runs.
@@ -120,6 +127,20 @@ impl VmHandle {
     pub async fn add_port_forward(&self, forward: PortForward) -> Result<(), AgentError> {
         self.request(|reply| Command::AddPortForward { forward, reply })
             .await?
+    }
+
+    /// Stops forwarding `127.0.0.1:host_port` (idempotent); at once when the VM runs.
+    pub async fn remove_port_forward(
+        &self,
+        protocol: PortProtocol,
+        host_port: u16,
+    ) -> Result<(), AgentError> {
+        self.request(|reply| Command::RemovePortForward {
+            protocol,
+            host_port,
+            reply,
+        })
+        .await?
     }
 
     /// Adds a NIC (idempotent); plugged in at once when the VM runs.
@@ -238,6 +259,9 @@ impl VmActor {
                     }
                     Some(Command::AddPortForward { forward, reply }) => {
                         let _ = reply.send(self.add_port_forward(forward).await);
+                    }
+                    Some(Command::RemovePortForward { protocol, host_port, reply }) => {
+                        let _ = reply.send(self.remove_port_forward(protocol, host_port).await);
                     }
                     Some(Command::AddNic { nic, reply }) => {
                         let _ = reply.send(self.add_nic(nic).await);
@@ -485,7 +509,7 @@ impl VmActor {
             .spec
             .port_forwards
             .iter()
-            .find(|existing| existing.host_port == forward.host_port)
+            .find(|existing| existing.same_host_socket(&forward))
         {
             return Err(AgentError::VmSpecInvalid(format!(
                 "host port {} already forwards to guest port {}",
@@ -499,6 +523,31 @@ impl VmActor {
         }
         let mut spec = self.spec.clone();
         spec.port_forwards.push(forward);
+        self.set_spec(spec)
+    }
+
+    async fn remove_port_forward(
+        &mut self,
+        protocol: PortProtocol,
+        host_port: u16,
+    ) -> Result<(), AgentError> {
+        let Some(forward) = self
+            .spec
+            .port_forwards
+            .iter()
+            .find(|forward| forward.protocol == protocol && forward.host_port == host_port)
+            .copied()
+        else {
+            return Ok(());
+        };
+        if let Some(nic) = self.spec.user_nic().map(|nic| nic.name.clone())
+            && let Some(process) = self.process.as_mut()
+            && let Err(error) = process.remove_port_forward(&nic, &forward).await
+        {
+            return Err(self.driver_error(error));
+        }
+        let mut spec = self.spec.clone();
+        spec.port_forwards.retain(|kept| *kept != forward);
         self.set_spec(spec)
     }
 

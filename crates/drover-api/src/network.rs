@@ -116,6 +116,9 @@ pub struct NetworkCreate {
     /// Carry the network between hosts over VXLAN on the management network.
     #[serde(default)]
     pub overlay: bool,
+    /// Host group (id or name) whose subtree alone carries the network; every host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// A virtual network.
@@ -142,6 +145,9 @@ pub struct Network {
     /// VXLAN network identifier of an overlay network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
+    /// The host group whose subtree alone carries the network (name); every host when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Names of the VMs with a NIC on this network.
     #[serde(default)]
     pub vms: Vec<String>,
@@ -175,16 +181,51 @@ pub struct NicAdd {
     pub network: String,
 }
 
-/// A TCP port of the guest reachable at `127.0.0.1:host_port` on the VM's host, through its
-/// user-mode NIC.
+/// The transport protocol of a port forward.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PortProtocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl PortProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PortProtocol> {
+        [PortProtocol::Tcp, PortProtocol::Udp]
+            .into_iter()
+            .find(|protocol| protocol.as_str() == text)
+    }
+}
+
+impl fmt::Display for PortProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A TCP or UDP port of the guest reachable at `127.0.0.1:host_port` on the VM's host, through
+/// its user-mode NIC. A host port is taken once per protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PortForward {
     pub host_port: u16,
     pub guest_port: u16,
+    /// TCP when absent (forwards saved before UDP existed).
+    #[serde(default)]
+    pub protocol: PortProtocol,
 }
 
 impl PortForward {
-    /// Parses `HOSTPORT:GUESTPORT`.
+    /// Parses `HOSTPORT:GUESTPORT`, a TCP forward.
     pub fn parse(text: &str) -> Result<PortForward, String> {
         let invalid = || format!("'{text}' is not HOSTPORT:GUESTPORT with ports from 1 to 65535");
         let (host, guest) = text.split_once(':').ok_or_else(invalid)?;
@@ -193,15 +234,25 @@ impl PortForward {
             (Some(host_port), Some(guest_port)) => Ok(PortForward {
                 host_port,
                 guest_port,
+                protocol: PortProtocol::Tcp,
             }),
             _ => Err(invalid()),
         }
+    }
+
+    /// Whether this forward holds the same host socket as `other` (port and protocol).
+    pub fn same_host_socket(&self, other: &PortForward) -> bool {
+        self.host_port == other.host_port && self.protocol == other.protocol
     }
 }
 
 impl fmt::Display for PortForward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "127.0.0.1:{} -> {}", self.host_port, self.guest_port)
+        write!(
+            f,
+            "{} 127.0.0.1:{} -> {}",
+            self.protocol, self.host_port, self.guest_port
+        )
     }
 }
 
@@ -229,9 +280,16 @@ mod tests {
             PortForward::parse("8080:80"),
             Ok(PortForward {
                 host_port: 8080,
-                guest_port: 80
+                guest_port: 80,
+                protocol: PortProtocol::Tcp,
             })
         );
+        let saved_before_udp: PortForward =
+            serde_json::from_str(r#"{"host_port": 1, "guest_port": 2}"#).expect("parses");
+        assert_eq!(saved_before_udp.protocol, PortProtocol::Tcp);
+        for protocol in [PortProtocol::Tcp, PortProtocol::Udp] {
+            assert_eq!(PortProtocol::parse(protocol.as_str()), Some(protocol));
+        }
         for bad in ["8080", "0:80", "80:0", "a:b", "70000:80", ":80", "1:2:3"] {
             assert!(PortForward::parse(bad).is_err(), "{bad}");
         }

@@ -30,10 +30,21 @@ impl fmt::Display for PlacementGoal {
 /// Body of `POST /api/v1/placement/rate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlacementRequest {
-    pub cpus: u32,
-    pub memory_mib: u64,
-    #[serde(default)]
-    pub disk_bytes: u64,
+    /// vCPUs; from the template's hardware profile when absent and `template` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// Memory; from the template's hardware profile when absent and `template` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Disk space the VM may come to use; for a template, its disk's virtual size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
+    /// Template (id or name) whose hardware profile and disk give the figures not set above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Networks (names) the VM's NICs use: a host that cannot carry one of them rates 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
     /// Group id or name whose subtree holds the candidates; "All Hosts" when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,

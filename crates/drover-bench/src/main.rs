@@ -10,6 +10,7 @@ mod migrate;
 mod network;
 mod scale;
 mod stats;
+mod throughput;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,9 @@ enum Bench {
     Checkpoint(checkpoint::CheckpointArgs),
     /// Live migration (issue 5): an idle and a busy 256 MiB guest between two agents.
     Migrate(migrate::MigrateArgs),
+    /// Network throughput (issue 6): guest to guest across two hosts, bridged and overlay, next
+    /// to the bare host namespaces (iperf3).
+    Throughput(throughput::ThroughputArgs),
     /// The server process `scale` starts and measures (internal).
     #[command(hide = true)]
     Serve {
@@ -53,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Network(args) => network::run(args).await,
         Bench::Checkpoint(args) => checkpoint::run(args).await,
         Bench::Migrate(args) => migrate::run(args).await,
+        Bench::Throughput(args) => throughput::run(args).await,
         Bench::Serve { data_dir } => scale::serve(data_dir).await,
     }
 }

@@ -10,6 +10,7 @@ use chrono::Utc;
 use drover_api::page::PageRequest;
 use drover_api::{HostState, Job, JobStatus, PlacementRequest, Vm, VmCreate, VmDisk, VmState};
 use drover_client::{Client, VmFilter};
+use drover_server::placement::Needs;
 use drover_server::placement::rating::{self, Claimed, Demand, HostFacts, Policy};
 use futures_util::future::join_all;
 use rand::Rng;
@@ -275,9 +276,11 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
 
     // Rating one VM over every host, through the API and as the bare function.
     let request = PlacementRequest {
-        cpus: 1,
-        memory_mib: 256,
-        disk_bytes: 0,
+        cpus: Some(1),
+        memory_mib: Some(256),
+        disk_bytes: None,
+        template: None,
+        networks: Vec::new(),
         group: None,
         goal: drover_api::PlacementGoal::LoadBalance,
     };
@@ -296,15 +299,18 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     // process opens the server's database (SQLite in WAL mode allows it) and calls the server's
     // placement code.
     let state = drover_server::AppState::open(&server_dir).await?;
-    let server_demand = Demand {
-        cpus: request.cpus,
-        memory_mib: request.memory_mib,
-        disk_bytes: request.disk_bytes,
+    let server_needs = Needs {
+        demand: Demand {
+            cpus: 1,
+            memory_mib: 256,
+            disk_bytes: 0,
+        },
+        networks: &[],
     };
     let mut samples = Vec::new();
     for _ in 0..50 {
         let sent = Instant::now();
-        rated = drover_server::placement::rate_group(&state, None, &server_demand, request.goal)
+        rated = drover_server::placement::rate_group(&state, None, server_needs, request.goal)
             .await?
             .candidates
             .len();

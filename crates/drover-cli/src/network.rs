@@ -30,13 +30,17 @@ pub struct NetworkCreateArgs {
     /// Carry the network between hosts over VXLAN on the management network.
     #[arg(long)]
     pub overlay: bool,
+    /// Realize the network only on the hosts of this host group's subtree (id or name); VMs on
+    /// it are placed there only.
+    #[arg(long, value_name = "HOSTGROUP")]
+    pub group: Option<String>,
     #[command(flatten)]
     pub job: JobOptions,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum NetworkCommand {
-    /// Create a network and realize it on every host.
+    /// Create a network and realize it on every host (of its group, with --group).
     Create(Box<NetworkCreateArgs>),
     /// List networks.
     List,
@@ -100,6 +104,9 @@ fn print_network(network: &Network) {
     if let Some(vni) = network.vni {
         fields.push(("Overlay VNI", vni.to_string()));
     }
+    if let Some(group) = &network.group {
+        fields.push(("Host group", group.clone()));
+    }
     fields.push(("VMs", network.vms.join(", ")));
     for host in &network.hosts {
         let mut text = host.state.as_str().to_owned();
@@ -128,6 +135,7 @@ pub async fn run(
                 vlan: args.vlan,
                 uplink: args.uplink.clone(),
                 overlay: args.overlay,
+                group: args.group.clone(),
             };
             let started = client.create_network(&create).await?;
             finish(client, started, args.job, output).await

@@ -29,16 +29,23 @@ impl From<Goal> for PlacementGoal {
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum PlacementCommand {
-    /// Rate every host of a group for a VM of this size.
+    /// Rate every host of a group for a VM of this size (or of a template's).
     Rate {
-        #[arg(long, default_value_t = 1)]
-        cpus: u32,
-        /// Memory, such as 256M or 2G.
-        #[arg(long, default_value = "256M", value_parser = parse_memory_mib)]
-        memory: u64,
-        /// Disk size, such as 10G (0 for none).
-        #[arg(long, default_value = "0", value_parser = parse_bytes)]
-        disk: u64,
+        /// vCPUs (default: the template's, else 1).
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory, such as 256M or 2G (default: the template's, else 256M).
+        #[arg(long, value_parser = parse_memory_mib)]
+        memory: Option<u64>,
+        /// Disk size, such as 10G (default: the template disk's virtual size, else none).
+        #[arg(long, value_parser = parse_bytes)]
+        disk: Option<u64>,
+        /// Template (id or name) whose hardware profile and disk give the sizes not set above.
+        #[arg(long)]
+        template: Option<String>,
+        /// A network the VM's NICs use (repeat for several): hosts that cannot carry it rate 0.
+        #[arg(long = "network", value_name = "NETWORK")]
+        networks: Vec<String>,
         /// Group id or name (default: All Hosts).
         #[arg(long)]
         group: Option<String>,
@@ -46,6 +53,9 @@ pub enum PlacementCommand {
         goal: Goal,
     },
 }
+
+/// Memory of the VM rated when neither `--memory` nor `--template` says.
+const DEFAULT_MEMORY_MIB: u64 = 256;
 
 /// Half stars as people read them: `★★★½☆ 3.5`.
 fn stars(rating: f64) -> String {
@@ -65,13 +75,19 @@ pub async fn run(
         cpus,
         memory,
         disk,
+        template,
+        networks,
         group,
         goal,
     } = command;
+    // Without a template the server needs every figure: the CLI's defaults fill them.
+    let defaults = template.is_none();
     let request = PlacementRequest {
-        cpus: *cpus,
-        memory_mib: *memory,
+        cpus: cpus.or(defaults.then_some(1)),
+        memory_mib: memory.or(defaults.then_some(DEFAULT_MEMORY_MIB)),
         disk_bytes: *disk,
+        template: template.clone(),
+        networks: networks.clone(),
         group: group.clone(),
         goal: (*goal).into(),
     };

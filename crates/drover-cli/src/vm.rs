@@ -4,6 +4,7 @@
 use crate::CliError;
 use crate::output::{OutputFormat, Table, print_fields, print_json, time};
 use crate::progress::{JobOptions, finish};
+use drover_api::network::PortProtocol;
 use drover_api::size::{format_bytes, parse_bytes};
 use drover_api::template::VmFromTemplate;
 use drover_api::{PortForward, Vm, VmAction, VmCreate, VmDisk, VmState};
@@ -105,15 +106,10 @@ pub enum VmCommand {
     /// Add or remove network adapters (hot-plugged when the VM runs).
     #[command(subcommand)]
     Nic(NicCommand),
-    /// Forward 127.0.0.1:HOSTPORT on the VM's host to GUESTPORT (TCP, user-mode NIC); kept
-    /// across restarts and applied at once to a running VM.
-    PortForward {
-        vm: String,
-        #[arg(value_name = "HOSTPORT:GUESTPORT", value_parser = PortForward::parse)]
-        forward: PortForward,
-        #[command(flatten)]
-        job: JobOptions,
-    },
+    /// Forward 127.0.0.1:HOSTPORT on the VM's host to GUESTPORT (TCP, or UDP with --udp;
+    /// through the user-mode NIC); kept across restarts and applied at once to a running VM.
+    /// `drover vm port-forward remove NAME HOSTPORT` stops one.
+    PortForward(PortForwardArgs),
     /// Save the guest's memory to a file on its host and end its process; `start` continues
     /// the guest where it was, `stop` discards the saved state.
     Save(VmTarget),
@@ -140,6 +136,44 @@ pub enum VmCommand {
         #[command(flatten)]
         job: JobOptions,
     },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PortForwardArgs {
+    #[command(subcommand)]
+    pub command: Option<PortForwardCommand>,
+    #[arg(required = true)]
+    pub vm: Option<String>,
+    #[arg(value_name = "HOSTPORT:GUESTPORT", value_parser = PortForward::parse, required = true)]
+    pub forward: Option<PortForward>,
+    /// Forward UDP rather than TCP.
+    #[arg(long)]
+    pub udp: bool,
+    #[command(flatten)]
+    pub job: JobOptions,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PortForwardCommand {
+    /// Stop forwarding HOSTPORT (hot on a running VM; gone at its next start too).
+    Remove {
+        vm: String,
+        host_port: u16,
+        /// The UDP forward of the port rather than the TCP one.
+        #[arg(long)]
+        udp: bool,
+        #[command(flatten)]
+        job: JobOptions,
+    },
+}
+
+fn protocol(udp: bool) -> PortProtocol {
+    if udp {
+        PortProtocol::Udp
+    } else {
+        PortProtocol::Tcp
+    }
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -383,8 +417,19 @@ pub async fn run(
             let started = client.remove_nic(vm, &nic.name).await?;
             finish(client, started, *job, output).await
         }
-        VmCommand::PortForward { vm, forward, job } => {
-            let started = client.add_port_forward(vm, forward).await?;
+        VmCommand::PortForward(PortForwardArgs {
+            command:
+                Some(PortForwardCommand::Remove {
+                    vm,
+                    host_port,
+                    udp,
+                    job,
+                }),
+            ..
+        }) => {
+            let started = client
+                .remove_port_forward(vm, protocol(*udp), *host_port)
+                .await?;
             finish(client, started, *job, output).await
         }
         VmCommand::Save(target) => action(client, target, VmAction::Save, output).await,
@@ -409,6 +454,25 @@ pub async fn run(
             let started = client.deploy_vm(vm, &request).await?;
             finish(client, started, *job, output).await
         }
+        VmCommand::PortForward(PortForwardArgs {
+            vm: Some(vm),
+            forward: Some(forward),
+            udp,
+            job,
+            ..
+        }) => {
+            let forward = PortForward {
+                protocol: protocol(*udp),
+                ..*forward
+            };
+            let started = client.add_port_forward(vm, &forward).await?;
+            finish(client, started, *job, output).await
+        }
+        VmCommand::PortForward(_) => Err(CliError::local(
+            "usage",
+            "give NAME HOSTPORT:GUESTPORT, or `remove NAME HOSTPORT`",
+            "see `drover vm port-forward --help`",
+        )),
     }
 }
 

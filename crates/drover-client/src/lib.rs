@@ -14,6 +14,7 @@ use drover_api::hostgroup::{HostMaintenance, HostMove};
 use drover_api::library::{
     LibraryImport, LibraryItem, LibraryRefresh, LibraryServer, LibraryShare, LibraryShareAdd,
 };
+use drover_api::network::PortProtocol;
 use drover_api::page::{MAX_PAGE_SIZE, PageRequest};
 use drover_api::template::{
     GuestOsProfile, GuestOsProfileCreate, HardwareProfile, HardwareProfileCreate, Template,
@@ -616,6 +617,22 @@ impl Client {
             self.request(Method::POST, &["vms", vm, "port-forwards"])
                 .json(forward),
         )
+        .await
+    }
+
+    /// Stops forwarding `127.0.0.1:HOSTPORT` of `protocol` to the guest (job
+    /// `vm.port_forward_remove`).
+    pub async fn remove_port_forward(
+        &self,
+        vm: &str,
+        protocol: PortProtocol,
+        host_port: u16,
+    ) -> Result<Job, ClientError> {
+        let host_port = host_port.to_string();
+        self.send(self.request(
+            Method::DELETE,
+            &["vms", vm, "port-forwards", protocol.as_str(), &host_port],
+        ))
         .await
     }
 

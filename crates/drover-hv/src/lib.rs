@@ -198,6 +198,12 @@ pub trait RunningVm: Send + 'static {
         nic: &str,
         forward: &drover_api::PortForward,
     ) -> Result<(), DriverError>;
+    /// Stops forwarding the host side of `forward` (its protocol and host port), at once.
+    async fn remove_port_forward(
+        &mut self,
+        nic: &str,
+        forward: &drover_api::PortForward,
+    ) -> Result<(), DriverError>;
     /// Hot-plugs a NIC (its tap, if any, already on its bridge).
     async fn add_nic(&mut self, nic: &drover_api::agent::AgentNic) -> Result<(), DriverError>;
     /// Hot-unplugs the NIC `name`; returns once the guest released it and its backend is gone.

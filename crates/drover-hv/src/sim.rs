@@ -131,6 +131,14 @@ impl RunningVm for SimVm {
         Ok(())
     }
 
+    async fn remove_port_forward(
+        &mut self,
+        _nic: &str,
+        _forward: &drover_api::PortForward,
+    ) -> Result<(), DriverError> {
+        Ok(())
+    }
+
     async fn add_nic(&mut self, _nic: &drover_api::agent::AgentNic) -> Result<(), DriverError> {
         Ok(())
     }

@@ -484,6 +484,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn hostfwd_remove_succeeds_only_when_qemu_says_removed() {
+        let (_dir, qmp, mut fake) = connected().await;
+        let server = async {
+            for answer in [
+                "host forwarding rule for udp:127.0.0.1:5353 removed\r\n",
+                "host forwarding rule for udp:127.0.0.1:5353 not found\r\n",
+            ] {
+                let message = fake.read().await;
+                assert_eq!(
+                    message["arguments"]["command-line"],
+                    "hostfwd_remove net0 udp:127.0.0.1:5353"
+                );
+                fake.send(json!({"return": answer, "id": message["id"]}))
+                    .await;
+            }
+        };
+        let client = async {
+            let first = qmp.hostfwd_remove("net0", "udp:127.0.0.1:5353").await;
+            let second = qmp.hostfwd_remove("net0", "udp:127.0.0.1:5353").await;
+            (first, second)
+        };
+        let ((), (first, second)) = tokio::join!(server, client);
+        first.expect("removed is success");
+        match second {
+            Err(QmpError::Command { desc, .. }) => assert!(desc.ends_with("not found"), "{desc}"),
+            other => panic!("expected a command error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn replies_are_routed_by_id_between_events() {
         let (_dir, qmp, mut fake) = connected().await;
         let mut events = qmp.events();

@@ -97,6 +97,24 @@ impl Qmp {
         })
     }
 
+    /// Removes a host forwarding rule by its host side (`udp:127.0.0.1:5353`) from a running
+    /// user-mode backend. HMP answers "... removed" or "... not found" (or why the rule is
+    /// malformed); only the first is success.
+    pub async fn hostfwd_remove(&self, netdev: &str, source: &str) -> Result<(), QmpError> {
+        let output = self
+            .human_monitor_command(&format!("hostfwd_remove {netdev} {source}"))
+            .await?;
+        let output = output.trim();
+        if output.ends_with("removed") {
+            return Ok(());
+        }
+        Err(QmpError::Command {
+            command: "hostfwd_remove".to_owned(),
+            class: "GenericError".to_owned(),
+            desc: output.to_owned(),
+        })
+    }
+
     /// Ends QEMU. QEMU may close the socket before its reply arrives, so a closed connection
     /// counts as success here.
     pub async fn quit(&self) -> Result<(), QmpError> {

@@ -219,6 +219,7 @@ mod tests {
             vlan: None,
             uplink: None,
             overlay: false,
+            group: None,
         }
     }
 

@@ -251,4 +251,19 @@ async fn macs_and_ips_come_from_pools_and_go_back_when_a_vm_goes() {
         )
         .await;
     assert_eq!(error_code(&zero), "invalid_port_forward");
+    for (path, code) in [
+        (
+            "/api/v1/vms/c/port-forwards/udp/5353",
+            "port_forward_not_found",
+        ),
+        (
+            "/api/v1/vms/c/port-forwards/sctp/5353",
+            "invalid_port_forward",
+        ),
+        ("/api/v1/vms/c/port-forwards/tcp/0", "invalid_port_forward"),
+        ("/api/v1/vms/nobody/port-forwards/tcp/80", "vm_not_found"),
+    ] {
+        let removed = server.call(Method::DELETE, path, None).await;
+        assert_eq!(error_code(&removed), code, "{path}");
+    }
 }

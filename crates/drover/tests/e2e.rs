@@ -237,6 +237,55 @@ async fn two_hosts_vm_lifecycle_restarts_and_bad_input_through_the_cli() {
         "port_forward_conflict",
     )
     .await;
+    // UDP: QEMU holds the host's UDP port while the forward lasts (the same number over TCP is
+    // another socket); removing a forward is hot, and it stays removed.
+    let udp_port = free_port();
+    let udp_taken = || std::net::UdpSocket::bind(("127.0.0.1", udp_port)).is_err();
+    cli.ok(&[
+        "vm",
+        "port-forward",
+        "demo",
+        &format!("{udp_port}:7"),
+        "--udp",
+    ])
+    .await;
+    assert!(udp_taken(), "QEMU must hold the forwarded UDP port");
+    cli.ok(&[
+        "vm",
+        "port-forward",
+        "remove",
+        "demo",
+        &udp_port.to_string(),
+        "--udp",
+    ])
+    .await;
+    assert!(!udp_taken(), "the removed UDP forward must free its port");
+    cli.fails(
+        &[
+            "vm",
+            "port-forward",
+            "remove",
+            "demo",
+            &udp_port.to_string(),
+            "--udp",
+        ],
+        "port_forward_not_found",
+    )
+    .await;
+    cli.ok(&[
+        "vm",
+        "port-forward",
+        "remove",
+        "demo",
+        &stopped_port.to_string(),
+    ])
+    .await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", stopped_port)).is_err(),
+        "the removed TCP forward must stop listening"
+    );
+    cli.ok(&["vm", "port-forward", "demo", &format!("{stopped_port}:80")])
+        .await;
     let vm = cli.json(&["vm", "show", "demo"]).await;
     assert_eq!(
         vm["port_forwards"].as_array().map(Vec::len),

@@ -301,6 +301,14 @@ async fn nat_isolated_bridged_and_overlay_networks_across_two_hosts_in_namespace
             "--overlay",
         ],
         &[
+            "novl",
+            "--mode",
+            "nat",
+            "--subnet",
+            "10.243.0.0/24",
+            "--overlay",
+        ],
+        &[
             "vlan100", "--mode", "bridged", "--uplink", "eth1", "--vlan", "100",
         ],
         &["far", "--mode", "bridged", "--uplink", "eth9"],
@@ -339,6 +347,66 @@ async fn nat_isolated_bridged_and_overlay_networks_across_two_hosts_in_namespace
         "network_needs_attention",
     )
     .await;
+    // A network scoped to a host group is realized on that group's hosts only, and VMs on it
+    // go nowhere else.
+    cli.ok(&["hostgroup", "create", "rack2"]).await;
+    cli.ok(&["host", "move", "h2", "--group", "rack2"]).await;
+    cli.ok(&[
+        "network",
+        "create",
+        "scoped",
+        "--mode",
+        "isolated",
+        "--subnet",
+        "10.244.0.0/24",
+        "--group",
+        "rack2",
+    ])
+    .await;
+    let scoped = cli.json(&["network", "show", "scoped"]).await;
+    assert_eq!(scoped["group"], "rack2", "{scoped}");
+    let carriers: Vec<&str> = scoped["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|host| host["host_name"].as_str())
+        .collect();
+    assert_eq!(carriers, ["h2"], "{scoped}");
+    assert!(
+        sh(&topology.hosts[0], "ip -o link show")
+            .lines()
+            .all(|line| !line.contains("dr-scoped")),
+        "h1 is outside the group"
+    );
+    cli.fails(
+        &as_strs(&guest_create("outsider", "h1", &["scoped"])),
+        "network_not_in_group",
+    )
+    .await;
+    cli.ok(&["network", "delete", "scoped"]).await;
+
+    // Placement knows it: every host rates 0 for a VM on `far`, with the host's reason, and a
+    // create left to placement finds no host.
+    let rated = cli
+        .json(&["placement", "rate", "--network", "far", "--memory", "160M"])
+        .await;
+    for rating in rated["ratings"].as_array().expect("ratings") {
+        assert_eq!(rating["rating"], 0.0, "{rated}");
+        assert!(
+            rating["reasons"][0]
+                .as_str()
+                .is_some_and(|reason| reason.contains("network far: needs attention")
+                    && reason.contains("eth9 does not exist")),
+            "{rated}"
+        );
+    }
+    let mut placed = guest_create("nowhere", "h1", &["far"]);
+    let host_flag = placed
+        .iter()
+        .position(|arg| arg == "--host")
+        .expect("--host");
+    placed.drain(host_flag..host_flag + 2);
+    cli.fails(&as_strs(&placed), "no_suitable_host").await;
     let natnet = cli.json(&["network", "show", "natnet"]).await;
     assert_eq!(
         natnet["hosts"].as_array().map(Vec::len),
@@ -505,6 +573,59 @@ async fn nat_isolated_bridged_and_overlay_networks_across_two_hosts_in_namespace
         "{b_shown}"
     );
 
+    // A nat overlay: its guest-facing links and DHCP offer leave room for the VXLAN header
+    // (MTU 1450). Guests that apply the offered MTU (as a DHCP client with option 26 does) move
+    // full-sized frames between the hosts: a 1400-byte ping and a 300 kB TCP stream through
+    // the echo service.
+    for host in &topology.hosts {
+        sh(
+            host,
+            "ip link show dr-novl | grep -q 'mtu 1450' && ip link show dv10001 | grep -q 'mtu 1450'",
+        );
+    }
+    cli.ok(&["vm", "nic", "add", "a", "--network", "novl"])
+        .await;
+    cli.ok(&["vm", "nic", "add", "b", "--network", "novl"])
+        .await;
+    let dhcp_with_mtu = |nic: &str| {
+        format!(
+            "{{ echo '#!/bin/sh'; echo '/etc/udhcpc.script \"$@\"'; \
+             echo '[ -z \"$mtu\" ] || ip link set \"$interface\" mtu \"$mtu\"'; }} > /tmp/mtu.script \
+             && chmod +x /tmp/mtu.script && n=0; while [ ! -e /sys/class/net/{nic} ] && [ $n -lt 100 ]; \
+             do sleep 0.2; n=$((n+1)); done; ip link set {nic} up \
+             && udhcpc -i {nic} -q -n -t 8 -T 1 -s /tmp/mtu.script && test \"$(cat /sys/class/net/{nic}/mtu)\" = 1450"
+        )
+    };
+    assert!(
+        a.succeeds(&dhcp_with_mtu("eth3"), Duration::from_secs(60))
+            .await,
+        "{}",
+        a.output()
+    );
+    assert!(
+        b.succeeds(&dhcp_with_mtu("eth2"), Duration::from_secs(60))
+            .await,
+        "{}",
+        b.output()
+    );
+    let b_novl = leased(&cli, "b", 2).await;
+    let large = format!(
+        "ping -c 1 -W 5 -s 1400 {b_novl} >/dev/null && \
+         test \"$(head -c 300000 /dev/zero | nc -w 5 {b_novl} 7 | wc -c)\" = 300000"
+    );
+    if !a.succeeds(&large, Duration::from_secs(60)).await {
+        panic!(
+            "{}\n{}\n{}",
+            a.output(),
+            b.output(),
+            overlay_state(&topology)
+        );
+    }
+    for vm in ["a", "b"] {
+        cli.ok(&["vm", "nic", "remove", vm, "--network", "novl"])
+            .await;
+    }
+
     // An agent restart re-adopts its bridges and DHCP servers: same dnsmasq, traffic goes on.
     let dnsmasq_pid = |index: usize, bridge: &str| {
         std::fs::read_to_string(
@@ -558,7 +679,7 @@ async fn nat_isolated_bridged_and_overlay_networks_across_two_hosts_in_namespace
     for vm in ["a", "b", "iso"] {
         cli.ok(&["vm", "delete", vm]).await;
     }
-    for network in ["natnet", "isonet", "lan", "ovl", "vlan100", "far"] {
+    for network in ["natnet", "isonet", "lan", "ovl", "novl", "vlan100", "far"] {
         cli.ok(&["network", "delete", network]).await;
     }
     for host in &topology.hosts {

@@ -101,6 +101,10 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms/{id}", put(vms::define).delete(vms::delete))
         .route("/v1/vms/{id}/actions", post(vms::change_state))
         .route("/v1/vms/{id}/port-forwards", post(vms::add_port_forward))
+        .route(
+            "/v1/vms/{id}/port-forwards/{protocol}/{host_port}",
+            delete(vms::remove_port_forward),
+        )
         .route("/v1/vms/{id}/leases", get(vms::leases))
         .route("/v1/vms/{id}/nics", post(vms::add_nic))
         .route("/v1/vms/{id}/nics/{name}", delete(vms::remove_nic))

@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use drover_api::agent::{AgentNic, AgentVmSpec, NicLease, VmRuntime};
 use drover_api::library::AgentFetch;
+use drover_api::network::PortProtocol;
 use drover_api::{PortForward, VmActionRequest, VmDisk, VmId};
 use std::sync::Arc;
 
@@ -135,6 +136,18 @@ pub async fn add_port_forward(
     let Json(forward) = body?;
     let handle = state.registry.get(vm_id)?;
     handle.add_port_forward(forward).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/vms/{id}/port-forwards/{protocol}/{host_port}`: idempotent; a forward the VM
+/// does not have is fine.
+pub async fn remove_port_forward(
+    State(state): State<Arc<AgentState>>,
+    path: Result<Path<(VmId, PortProtocol, u16)>, PathRejection>,
+) -> Result<StatusCode, AgentError> {
+    let Path((vm_id, protocol, host_port)) = path?;
+    let handle = state.registry.get(vm_id)?;
+    handle.remove_port_forward(protocol, host_port).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -84,8 +84,10 @@ pub fn arguments(
         // No router: an isolated network has no way out.
         _ => args.push("--dhcp-option=option:router".to_owned()),
     }
+    // Forced: many clients (busybox udhcpc among them) do not ask for option 26, and a guest
+    // at 1500 on an overlay loses every full-sized frame.
     if let Some(mtu) = mtu {
-        args.push(format!("--dhcp-option=option:mtu,{mtu}"));
+        args.push(format!("--dhcp-option-force=option:mtu,{mtu}"));
     }
     Ok(args)
 }
@@ -196,7 +198,7 @@ mod tests {
         assert!(
             isolated
                 .iter()
-                .any(|arg| arg == "--dhcp-option=option:mtu,1450"),
+                .any(|arg| arg == "--dhcp-option-force=option:mtu,1450"),
             "{isolated:?}"
         );
         assert!(!wanted(&network(NetworkMode::Bridged)));

@@ -22,8 +22,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// The spec of a realized network, in its directory.
 const SPEC_FILE: &str = "spec.json";
 
-/// MTU offered to guests on an overlay: 1500 less the VXLAN encapsulation (50 bytes).
+/// MTU of an overlay's guest-facing links (VXLAN device, bridge, taps) and the one its DHCP
+/// server offers (option 26): 1500 less the VXLAN encapsulation (50 bytes), so that a full
+/// guest frame still fits the management network's 1500 once wrapped. Without it the VXLAN
+/// device takes 1500 and every full frame leaves the host as two IP fragments.
 const OVERLAY_MTU: u32 = 1450;
+
+/// The MTU a network's guest-facing links get: [`OVERLAY_MTU`] on an overlay, the kernel's
+/// default elsewhere.
+fn guest_mtu(spec: &AgentNetwork) -> Option<u32> {
+    spec.overlay.as_ref().map(|_| OVERLAY_MTU)
+}
+
+/// Sets a link's MTU.
+fn set_mtu(link: &str, mtu: u32) -> Result<(), NetworkError> {
+    command::run("ip", &["link", "set", link, "mtu", &mtu.to_string()])?;
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -241,6 +256,9 @@ impl Networks {
             Some(overlay) => Some(self.attach_overlay(spec, overlay, &mut revert)?),
             None => None,
         };
+        if let Some(mtu) = guest_mtu(spec) {
+            set_mtu(&bridge, mtu)?;
+        }
         command::run("ip", &["link", "set", &bridge, "up"])?;
         if let Some(script) = firewall::ruleset(spec, vxlan.as_deref()) {
             if spec.mode == NetworkMode::Nat {
@@ -256,7 +274,7 @@ impl Networks {
             let files = dhcp::DhcpFiles::new(&dir);
             let leases = state.leases.get(&bridge).cloned().unwrap_or_default();
             dhcp::write_hosts(&files, &leases)?;
-            dhcp::ensure(spec, &files, spec.overlay.as_ref().map(|_| OVERLAY_MTU))?;
+            dhcp::ensure(spec, &files, guest_mtu(spec))?;
             if fresh {
                 revert.push(move || dhcp::stop(&files));
             }
@@ -362,6 +380,7 @@ impl Networks {
             let made = vxlan.clone();
             revert.push(move || command::run_quietly("ip", &["link", "del", &made]));
         }
+        set_mtu(&vxlan, OVERLAY_MTU)?;
         if command::master_of(&vxlan).as_deref() != Some(spec.bridge.as_str()) {
             command::run("ip", &["link", "set", &vxlan, "master", &spec.bridge])?;
         }
@@ -447,13 +466,20 @@ impl Networks {
         let state = self.lock();
         let mut revert = Revert::new();
         for (bridge, tap, _) in network_nics(vm) {
-            if !state.networks.contains_key(&bridge) || !command::link_exists(&bridge) {
+            let Some(network) = state
+                .networks
+                .get(&bridge)
+                .filter(|_| command::link_exists(&bridge))
+            else {
                 return Err(NetworkError::NotRealized(bridge));
-            }
+            };
             if !command::link_exists(&tap) {
                 command::run("ip", &["tuntap", "add", "dev", &tap, "mode", "tap"])?;
                 let made = tap.clone();
                 revert.push(move || command::run_quietly("ip", &["link", "del", &made]));
+            }
+            if let Some(mtu) = guest_mtu(network) {
+                set_mtu(&tap, mtu)?;
             }
             if command::master_of(&tap).as_deref() != Some(bridge.as_str()) {
                 command::run("ip", &["link", "set", &tap, "master", &bridge])?;

@@ -169,10 +169,12 @@ pub fn netdev_id(nic: &str) -> String {
 /// A forward in QEMU's hostfwd syntax, bound to the host's loopback only: a forwarded port is
 /// for the host's own users, never opened to the network.
 pub fn hostfwd_rule(forward: &PortForward) -> String {
-    format!(
-        "tcp:127.0.0.1:{}-:{}",
-        forward.host_port, forward.guest_port
-    )
+    format!("{}-:{}", hostfwd_source(forward), forward.guest_port)
+}
+
+/// The host side of a forward (`udp:127.0.0.1:5353`), which names it to `hostfwd_remove`.
+pub fn hostfwd_source(forward: &PortForward) -> String {
+    format!("{}:127.0.0.1:{}", forward.protocol, forward.host_port)
 }
 
 /// A value inside QEMU's `key=value,...` option syntax: a comma is written twice.
@@ -219,6 +221,7 @@ pub fn display(program: &Path, args: &[OsString]) -> String {
 mod tests {
     use super::*;
     use drover_api::id::VmId;
+    use drover_api::network::PortProtocol;
 
     fn spec(disk: VmDisk) -> AgentVmSpec {
         AgentVmSpec {
@@ -284,16 +287,18 @@ mod tests {
             PortForward {
                 host_port: 8080,
                 guest_port: 80,
+                protocol: PortProtocol::Tcp,
             },
             PortForward {
-                host_port: 2222,
-                guest_port: 22,
+                host_port: 5353,
+                guest_port: 53,
+                protocol: PortProtocol::Udp,
             },
         ];
         let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
         assert!(
             line.contains(
-                "-netdev user,id=nic0-backend,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:2222-:22 "
+                "-netdev user,id=nic0-backend,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:127.0.0.1:5353-:53 "
             ),
             "{line}"
         );

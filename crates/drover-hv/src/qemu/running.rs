@@ -217,6 +217,23 @@ impl RunningVm for QemuVm {
             })
     }
 
+    async fn remove_port_forward(
+        &mut self,
+        nic: &str,
+        forward: &drover_api::PortForward,
+    ) -> Result<(), DriverError> {
+        let source = super::command_line::hostfwd_source(forward);
+        self.qmp
+            .hostfwd_remove(&super::command_line::netdev_id(nic), &source)
+            .await
+            .map_err(|error| match error {
+                QmpError::Command { desc, .. } => {
+                    DriverError::Unsupported(format!("cannot stop forwarding {forward}: {desc}"))
+                }
+                other => Self::monitor_error("hostfwd_remove", other),
+            })
+    }
+
     async fn add_nic(&mut self, nic: &drover_api::agent::AgentNic) -> Result<(), DriverError> {
         use super::command_line::{device_arguments, netdev_arguments, netdev_id};
         self.qmp

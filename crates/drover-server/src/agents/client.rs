@@ -9,6 +9,7 @@ use drover_api::agent::{
     EnrollComplete, EnrollCsr, NicLease, VmRuntime,
 };
 use drover_api::library::{AgentImport, AgentPackage, AgentShare, LibraryFile};
+use drover_api::network::PortProtocol;
 use drover_api::transfer::{
     AgentVmFile, AgentVmFilesFetch, AgentVmFilesFetched, TransferProgress, VmFilesPlace,
 };
@@ -226,6 +227,20 @@ impl AgentClient<'_> {
                 .post(self.url(&format!("/v1/vms/{vm_id}/port-forwards")))
                 .json(&forward),
         )
+        .await
+        .map(drop)
+    }
+
+    /// Stops forwarding a host port to the VM (idempotent).
+    pub async fn remove_port_forward(
+        &self,
+        vm_id: VmId,
+        protocol: PortProtocol,
+        host_port: u16,
+    ) -> Result<(), AgentError> {
+        self.send(self.http.delete(self.url(&format!(
+            "/v1/vms/{vm_id}/port-forwards/{protocol}/{host_port}"
+        ))))
         .await
         .map(drop)
     }

@@ -292,12 +292,14 @@ pub async fn set_parent(db: &Db, id: HostGroupId, parent: HostGroupId) -> Result
     Ok(updated > 0)
 }
 
-/// Deletes a group only while it holds no host and no group (checked in the same statement).
+/// Deletes a group only while it holds no host and no group and scopes no network (checked in
+/// the same statement).
 pub async fn delete_if_empty(db: &Db, id: HostGroupId) -> Result<bool, DbError> {
     let deleted = sqlx::query(
         "DELETE FROM host_groups WHERE id = ?1 AND parent_id IS NOT NULL \
          AND NOT EXISTS (SELECT 1 FROM hosts WHERE group_id = ?1) \
-         AND NOT EXISTS (SELECT 1 FROM host_groups WHERE parent_id = ?1)",
+         AND NOT EXISTS (SELECT 1 FROM host_groups WHERE parent_id = ?1) \
+         AND NOT EXISTS (SELECT 1 FROM networks WHERE group_id = ?1)",
     )
     .bind(id.to_string())
     .execute(db.pool())

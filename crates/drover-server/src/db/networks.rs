@@ -6,11 +6,12 @@ use crate::ipam;
 use chrono::{DateTime, Utc};
 use drover_api::network::NetworkHostState;
 use drover_api::network::pool_mac;
-use drover_api::{HostId, Network, NetworkId, NetworkMode, VmId};
+use drover_api::{HostGroupId, HostId, Network, NetworkId, NetworkMode, VmId};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 const SELECT: &str = "SELECT networks.*, \
+    (SELECT name FROM host_groups WHERE host_groups.id = networks.group_id) AS group_name, \
     (SELECT json_group_array(name) FROM (SELECT DISTINCT vms.name AS name FROM vm_nics \
      JOIN vms ON vms.id = vm_nics.vm_id WHERE vm_nics.network_id = networks.id ORDER BY vms.name)) \
      AS vm_names, \
@@ -37,6 +38,7 @@ struct NetworkRow {
     overlay: bool,
     bridge: String,
     vni: Option<i64>,
+    group_name: Option<String>,
     created_at: DateTime<Utc>,
     vm_names: String,
     host_states: String,
@@ -64,6 +66,7 @@ impl TryFrom<NetworkRow> for Network {
             uplink: row.uplink,
             overlay: row.overlay,
             bridge: row.bridge,
+            group: row.group_name,
             created_at: row.created_at,
         })
     }
@@ -72,13 +75,13 @@ impl TryFrom<NetworkRow> for Network {
 /// The first VXLAN network identifier given to an overlay.
 const FIRST_VNI: i64 = 10_000;
 
-/// Stores a new network (an overlay gets the next free VNI); [`DbError::Duplicate`] when its
-/// name is taken.
-pub async fn insert(db: &Db, network: &Network) -> Result<(), DbError> {
+/// Stores a new network (an overlay gets the next free VNI), scoped to the subtree of `group`
+/// when given; [`DbError::Duplicate`] when its name is taken.
+pub async fn insert(db: &Db, network: &Network, group: Option<HostGroupId>) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO networks (id, name, mode, subnet, gateway, dhcp_start, dhcp_end, vlan, \
-         uplink, overlay, bridge, vni, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
-         CASE WHEN ?10 THEN (SELECT COALESCE(MAX(vni) + 1, ?12) FROM networks) END, ?13)",
+         uplink, overlay, bridge, vni, created_at, group_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+         CASE WHEN ?10 THEN (SELECT COALESCE(MAX(vni) + 1, ?12) FROM networks) END, ?13, ?14)",
     )
     .bind(network.id.to_string())
     .bind(network.name.clone())
@@ -93,6 +96,7 @@ pub async fn insert(db: &Db, network: &Network) -> Result<(), DbError> {
     .bind(network.bridge.clone())
     .bind(FIRST_VNI)
     .bind(network.created_at)
+    .bind(group.map(|group| group.to_string()))
     .execute(db.pool())
     .await
     .map_err(duplicate_as("network name"))?;
@@ -147,6 +151,16 @@ pub async fn delete_unused(db: &Db, id: NetworkId) -> Result<bool, DbError> {
     .await?
     .rows_affected();
     Ok(deleted > 0)
+}
+
+/// Names of the networks scoped to host group `group`.
+pub async fn names_in_group(db: &Db, group: HostGroupId) -> Result<Vec<String>, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM networks WHERE group_id = ? ORDER BY name")
+            .bind(group.to_string())
+            .fetch_all(db.pool())
+            .await?,
+    )
 }
 
 /// Records how a network stands on a host.

@@ -1,11 +1,12 @@
 //! What placement reads and writes: every host's figures with the sums of what its VMs have
 //! claimed, and the claim itself, a VM row inserted only while it fits (one statement).
 
-use super::{Db, DbError, duplicate_as, parse_id, signed, to_json, unsigned};
+use super::{Db, DbError, duplicate_as, from_json, parse_id, signed, to_json, unsigned};
 use crate::placement::rating::{Claimed, HostFacts};
 use drover_api::{HostGroupId, HostState, Vm};
 
-#[derive(sqlx::FromRow)]
+/// One host's figures, as an array of the aggregate in [`facts`] (fields in column order).
+#[derive(serde::Deserialize)]
 struct FactsRow {
     id: String,
     name: String,
@@ -24,15 +25,17 @@ struct FactsRow {
 }
 
 /// Every host with its group and claims (kept on the host row by the triggers of the
-/// placement migration).
+/// placement migration). SQLite packs the rows into one JSON array: one row through the driver
+/// instead of 1,000 cuts the read to a fraction (the driver's cost is per row, not per byte).
 pub async fn facts(db: &Db) -> Result<Vec<(HostFacts, HostGroupId)>, DbError> {
-    let rows: Vec<FactsRow> = sqlx::query_as(
-        "SELECT id, name, state, state_reason, cpus, memory_mib, memory_free_mib, \
-         disk_free_bytes, cpu_load_percent, group_id, claimed_vms, claimed_cpus, \
-         claimed_memory_mib, claimed_disk_bytes FROM hosts",
+    let packed: String = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(id, name, state, state_reason, cpus, memory_mib, \
+         memory_free_mib, disk_free_bytes, cpu_load_percent, group_id, claimed_vms, claimed_cpus, \
+         claimed_memory_mib, claimed_disk_bytes)) FROM hosts",
     )
-    .fetch_all(db.pool())
+    .fetch_one(db.pool())
     .await?;
+    let rows: Vec<FactsRow> = from_json("host facts", &packed)?;
     rows.into_iter()
         .map(|row| {
             let facts = HostFacts {
@@ -67,13 +70,14 @@ pub struct Reserves {
     pub disk_bytes: u64,
 }
 
-/// Inserts `vm` (in state Creating) only if its host still responds, is not in maintenance and
-/// has the memory and disk for it after `reserves` and every VM already on it. One INSERT ...
+/// Inserts `vm` (in state Creating), claiming `disk_bytes` of its host's disk, only if its host
+/// still responds, is not in maintenance and has the memory and disk for it after `reserves`
+/// and every VM already on it. One INSERT ...
 /// SELECT: SQLite takes the write lock before reading, and the insert's trigger adds the VM to
 /// the host's claimed sums within the same statement, so two claims never both see the same free
 /// memory (CloudStack's lesson: check and take capacity in one step). `false` when it no longer
 /// fits; [`DbError::Duplicate`] when the name is taken.
-pub async fn claim(db: &Db, vm: &Vm, reserves: Reserves) -> Result<bool, DbError> {
+pub async fn claim(db: &Db, vm: &Vm, disk_bytes: u64, reserves: Reserves) -> Result<bool, DbError> {
     let inserted = sqlx::query(
         "INSERT INTO vms (id, name, host_id, state, state_reason, cpus, memory_mib, disk, kernel, \
          initrd, cmdline, created_at, updated_at, disk_bytes) \
@@ -95,7 +99,7 @@ pub async fn claim(db: &Db, vm: &Vm, reserves: Reserves) -> Result<bool, DbError
     .bind(vm.cmdline.clone())
     .bind(vm.created_at)
     .bind(vm.updated_at)
-    .bind(signed(vm.disk.committed_bytes()))
+    .bind(signed(disk_bytes))
     .bind(HostState::Responding.as_str())
     .bind(signed(reserves.memory_mib))
     .bind(signed(reserves.disk_bytes))

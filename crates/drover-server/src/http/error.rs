@@ -100,6 +100,20 @@ pub enum ApiError {
         host: String,
         reason: String,
     },
+    #[error(
+        "network '{network}' is carried only by the hosts of group '{group}'; host '{host}' is not among them"
+    )]
+    NetworkNotInGroup {
+        network: String,
+        group: String,
+        host: String,
+    },
+    #[error("VM '{vm}' has no {protocol} forward of host port {host_port}")]
+    PortForwardNotFound {
+        vm: String,
+        protocol: String,
+        host_port: u16,
+    },
     #[error("the MAC address pool has no free address")]
     MacPoolExhausted,
     #[error("{0}")]
@@ -188,7 +202,8 @@ impl ApiError {
             | ApiError::LibraryItemNotFound(_)
             | ApiError::ProfileNotFound { .. }
             | ApiError::TemplateNotFound(_)
-            | ApiError::CheckpointNotFound { .. } => StatusCode::NOT_FOUND,
+            | ApiError::CheckpointNotFound { .. }
+            | ApiError::PortForwardNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::VmExists(_)
             | ApiError::HostExists(_)
             | ApiError::HostHasVms { .. }
@@ -214,6 +229,7 @@ impl ApiError {
             | ApiError::PortForwardConflict(_)
             | ApiError::MacPoolExhausted
             | ApiError::NetworkNeedsAttention { .. }
+            | ApiError::NetworkNotInGroup { .. }
             | ApiError::NoUserNic(_)
             | ApiError::HostGroupExists(_)
             | ApiError::HostGroupNotEmpty { .. }
@@ -390,6 +406,14 @@ impl ApiError {
             ApiError::NetworkNeedsAttention { .. } => (
                 "network_needs_attention",
                 "fix the host as the reason says (add the uplink interface, for example) or choose another host",
+            ),
+            ApiError::NetworkNotInGroup { .. } => (
+                "network_not_in_group",
+                "place the VM on a host of the network's group (`drover placement rate --network NAME`)",
+            ),
+            ApiError::PortForwardNotFound { .. } => (
+                "port_forward_not_found",
+                "list the VM's forwards with `drover vm show NAME`",
             ),
             ApiError::MacPoolExhausted => (
                 "mac_pool_exhausted",
@@ -571,6 +595,24 @@ mod tests {
             (ApiError::InvalidJson("x".into()), 400, "invalid_json"),
             (ApiError::InvalidQuery("x".into()), 400, "invalid_query"),
             (ApiError::RouteNotFound("/x".into()), 404, "not_found"),
+            (
+                ApiError::NetworkNotInGroup {
+                    network: "n".into(),
+                    group: "g".into(),
+                    host: "h".into(),
+                },
+                409,
+                "network_not_in_group",
+            ),
+            (
+                ApiError::PortForwardNotFound {
+                    vm: "v".into(),
+                    protocol: "udp".into(),
+                    host_port: 5353,
+                },
+                404,
+                "port_forward_not_found",
+            ),
             (
                 ApiError::MethodNotAllowed("PUT".into()),
                 405,

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use drover_api::hostgroup::GroupSetting;
-use drover_api::{HostGroup, HostGroupCreate, HostGroupId, HostGroupUpdate, Page};
+use drover_api::{Event, HostGroup, HostGroupCreate, HostGroupId, HostGroupUpdate, Page};
 
 fn find<'a>(tree: &'a GroupTree, id_or_name: &str) -> Result<&'a GroupRecord, ApiError> {
     tree.find(id_or_name)
@@ -75,7 +75,9 @@ pub async fn create(
             request.parent.clone().unwrap_or_default(),
         ));
     }
-    Ok((StatusCode::CREATED, Json(show(&state, id).await?)))
+    let group = show(&state, id).await?;
+    state.publish(Event::HostGroupChanged(group.clone()));
+    Ok((StatusCode::CREATED, Json(group)))
 }
 
 #[utoipa::path(patch, path = "/api/v1/hostgroups/{group}", request_body = HostGroupUpdate,
@@ -148,7 +150,9 @@ pub async fn update(
     {
         return Err(ApiError::HostGroupNotFound(group.name.clone()));
     }
-    Ok(Json(show(&state, group.id).await?))
+    let group = show(&state, group.id).await?;
+    state.publish(Event::HostGroupChanged(group.clone()));
+    Ok(Json(group))
 }
 
 #[utoipa::path(delete, path = "/api/v1/hostgroups/{group}", params(("group" = String, Path, description = "id or name")),
@@ -165,14 +169,20 @@ pub async fn delete(
         ));
     }
     if db::hostgroups::delete_if_empty(&state.db, group.id).await? {
+        state.publish(Event::HostGroupDeleted(group.id));
         return Ok(StatusCode::NO_CONTENT);
     }
     let tree = db::hostgroups::tree(&state.db).await?;
     let Some(now) = tree.get(group.id) else {
         return Err(ApiError::HostGroupNotFound(group.name.clone()));
     };
+    let networks = db::networks::names_in_group(&state.db, group.id).await?;
+    let mut holds = format!("{} hosts and {} groups", now.host_count, now.child_count);
+    if !networks.is_empty() {
+        holds.push_str(&format!(", and scopes networks {}", networks.join(", ")));
+    }
     Err(ApiError::HostGroupNotEmpty {
         group: now.name.clone(),
-        holds: format!("{} hosts and {} groups", now.host_count, now.child_count),
+        holds,
     })
 }

@@ -57,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/vms/{vm}/actions", post(vms::change_state))
         .route("/vms/{vm}/console", get(console::attach))
         .route("/vms/{vm}/port-forwards", post(vms::add_port_forward))
+        .route(
+            "/vms/{vm}/port-forwards/{protocol}/{host_port}",
+            delete(vms::remove_port_forward),
+        )
         .route("/vms/{vm}/nics", post(vms::add_nic))
         .route("/vms/{vm}/nics/{nic}", delete(vms::remove_nic))
         .route(

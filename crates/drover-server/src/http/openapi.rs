@@ -34,6 +34,7 @@ use utoipa::OpenApi;
         vms::change_state,
         vms::delete,
         vms::add_port_forward,
+        vms::remove_port_forward,
         vms::add_nic,
         vms::remove_nic,
         checkpoints::list,

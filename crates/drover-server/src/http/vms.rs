@@ -10,6 +10,7 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::{Extension, Json};
+use drover_api::network::PortProtocol;
 use drover_api::{NicAdd, Page, PortForward, Vm, VmActionRequest, VmCreate, VmId, VmState};
 use serde::Deserialize;
 use std::time::Duration;
@@ -160,6 +161,33 @@ pub async fn add_port_forward(
     let spec = JobSpec::VmPortForward {
         vm_id: vm.id,
         forward,
+    };
+    Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/vms/{vm}/port-forwards/{protocol}/{host_port}",
+    params(("vm" = String, Path, description = "id or name"),
+        ("protocol" = PortProtocol, Path, description = "tcp or udp"),
+        ("host_port" = u16, Path, description = "the forwarded port of the VM's host")),
+    responses((status = 202, body = drover_api::Job), (status = 404, body = drover_api::ErrorBody)))]
+pub async fn remove_port_forward(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    Path((vm, protocol, host_port)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let vm = find(&state, &vm).await?;
+    let (Some(protocol), Some(host_port)) = (
+        PortProtocol::parse(&protocol),
+        host_port.parse::<u16>().ok().filter(|port| *port != 0),
+    ) else {
+        return Err(ApiError::InvalidPortForward(format!(
+            "'{protocol}/{host_port}' is not tcp or udp and a port from 1 to 65535"
+        )));
+    };
+    let spec = JobSpec::VmPortForwardRemove {
+        vm_id: vm.id,
+        protocol,
+        host_port,
     };
     Ok(accepted(jobs::submit(&state, spec, &user.0, None).await?))
 }

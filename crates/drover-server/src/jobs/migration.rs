@@ -11,7 +11,7 @@ use super::{JobRun, Plan};
 use crate::agents::address_host;
 use crate::db;
 use crate::http::ApiError;
-use crate::placement::{self, rating::Demand};
+use crate::placement;
 use crate::state::AppState;
 use drover_api::migration::{AgentIncoming, AgentMigrate, MigrationPhase, MirrorSync, VmMigrate};
 use drover_api::transfer::{AgentVmFilesFetch, VmFilesPlace};
@@ -120,14 +120,6 @@ fn target(vm: &Vm) -> JobTarget {
     }
 }
 
-fn demand(vm: &Vm) -> Demand {
-    Demand {
-        cpus: vm.cpus,
-        memory_mib: vm.memory_mib,
-        disk_bytes: vm.disk.committed_bytes(),
-    }
-}
-
 /// Why a host with a rating of 0 cannot take the VM, as the error a user can act on.
 fn refusal(vm: &Vm, host: Host, reasons: &[String]) -> ApiError {
     match host.state {
@@ -160,6 +152,7 @@ pub(super) async fn prepare(
     };
     let source = host_of(state, &vm).await?;
     let mut done = Vec::new();
+    let needs = super::vm::MovedVmNeeds::of(state, &vm).await?;
     let destination = match &request.to {
         Some(name) => {
             let host = db::hosts::get(&state.db, name)
@@ -171,7 +164,7 @@ pub(super) async fn prepare(
                     vm.name, host.name
                 )));
             }
-            let candidate = placement::rate_host(state, host.id, &demand(&vm)).await?;
+            let candidate = placement::rate_host(state, host.id, needs.needs()).await?;
             if candidate.rating.rating == 0.0 {
                 return Err(refusal(&vm, host, &candidate.rating.reasons));
             }
@@ -179,7 +172,7 @@ pub(super) async fn prepare(
         }
         None => {
             let rated =
-                placement::rate_group(state, None, &demand(&vm), PlacementGoal::LoadBalance)
+                placement::rate_group(state, None, needs.needs(), PlacementGoal::LoadBalance)
                     .await?;
             let others: Vec<_> = rated
                 .candidates

@@ -26,6 +26,7 @@ use crate::state::AppState;
 use chrono::Utc;
 use drover_api::library::{LibraryImport, LibraryRefresh, LibraryShareAdd};
 use drover_api::migration::VmMigrate;
+use drover_api::network::PortProtocol;
 use drover_api::template::{GuestOsProfileCreate, HardwareProfileCreate, TemplateCreate};
 use drover_api::{
     CheckpointId, ErrorDetail, Event, HostAdd, HostGroupId, HostId, Job, JobId, JobStatus, JobStep,
@@ -70,6 +71,11 @@ pub enum JobSpec {
     VmPortForward {
         vm_id: VmId,
         forward: PortForward,
+    },
+    VmPortForwardRemove {
+        vm_id: VmId,
+        protocol: PortProtocol,
+        host_port: u16,
     },
     VmNicAdd {
         vm_id: VmId,
@@ -166,6 +172,7 @@ impl JobSpec {
             JobSpec::VmAction { action, .. } => format!("vm.{action}"),
             JobSpec::VmDelete { .. } => "vm.delete".to_owned(),
             JobSpec::VmPortForward { .. } => "vm.port_forward".to_owned(),
+            JobSpec::VmPortForwardRemove { .. } => "vm.port_forward_remove".to_owned(),
             JobSpec::VmNicAdd { .. } => "vm.nic_add".to_owned(),
             JobSpec::VmNicRemove { .. } => "vm.nic_remove".to_owned(),
             JobSpec::NetworkCreate { .. } => "network.create".to_owned(),
@@ -198,6 +205,7 @@ impl JobSpec {
 }
 
 pub use vm::check_vm_size;
+pub(crate) use vm::nic_networks;
 
 /// What [`submit`] learns while checking a request: how to show the job.
 #[derive(Debug)]
@@ -291,6 +299,11 @@ pub async fn submit(
         JobSpec::VmPortForward { vm_id, forward } => {
             vm::prepare_port_forward(state, *vm_id, *forward).await?
         }
+        JobSpec::VmPortForwardRemove {
+            vm_id,
+            protocol,
+            host_port,
+        } => vm::prepare_port_forward_remove(state, *vm_id, *protocol, *host_port).await?,
         JobSpec::VmNicAdd { vm_id, network } => vm::prepare_nic_add(state, *vm_id, network).await?,
         JobSpec::VmNicRemove { vm_id, nic } => vm::prepare_nic_remove(state, *vm_id, nic).await?,
         JobSpec::NetworkCreate {
@@ -518,6 +531,11 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
         JobSpec::VmPortForward { vm_id, forward } => {
             vm::run_port_forward(&state, &mut run, vm_id, forward).await
         }
+        JobSpec::VmPortForwardRemove {
+            vm_id,
+            protocol,
+            host_port,
+        } => vm::run_port_forward_remove(&state, &mut run, vm_id, protocol, host_port).await,
         JobSpec::VmNicAdd { vm_id, network } => {
             vm::run_nic_add(&state, &mut run, vm_id, network).await
         }

@@ -7,11 +7,14 @@ use crate::agents::address_host;
 use crate::db;
 use crate::http::ApiError;
 use crate::ipam;
+use crate::placement;
 use crate::state::AppState;
 use chrono::Utc;
-use drover_api::agent::{AgentNetwork, AgentOverlay};
+use drover_api::agent::{AgentNetwork, AgentNetworkStatus, AgentOverlay};
 use drover_api::network::NetworkHostState;
-use drover_api::{Host, HostState, JobTarget, Network, NetworkCreate, NetworkId};
+use drover_api::{
+    Event, Host, HostGroupId, HostState, JobTarget, Network, NetworkCreate, NetworkId,
+};
 
 fn target(network_id: NetworkId, name: &str) -> JobTarget {
     JobTarget {
@@ -21,14 +24,30 @@ fn target(network_id: NetworkId, name: &str) -> JobTarget {
     }
 }
 
-/// Checks a create request against the rules and the other networks; the network it makes.
+/// A checked create request: the network it makes and the group it is scoped to.
+struct Checked {
+    network: Network,
+    group: Option<HostGroupId>,
+}
+
+/// Checks a create request against the rules, the group tree and the other networks.
 async fn check(
     state: &AppState,
     network_id: NetworkId,
     request: &NetworkCreate,
-) -> Result<Network, ApiError> {
+) -> Result<Checked, ApiError> {
     let addressing =
         ipam::plan(request).map_err(|ipam::Invalid(message)| ApiError::InvalidNetwork(message))?;
+    let group = match &request.group {
+        Some(name) => {
+            let tree = db::hostgroups::tree(&state.db).await?;
+            let group = tree
+                .find(name)
+                .ok_or_else(|| ApiError::HostGroupNotFound(name.clone()))?;
+            Some((group.id, group.name.clone()))
+        }
+        None => None,
+    };
     if let Some(existing) = db::networks::get(&state.db, &request.name).await?
         && existing.id != network_id
     {
@@ -52,7 +71,8 @@ async fn check(
         .dhcp
         .map(|(start, end)| (start.to_string(), end.to_string()))
         .unzip();
-    Ok(Network {
+    let (group_id, group_name) = group.unzip();
+    let network = Network {
         id: network_id,
         name: request.name.clone(),
         mode: request.mode,
@@ -65,9 +85,14 @@ async fn check(
         overlay: request.overlay,
         bridge: addressing.bridge,
         vni: None,
+        group: group_name,
         vms: Vec::new(),
         hosts: Vec::new(),
         created_at: Utc::now(),
+    };
+    Ok(Checked {
+        network,
+        group: group_id,
     })
 }
 
@@ -81,7 +106,14 @@ pub(super) async fn prepare_create(
         description: format!("Create {} network {}", request.mode, request.name),
         target: target(network_id, &request.name),
         done: Vec::new(),
-        steps: vec!["Save the network", "Realize the network on every host"],
+        steps: vec![
+            "Save the network",
+            if request.group.is_some() {
+                "Realize the network on every host of its group"
+            } else {
+                "Realize the network on every host"
+            },
+        ],
     })
 }
 
@@ -94,22 +126,26 @@ pub(super) async fn run_create(
     let network = run
         .step(async {
             // Checked again: another network may have taken the name or subnet meanwhile.
-            let network = check(state, network_id, &request).await?;
-            db::networks::insert(&state.db, &network)
+            let Checked { network, group } = check(state, network_id, &request).await?;
+            db::networks::insert(&state.db, &network, group)
                 .await
                 .map_err(|error| match error {
                     db::DbError::Duplicate { .. } => ApiError::NetworkExists(network.name.clone()),
                     other => other.into(),
                 })?;
-            find(state, network_id).await
+            publish(state, network_id).await
         })
         .await?;
     let realized = run
         .step(async {
+            let tree = db::hostgroups::tree(&state.db).await?;
             let hosts: Vec<Host> = db::hosts::all(&state.db)
                 .await?
                 .into_iter()
-                .filter(|host| host.state == HostState::Responding)
+                .filter(|host| {
+                    host.state == HostState::Responding
+                        && placement::network::in_scope(&network, &tree, host.group_id)
+                })
                 .collect();
             realize_on(state, &network, &hosts).await
         })
@@ -121,6 +157,32 @@ pub(super) async fn run_create(
         }
     }
     realized
+}
+
+/// Tells the event stream how the network stands now; the network.
+async fn publish(state: &AppState, network_id: NetworkId) -> Result<Network, ApiError> {
+    let network = find(state, network_id).await?;
+    state.publish(Event::NetworkChanged(network.clone()));
+    Ok(network)
+}
+
+/// Records how `network` stands on `host` after the host's agent realized it.
+async fn record_host_state(
+    state: &AppState,
+    network_id: NetworkId,
+    host: &Host,
+    status: &AgentNetworkStatus,
+) -> Result<(), ApiError> {
+    db::networks::set_host_state(
+        &state.db,
+        network_id,
+        host.id,
+        status.state,
+        status.reason.as_deref(),
+    )
+    .await?;
+    publish(state, network_id).await?;
+    Ok(())
 }
 
 async fn find(state: &AppState, network_id: NetworkId) -> Result<Network, ApiError> {
@@ -168,14 +230,7 @@ async fn realize_on(state: &AppState, network: &Network, hosts: &[Host]) -> Resu
         let spec = agent_network(network, host, hosts);
         match state.agents.at(&host.address).put_network(&spec).await {
             Ok(status) => {
-                db::networks::set_host_state(
-                    &state.db,
-                    network.id,
-                    host.id,
-                    status.state,
-                    status.reason.as_deref(),
-                )
-                .await?;
+                record_host_state(state, network.id, host, &status).await?;
                 done.push(host);
             }
             Err(error) => {
@@ -209,13 +264,24 @@ async fn carriers(state: &AppState, network: &Network) -> Result<Vec<Host>, ApiE
 
 /// Makes sure `network` works on `host` before a VM there uses it: realizes it when the host
 /// has not yet (a host added after the network was made), telling an overlay's other hosts of
-/// their new peer. Fails with the reason when the host cannot carry the network.
+/// their new peer. Fails with the reason when the host cannot carry the network, or is outside
+/// the network's group.
 pub(super) async fn ensure_on_host(
     state: &AppState,
     network_id: NetworkId,
     host: &Host,
 ) -> Result<(), ApiError> {
     let network = find(state, network_id).await?;
+    let tree = db::hostgroups::tree(&state.db).await?;
+    if let Some(group) = &network.group
+        && !placement::network::in_scope(&network, &tree, host.group_id)
+    {
+        return Err(ApiError::NetworkNotInGroup {
+            network: network.name.clone(),
+            group: group.clone(),
+            host: host.name.clone(),
+        });
+    }
     let mut hosts = carriers(state, &network).await?;
     if !hosts.iter().any(|carrier| carrier.id == host.id) {
         hosts.push(host.clone());
@@ -227,14 +293,7 @@ pub(super) async fn ensure_on_host(
         for carrier in &others {
             let spec = agent_network(&network, carrier, &hosts);
             let status = state.agents.at(&carrier.address).put_network(&spec).await?;
-            db::networks::set_host_state(
-                &state.db,
-                network.id,
-                carrier.id,
-                status.state,
-                status.reason.as_deref(),
-            )
-            .await?;
+            record_host_state(state, network.id, carrier, &status).await?;
         }
     }
     let network = find(state, network_id).await?;
@@ -301,6 +360,7 @@ pub(super) async fn run_delete(
     .await?;
     run.step(async {
         if db::networks::delete_unused(&state.db, network_id).await? {
+            state.publish(Event::NetworkDeleted(network_id));
             return Ok(());
         }
         // A VM took a NIC on it meanwhile; its hosts get it back when that VM is defined.

@@ -9,11 +9,11 @@ pub(super) use store::{describe_fetch, prepare_deploy, prepare_store, run_deploy
 use super::{JobRun, Plan};
 use crate::db;
 use crate::http::ApiError;
-use crate::placement::{self, rating::Demand};
+use crate::placement::{self, Needs, rating::Demand};
 use crate::state::AppState;
 use chrono::Utc;
 use drover_api::agent::{AgentNic, AgentVmSpec, NicAttachment};
-use drover_api::network::{NetworkHostState, USER_NETWORK, tap_name};
+use drover_api::network::{PortProtocol, USER_NETWORK, tap_name};
 use drover_api::{
     CloudInitSeed, Event, Host, HostState, JobTarget, Network, PlacementGoal, PortForward, Vm,
     VmAction, VmCreate, VmDevices, VmId, VmNic, VmState,
@@ -95,7 +95,7 @@ async fn named_network(state: &AppState, name: &str) -> Result<Option<Network>, 
 
 /// The networks of a create request's NICs, in order (`None` = user-mode); one user-mode NIC
 /// when the request names none.
-async fn nic_networks(
+pub(crate) async fn nic_networks(
     state: &AppState,
     names: &[String],
 ) -> Result<Vec<Option<Network>>, ApiError> {
@@ -107,22 +107,6 @@ async fn nic_networks(
         networks.push(named_network(state, name).await?);
     }
     Ok(networks)
-}
-
-/// Refuses a host that is known not to carry one of `networks`, with its reason.
-fn check_networks_on_host(networks: &[Option<Network>], host: &Host) -> Result<(), ApiError> {
-    for network in networks.iter().flatten() {
-        if let Some(entry) = network.hosts.iter().find(|entry| {
-            entry.host_name == host.name && entry.state == NetworkHostState::NeedsAttention
-        }) {
-            return Err(ApiError::NetworkNeedsAttention {
-                network: network.name.clone(),
-                host: host.name.clone(),
-                reason: entry.reason.clone().unwrap_or_default(),
-            });
-        }
-    }
-    Ok(())
 }
 
 pub(super) async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
@@ -203,19 +187,22 @@ pub(super) async fn prepare_create(
     check_vm_size(request.cpus, request.memory_mib)?;
     drover_api::devices::validate_devices(&request.devices).map_err(ApiError::InvalidVmSpec)?;
     let networks = nic_networks(state, &request.networks).await?;
-    let demand = Demand {
-        cpus: request.cpus,
-        memory_mib: request.memory_mib,
-        disk_bytes: request
-            .disk
-            .committed_bytes()
-            .saturating_add(request.devices.committed_bytes()),
+    let carried: Vec<Network> = networks.iter().flatten().cloned().collect();
+    let needs = Needs {
+        demand: Demand {
+            cpus: request.cpus,
+            memory_mib: request.memory_mib,
+            disk_bytes: placement::disk_claim(state, &request.disk)
+                .await?
+                .saturating_add(request.devices.committed_bytes()),
+        },
+        networks: &carried,
     };
     let (group, candidates) = match &request.host {
         Some(name) => {
             let host = named_host(state, name, request.group.as_deref()).await?;
-            check_networks_on_host(&networks, &host)?;
-            let candidate = placement::rate_host(state, host.id, &demand).await?;
+            placement::network::check_host(state, &carried, &host).await?;
+            let candidate = placement::rate_host(state, host.id, needs).await?;
             if candidate.rating.rating == 0.0 {
                 return Err(unfit_host(&request.name, host, &candidate.rating.reasons));
             }
@@ -225,7 +212,7 @@ pub(super) async fn prepare_create(
             let rated = placement::rate_group(
                 state,
                 request.group.as_deref(),
-                &demand,
+                needs,
                 PlacementGoal::LoadBalance,
             )
             .await?;
@@ -239,9 +226,6 @@ pub(super) async fn prepare_create(
         let Some(host) = db::hosts::get_by_id(&state.db, candidate.rating.host_id).await? else {
             continue; // removed since it was rated
         };
-        if check_networks_on_host(&networks, &host).is_err() {
-            continue; // cannot carry one of the VM's networks
-        }
         let now = Utc::now();
         let vm = Vm {
             id: vm_id,
@@ -270,12 +254,13 @@ pub(super) async fn prepare_create(
                 request.devices.clone(),
             ))
             .await?;
-        let claimed = db::placement::claim(&state.db, &vm, candidate.reserves)
-            .await
-            .map_err(|error| match error {
-                db::DbError::Duplicate { .. } => ApiError::VmExists(vm.name.clone()),
-                other => other.into(),
-            })?;
+        let claimed =
+            db::placement::claim(&state.db, &vm, needs.demand.disk_bytes, candidate.reserves)
+                .await
+                .map_err(|error| match error {
+                    db::DbError::Duplicate { .. } => ApiError::VmExists(vm.name.clone()),
+                    other => other.into(),
+                })?;
         if !claimed {
             tracing::debug!(host = %host.name, vm = %vm.name, "lost the claim to another create; trying the next host");
             continue;
@@ -374,20 +359,58 @@ async fn create_and_start(
 }
 
 /// The networks (not user-mode) the VM's NICs are on, each once.
-pub(super) async fn vm_networks(
-    state: &AppState,
-    vm: &Vm,
-) -> Result<Vec<drover_api::NetworkId>, ApiError> {
-    let mut ids = Vec::new();
+async fn vm_network_rows(state: &AppState, vm: &Vm) -> Result<Vec<Network>, ApiError> {
+    let mut networks: Vec<Network> = Vec::new();
     for nic in vm.nics.iter().filter(|nic| nic.network != USER_NETWORK) {
         let network = db::networks::get(&state.db, &nic.network)
             .await?
             .ok_or_else(|| ApiError::NetworkNotFound(nic.network.clone()))?;
-        if !ids.contains(&network.id) {
-            ids.push(network.id);
+        if !networks.iter().any(|known| known.id == network.id) {
+            networks.push(network);
         }
     }
-    Ok(ids)
+    Ok(networks)
+}
+
+/// The ids of [`vm_network_rows`].
+pub(super) async fn vm_networks(
+    state: &AppState,
+    vm: &Vm,
+) -> Result<Vec<drover_api::NetworkId>, ApiError> {
+    Ok(vm_network_rows(state, vm)
+        .await?
+        .into_iter()
+        .map(|network| network.id)
+        .collect())
+}
+
+/// What an existing VM asks of a host that takes it over (migration, deploy).
+pub(super) struct MovedVmNeeds {
+    pub demand: Demand,
+    pub networks: Vec<Network>,
+}
+
+impl MovedVmNeeds {
+    pub async fn of(state: &AppState, vm: &Vm) -> Result<MovedVmNeeds, ApiError> {
+        let devices = db::vms::devices(&state.db, vm.id).await?;
+        Ok(MovedVmNeeds {
+            demand: Demand {
+                cpus: vm.cpus,
+                memory_mib: vm.memory_mib,
+                disk_bytes: placement::disk_claim(state, &vm.disk)
+                    .await?
+                    .saturating_add(devices.committed_bytes()),
+            },
+            networks: vm_network_rows(state, vm).await?,
+        })
+    }
+
+    pub fn needs(&self) -> Needs<'_> {
+        Needs {
+            demand: self.demand,
+            networks: &self.networks,
+        }
+    }
 }
 
 /// Records a VM state the job caused and announces it; with `expected`, only while the VM is
@@ -540,17 +563,17 @@ pub(super) async fn prepare_port_forward(
     }
     let forwarded = db::vms::forwarded_ports_on_host(&state.db, vm.host_id).await?;
     if let Some((other, taken)) = forwarded.iter().find(|(name, taken)| {
-        taken.host_port == forward.host_port && !(*name == vm.name && *taken == forward)
+        taken.same_host_socket(&forward) && !(*name == vm.name && *taken == forward)
     }) {
         return Err(ApiError::PortForwardConflict(format!(
-            "host port {} on host '{}' already forwards to port {} of VM '{other}'",
-            forward.host_port, vm.host_name, taken.guest_port
+            "{} host port {} on host '{}' already forwards to port {} of VM '{other}'",
+            forward.protocol, forward.host_port, vm.host_name, taken.guest_port
         )));
     }
     Ok(Plan {
         description: format!(
-            "Forward 127.0.0.1:{} to VM {} port {}",
-            forward.host_port, vm.name, forward.guest_port
+            "Forward {} 127.0.0.1:{} to VM {} port {}",
+            forward.protocol, forward.host_port, vm.name, forward.guest_port
         ),
         target: target(vm_id, &vm.name),
         done: Vec::new(),
@@ -584,14 +607,73 @@ pub(super) async fn run_port_forward(
     .await
 }
 
+/// The VM's forward of `protocol` host port `host_port`.
+fn forward_of(vm: &Vm, protocol: PortProtocol, host_port: u16) -> Result<PortForward, ApiError> {
+    vm.port_forwards
+        .iter()
+        .find(|forward| forward.protocol == protocol && forward.host_port == host_port)
+        .copied()
+        .ok_or_else(|| ApiError::PortForwardNotFound {
+            vm: vm.name.clone(),
+            protocol: protocol.to_string(),
+            host_port,
+        })
+}
+
+pub(super) async fn prepare_port_forward_remove(
+    state: &AppState,
+    vm_id: VmId,
+    protocol: PortProtocol,
+    host_port: u16,
+) -> Result<Plan, ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let forward = forward_of(&vm, protocol, host_port)?;
+    Ok(Plan {
+        description: format!("Stop forwarding {forward} of VM {}", vm.name),
+        target: target(vm_id, &vm.name),
+        done: Vec::new(),
+        steps: vec!["Remove the forward on the host"],
+    })
+}
+
+pub(super) async fn run_port_forward_remove(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    protocol: PortProtocol,
+    host_port: u16,
+) -> Result<(), ApiError> {
+    let vm = find_vm(state, vm_id).await?;
+    let forward = forward_of(&vm, protocol, host_port)?;
+    let host = host_of(state, &vm).await?;
+    run.step(async {
+        state
+            .agents
+            .at(&host.address)
+            .remove_port_forward(vm_id, protocol, host_port)
+            .await?;
+        let forwards: Vec<PortForward> = vm
+            .port_forwards
+            .iter()
+            .filter(|kept| **kept != forward)
+            .copied()
+            .collect();
+        if let Some(vm) = db::vms::set_port_forwards(&state.db, vm_id, &forwards).await? {
+            state.publish(Event::VmChanged(vm));
+        }
+        Ok(())
+    })
+    .await
+}
+
 pub(super) async fn prepare_nic_add(
     state: &AppState,
     vm_id: VmId,
     network: &str,
 ) -> Result<Plan, ApiError> {
     let vm = find_vm(state, vm_id).await?;
-    let found = named_network(state, network).await?;
-    check_networks_on_host(&[found], &host_of(state, &vm).await?)?;
+    let found: Vec<Network> = named_network(state, network).await?.into_iter().collect();
+    placement::network::check_host(state, &found, &host_of(state, &vm).await?).await?;
     Ok(Plan {
         description: format!("Add a NIC on network {network} to VM {}", vm.name),
         target: target(vm_id, &vm.name),

@@ -2,8 +2,10 @@
 //! /api/v1/placement/rate`) and picks the host of a `vm create` that names none. Reads the
 //! group tree and every host's figures and claims in two queries, then rates in memory with
 //! the pure [`rating::rate`]. Taking capacity is the database's job ([`db::placement::claim`]),
-//! so two creates rated at the same moment cannot both take the last room on a host.
+//! so two creates rated at the same moment cannot both take the last room on a host. A host
+//! that cannot carry one of the VM's networks ([`network::blockers`]) rates 0 with the reason.
 
+pub mod network;
 pub mod rating;
 
 use crate::db;
@@ -11,7 +13,8 @@ use crate::db::hostgroups::GroupTree;
 use crate::db::placement::Reserves;
 use crate::http::ApiError;
 use crate::state::AppState;
-use drover_api::{HostGroupId, HostId, HostRating, PlacementGoal};
+use drover_api::{HostGroupId, HostId, HostRating, Network, PlacementGoal, VmDisk};
+use network::NetworkBlocker;
 use rating::{Demand, HostFacts, Policy};
 use std::collections::HashMap;
 
@@ -29,11 +32,18 @@ pub struct Rated {
     pub candidates: Vec<Candidate>,
 }
 
+/// What a VM asks of a host: capacity, and the networks its NICs use.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs<'a> {
+    pub demand: Demand,
+    pub networks: &'a [Network],
+}
+
 fn rate_where(
     tree: &GroupTree,
     facts: Vec<(HostFacts, HostGroupId)>,
     keep: impl Fn(&HostFacts, HostGroupId) -> bool,
-    demand: &Demand,
+    needs: Needs<'_>,
     goal: PlacementGoal,
 ) -> Vec<Candidate> {
     let mut policies: HashMap<HostGroupId, Policy> = HashMap::new();
@@ -44,8 +54,20 @@ fn rate_where(
             let policy = *policies
                 .entry(group)
                 .or_insert_with(|| Policy::from(&tree.effective(group).settings));
+            let network_blockers = network::blockers(needs.networks, tree, &host.name, group);
+            let mut rated = rating::rate(&host, &policy, &needs.demand, goal);
+            if !network_blockers.is_empty() {
+                let mut reasons: Vec<String> = network_blockers
+                    .iter()
+                    .map(NetworkBlocker::reason)
+                    .collect();
+                if rated.rating == 0.0 {
+                    reasons.append(&mut rated.reasons);
+                }
+                rated = rating::ruled_out(&host, reasons);
+            }
             Candidate {
-                rating: rating::rate(&host, &policy, demand, goal),
+                rating: rated,
                 reserves: Reserves {
                     memory_mib: policy.reserve_memory_mib,
                     disk_bytes: policy.reserve_disk_bytes,
@@ -61,7 +83,7 @@ fn rate_where(
 pub async fn rate_group(
     state: &AppState,
     group: Option<&str>,
-    demand: &Demand,
+    needs: Needs<'_>,
     goal: PlacementGoal,
 ) -> Result<Rated, ApiError> {
     let tree = db::hostgroups::tree(&state.db).await?;
@@ -80,7 +102,7 @@ pub async fn rate_group(
         &tree,
         facts,
         |_, host_group| tree.contains(root_id, host_group),
-        demand,
+        needs,
         goal,
     );
     Ok(Rated {
@@ -93,7 +115,7 @@ pub async fn rate_group(
 pub async fn rate_host(
     state: &AppState,
     host_id: HostId,
-    demand: &Demand,
+    needs: Needs<'_>,
 ) -> Result<Candidate, ApiError> {
     let tree = db::hostgroups::tree(&state.db).await?;
     let facts = db::placement::facts(&state.db).await?;
@@ -101,11 +123,26 @@ pub async fn rate_host(
         &tree,
         facts,
         |host, _| host.id == host_id,
-        demand,
+        needs,
         PlacementGoal::LoadBalance,
     )
     .pop()
     .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))
+}
+
+/// Host disk space a VM's disk may come to use, as placement claims it: a blank disk's size; a
+/// linked clone of a library disk, its base's virtual size, the most the overlay can grow to
+/// (SCVMM counted a dynamic VHD at its maximum size too); an overlay on an image path of the
+/// host, 0, since the server cannot see the host's files.
+pub async fn disk_claim(state: &AppState, disk: &VmDisk) -> Result<u64, ApiError> {
+    match disk {
+        VmDisk::Library { item, .. } => Ok(db::library::item(&state.db, item)
+            .await?
+            .ok_or_else(|| ApiError::LibraryItemNotFound(item.clone()))?
+            .file
+            .virtual_size),
+        other => Ok(other.committed_bytes()),
+    }
 }
 
 /// The ratings as a job step's detail: one line per host, the chosen one marked, at most

@@ -88,7 +88,8 @@ fn ratio(part: u64, whole: u64) -> f64 {
     (part as f64 / whole as f64).clamp(0.0, 1.0)
 }
 
-fn out(host: &HostFacts, reasons: Vec<String>) -> HostRating {
+/// `host` rated 0: the VM cannot go there, for `reasons`.
+pub fn ruled_out(host: &HostFacts, reasons: Vec<String>) -> HostRating {
     HostRating {
         host_id: host.id,
         host_name: host.name.clone(),
@@ -103,7 +104,7 @@ pub fn rate(host: &HostFacts, policy: &Policy, demand: &Demand, goal: PlacementG
     match host.state {
         HostState::Responding => {}
         HostState::Maintenance => {
-            return out(
+            return ruled_out(
                 host,
                 vec!["host is in maintenance mode: no new VMs are placed on it".to_owned()],
             );
@@ -114,7 +115,7 @@ pub fn rate(host: &HostFacts, policy: &Policy, demand: &Demand, goal: PlacementG
                 .as_deref()
                 .map(|reason| format!(": {reason}"))
                 .unwrap_or_default();
-            return out(host, vec![format!("host is {}{why}", host.state)]);
+            return ruled_out(host, vec![format!("host is {}{why}", host.state)]);
         }
     }
     let claimed = host.claimed;
@@ -211,7 +212,7 @@ pub fn rate(host: &HostFacts, policy: &Policy, demand: &Demand, goal: PlacementG
     ));
 
     if !blockers.is_empty() {
-        return out(host, blockers);
+        return ruled_out(host, blockers);
     }
     let weighted = [
         (policy.weight_cpu, cpu_score),

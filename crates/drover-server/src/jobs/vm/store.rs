@@ -14,7 +14,7 @@ use super::{find_vm, host_of, moved_agent_spec, target, vm_networks};
 use crate::db::{self, stored::StoredCopy};
 use crate::http::ApiError;
 use crate::jobs::{JobRun, Plan, find_share};
-use crate::placement::{self, rating::Demand};
+use crate::placement;
 use crate::state::AppState;
 use drover_api::transfer::{AgentVmFilesFetch, AgentVmFilesFetched, VmFilesPlace};
 use drover_api::vm_store::VmDeploy;
@@ -54,14 +54,6 @@ async fn host_by_id(state: &AppState, host_id: HostId) -> Result<Host, ApiError>
 }
 
 /// What a VM asks of a host: a stored VM claims nothing until it is deployed.
-fn demand(vm: &Vm) -> Demand {
-    Demand {
-        cpus: vm.cpus,
-        memory_mib: vm.memory_mib,
-        disk_bytes: vm.disk.committed_bytes(),
-    }
-}
-
 /// The transfer endpoint (`HOST:PORT`) of a host's agent.
 async fn transfer_address(state: &AppState, host_id: HostId) -> Result<String, ApiError> {
     db::stored::transfer_address(&state.db, host_id)
@@ -208,10 +200,10 @@ pub(crate) async fn deploy_host(
     vm: &Vm,
     request: &VmDeploy,
 ) -> Result<HostId, ApiError> {
-    let demand = demand(vm);
+    let needs = super::MovedVmNeeds::of(state, vm).await?;
     if let Some(name) = &request.host {
         let host = super::named_host(state, name, request.group.as_deref()).await?;
-        let candidate = placement::rate_host(state, host.id, &demand).await?;
+        let candidate = placement::rate_host(state, host.id, needs.needs()).await?;
         if candidate.rating.rating == 0.0 {
             return Err(super::unfit_host(&vm.name, host, &candidate.rating.reasons));
         }
@@ -220,7 +212,7 @@ pub(crate) async fn deploy_host(
     let rated = placement::rate_group(
         state,
         request.group.as_deref(),
-        &demand,
+        needs.needs(),
         PlacementGoal::LoadBalance,
     )
     .await?;
@@ -287,12 +279,8 @@ pub(in crate::jobs) async fn run_deploy(
             receiver
                 .define(&moved_agent_spec(state, &vm).await?)
                 .await?;
-            let demand = Demand {
-                cpus: vm.cpus,
-                memory_mib: vm.memory_mib,
-                disk_bytes: vm.disk.committed_bytes(),
-            };
-            let reserves = placement::rate_host(state, host.id, &demand)
+            let needs = super::MovedVmNeeds::of(state, &vm).await?;
+            let reserves = placement::rate_host(state, host.id, needs.needs())
                 .await?
                 .reserves;
             if !db::stored::claim_deployed(&state.db, vm_id, host.id, reserves).await? {
