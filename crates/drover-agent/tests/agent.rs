@@ -1251,7 +1251,13 @@ async fn saved_vms_are_readopted_and_checkpoints_follow_the_vm_state() {
     );
     assert_eq!(agent.checkpoints(spec.id).await, [("c1".to_owned(), true)]);
 
+    agent.act_ok(spec.id, VmAction::Start).await;
+    agent.act_ok(spec.id, VmAction::Save).await;
     assert_eq!(agent.delete(spec.id).await, StatusCode::NO_CONTENT);
+    assert!(
+        !data_dir.vm_dir(spec.id).exists(),
+        "deleting a saved VM removes its saved state with its files"
+    );
     assert_eq!(agent.delete(diskless.id).await, StatusCode::NO_CONTENT);
     handle.shutdown().await;
 }
