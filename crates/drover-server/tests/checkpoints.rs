@@ -151,6 +151,13 @@ async fn bad_checkpoint_requests_are_refused_with_their_codes() {
             "vm_state_conflict",
         ),
         (
+            Method::POST,
+            "/api/v1/vms/saved/nics",
+            Some(json!({"network": "user"})),
+            StatusCode::CONFLICT,
+            "vm_state_conflict",
+        ),
+        (
             Method::DELETE,
             "/api/v1/vms/diskless/checkpoints/x",
             None,
