@@ -92,6 +92,10 @@ pub enum AgentError {
         needed: u64,
         free: u64,
     },
+    #[error(
+        "VM {vm_id} has other NICs than when checkpoint {tag} was taken; its memory cannot be loaded into them"
+    )]
+    CheckpointDevicesChanged { vm_id: VmId, tag: String },
     #[error("the hypervisor driver failed")]
     Driver(#[source] DriverError),
     #[error("internal error")]
@@ -286,6 +290,11 @@ impl AgentError {
                 StatusCode::CONFLICT,
                 "vm_state_conflict",
                 "Bring the VM to a state where the operation applies (a saved VM: stop it to discard its saved state).",
+            ),
+            AgentError::CheckpointDevicesChanged { .. } => (
+                StatusCode::CONFLICT,
+                "checkpoint_devices_changed",
+                "Give the VM back the NICs it had when the checkpoint was taken, or restore a checkpoint taken since.",
             ),
             AgentError::CheckpointFailed(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

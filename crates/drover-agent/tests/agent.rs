@@ -3,7 +3,8 @@
 
 use drover_agent::{AgentHandle, AgentOptions};
 use drover_api::agent::{
-    AgentEvent, AgentHostInfo, AgentVmSpec, EnrollBegin, EnrollComplete, EnrollCsr, VmRuntime,
+    AgentEvent, AgentHostInfo, AgentNic, AgentVmSpec, EnrollBegin, EnrollComplete, EnrollCsr,
+    NicAttachment, VmRuntime,
 };
 use drover_api::checkpoint::{AgentCheckpoint, AgentCheckpointCreate, AgentCheckpointDone};
 use drover_api::config::{Config, Source};
@@ -1268,6 +1269,34 @@ async fn saved_vms_are_readopted_and_checkpoints_follow_the_vm_state() {
     );
     assert!(!data_dir.vm_dir(spec.id).join("saved.state").exists());
 
+    // Memory cannot be loaded into other devices than it was saved with.
+    let nics = format!("{}/v1/vms/{}/nics", agent.base, spec.id);
+    let nic = AgentNic {
+        name: "nic0".into(),
+        mac: "52:54:00:d0:00:09".into(),
+        attachment: NicAttachment::User,
+    };
+    let added = agent
+        .client
+        .post(&nics)
+        .json(&nic)
+        .send()
+        .await
+        .expect("POST nic");
+    assert_eq!(added.status(), StatusCode::NO_CONTENT);
+    let (status, code, _) = error_code(agent.checkpoint_restore(spec.id, "c1").await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "checkpoint_devices_changed")
+    );
+    let removed = agent
+        .client
+        .delete(format!("{nics}/nic0"))
+        .send()
+        .await
+        .expect("DELETE nic");
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+
     let done = checkpoint_done(agent.checkpoint_restore(spec.id, "c1").await).await;
     assert!(done.with_memory);
     assert_eq!(done.runtime.state, VmState::Running, "memory restored runs");
@@ -1297,7 +1326,13 @@ async fn saved_vms_are_readopted_and_checkpoints_follow_the_vm_state() {
     );
     assert_eq!(agent.checkpoints(spec.id).await, [("c1".to_owned(), true)]);
 
+    agent.act_ok(spec.id, VmAction::Start).await;
+    agent.act_ok(spec.id, VmAction::Save).await;
     assert_eq!(agent.delete(spec.id).await, StatusCode::NO_CONTENT);
+    assert!(
+        !data_dir.vm_dir(spec.id).exists(),
+        "deleting a saved VM removes its saved state with its files"
+    );
     assert_eq!(agent.delete(diskless.id).await, StatusCode::NO_CONTENT);
     handle.shutdown().await;
 }

@@ -387,6 +387,11 @@ fn ticking_disk_spec(name: &str) -> AgentVmSpec {
         path: drover_testkit::guest().rootfs_qcow2.display().to_string(),
     };
     spec.cmdline = Some("console=ttyS0 quiet tiny.root=/dev/vda tiny.tick=1 tiny.shell=1".into());
+    // The read-only seed disk (vvfat) must stay out of saves and checkpoints.
+    spec.seed = Some(drover_api::CloudInitSeed {
+        meta_data: "local-hostname: ticker\n".into(),
+        user_data: "#cloud-config\n".into(),
+    });
     spec
 }
 
@@ -455,6 +460,10 @@ async fn save_and_restore_continue_the_guest() {
     let test_dir = TestDir::new("save_and_restore_continue_the_guest");
     let (driver, spec, mut vm) = start_ticking(&test_dir, "save").await;
     let mut events = vm.take_events().expect("events");
+    assert!(
+        serial_log(&test_dir).contains("TINYVM-HOSTNAME ticker"),
+        "the guest has its seed disk"
+    );
     // The shell prints 42A only when it ran the line, not when it echoes it.
     shell(
         &test_dir,

@@ -45,6 +45,10 @@ async fn bad_checkpoint_requests_are_refused_with_their_codes() {
     let web = insert_vm(&server, &host, "web", blank(), VmState::Stopped).await;
     insert_vm(&server, &host, "diskless", VmDisk::None, VmState::Stopped).await;
     let saved = insert_vm(&server, &host, "saved", blank(), VmState::Saved).await;
+    let moving = insert_vm(&server, &host, "moving", blank(), VmState::Migrating).await;
+    db::checkpoints::insert(&server.state.db, CheckpointId::new(), moving.id, "m1", true)
+        .await
+        .expect("row");
     let saved_checkpoint = CheckpointId::new();
     db::checkpoints::insert(&server.state.db, saved_checkpoint, saved.id, "s1", true)
         .await
@@ -129,6 +133,27 @@ async fn bad_checkpoint_requests_are_refused_with_their_codes() {
             Method::POST,
             "/api/v1/vms/saved/checkpoints/s1/restore",
             None,
+            StatusCode::CONFLICT,
+            "vm_state_conflict",
+        ),
+        (
+            Method::POST,
+            "/api/v1/vms/moving/checkpoints/m1/restore",
+            None,
+            StatusCode::CONFLICT,
+            "vm_state_conflict",
+        ),
+        (
+            Method::POST,
+            "/api/v1/vms/moving/checkpoints",
+            Some(json!({})),
+            StatusCode::CONFLICT,
+            "vm_state_conflict",
+        ),
+        (
+            Method::POST,
+            "/api/v1/vms/saved/nics",
+            Some(json!({"network": "user"})),
             StatusCode::CONFLICT,
             "vm_state_conflict",
         ),

@@ -1,11 +1,15 @@
 //! The actor's save, saved-state and checkpoint work. A checkpoint goes through the live process
 //! when there is one (memory included) and through the disk alone when there is none; a saved VM
 //! (no process, its memory in a file) only lets go of checkpoints, since changing its disk under
-//! the saved memory would corrupt the guest.
+//! the saved memory would corrupt the guest. A checkpoint with memory also keeps the VM's NICs
+//! as they were (`checkpoints/<tag>.json`): QEMU cannot load memory into other devices, so a
+//! restore after a NIC change is refused before anything is touched.
 
 use super::{Command, VmActor, VmHandle};
 use crate::error::AgentError;
+use crate::store::{self, StoreError};
 use drover_api::VmState;
+use drover_api::agent::AgentNic;
 use drover_api::checkpoint::AgentCheckpointDone;
 use drover_api::vm::VmDisk;
 use drover_hv::{CheckpointOp, StartFrom, VmDriver};
@@ -36,6 +40,16 @@ async fn saved_memory(
         .into_iter()
         .find(|checkpoint| checkpoint.tag == tag)
         .map(|checkpoint| checkpoint.vm_state_bytes))
+}
+
+/// Where a checkpoint with memory keeps the NICs the VM had.
+fn devices_file(vm_dir: &Path, tag: &str) -> std::path::PathBuf {
+    vm_dir.join("checkpoints").join(format!("{tag}.json"))
+}
+
+fn forget_devices(vm_dir: &Path, tag: &str) -> Result<(), AgentError> {
+    store::remove_optional(&devices_file(vm_dir, tag))
+        .map_err(|error| AgentError::Internal(error.into()))
 }
 
 fn operation_name(op: CheckpointOp) -> &'static str {
@@ -87,6 +101,22 @@ impl VmActor {
         let with_memory = match (op, state) {
             (CheckpointOp::Create, VmState::Running | VmState::Paused) => {
                 self.online(op, tag).await?;
+                let devices = devices_file(&self.vm_dir, tag);
+                let written = std::fs::create_dir_all(devices.parent().unwrap_or(&self.vm_dir))
+                    .map_err(|source| StoreError::Io {
+                        path: devices.clone(),
+                        source,
+                    })
+                    .and_then(|()| {
+                        let json = serde_json::to_vec(&self.spec.nics)
+                            .expect("NICs are plain data and always serialize");
+                        store::write_atomic(&devices, &json, store::Access::Public)
+                    });
+                if let Err(error) = written {
+                    // Without the record a later restore cannot be checked: take it back.
+                    let _ = self.online(CheckpointOp::Delete, tag).await;
+                    return Err(AgentError::Internal(error.into()));
+                }
                 true
             }
             (CheckpointOp::Create, VmState::Stopped | VmState::Failed) => {
@@ -101,12 +131,14 @@ impl VmActor {
             ) => self.restore(tag).await?,
             (CheckpointOp::Delete, VmState::Running | VmState::Paused) => {
                 self.online(op, tag).await?;
+                forget_devices(&self.vm_dir, tag)?;
                 false
             }
             (CheckpointOp::Delete, VmState::Stopped | VmState::Failed | VmState::Saved) => {
                 self.driver
                     .checkpoint_offline(&self.vm_dir, op, tag)
                     .await?;
+                forget_devices(&self.vm_dir, tag)?;
                 false
             }
             _ => {
@@ -121,6 +153,24 @@ impl VmActor {
             runtime: self.runtime.borrow().clone(),
             with_memory,
         })
+    }
+
+    /// Refuses to load memory into other NICs than those it was saved with.
+    fn check_devices(&self, tag: &str) -> Result<(), AgentError> {
+        let recorded = store::read_optional(&devices_file(&self.vm_dir, tag))
+            .map_err(|error| AgentError::Internal(error.into()))?;
+        let Some(text) = recorded else {
+            return Ok(());
+        };
+        let then: Vec<AgentNic> =
+            serde_json::from_str(&text).map_err(|error| AgentError::Internal(error.into()))?;
+        if then != self.spec.nics {
+            return Err(AgentError::CheckpointDevicesChanged {
+                vm_id: self.vm_id(),
+                tag: tag.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Runs `op` through the live process. A failed load may leave the vCPUs stopped; the state
@@ -147,6 +197,9 @@ impl VmActor {
             });
         };
         let with_memory = vm_state_bytes > 0;
+        if with_memory {
+            self.check_devices(tag)?;
+        }
         match (with_memory, self.process.is_some()) {
             (true, true) => {
                 self.online(CheckpointOp::Restore, tag).await?;

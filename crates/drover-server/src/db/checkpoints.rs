@@ -40,6 +40,12 @@ impl TryFrom<CheckpointRow> for Checkpoint {
 const SELECT: &str = "SELECT id, vm_id, name, with_memory, parent_id, current, created_at \
                       FROM checkpoints";
 
+/// A transaction that takes SQLite's write lock at once: one that reads first could not take it
+/// later if another connection wrote meanwhile (`SQLITE_BUSY` without waiting).
+async fn write_transaction(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, DbError> {
+    Ok(db.pool().begin_with("BEGIN IMMEDIATE").await?)
+}
+
 /// The VM's checkpoints, oldest first.
 pub async fn list(db: &Db, vm_id: VmId) -> Result<Vec<Checkpoint>, DbError> {
     let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -80,7 +86,7 @@ pub async fn insert(
     name: &str,
     with_memory: bool,
 ) -> Result<Checkpoint, DbError> {
-    let mut transaction = db.pool().begin().await?;
+    let mut transaction = write_transaction(db).await?;
     let parent: Option<String> =
         sqlx::query_scalar("SELECT id FROM checkpoints WHERE vm_id = ? AND current")
             .bind(vm_id.to_string())
@@ -125,7 +131,7 @@ pub async fn make_current(db: &Db, vm_id: VmId, id: CheckpointId) -> Result<(), 
 /// Deletes a checkpoint; its children become its parent's, and when it was current its parent
 /// becomes current.
 pub async fn delete(db: &Db, vm_id: VmId, id: CheckpointId) -> Result<(), DbError> {
-    let mut transaction = db.pool().begin().await?;
+    let mut transaction = write_transaction(db).await?;
     let Some((parent, current)): Option<(Option<String>, bool)> =
         sqlx::query_as("SELECT parent_id, current FROM checkpoints WHERE id = ? AND vm_id = ?")
             .bind(id.to_string())

@@ -672,6 +672,7 @@ pub(super) async fn prepare_nic_add(
     network: &str,
 ) -> Result<Plan, ApiError> {
     let vm = find_vm(state, vm_id).await?;
+    refuse_saved(&vm, "add a NIC to")?;
     let found: Vec<Network> = named_network(state, network).await?.into_iter().collect();
     placement::network::check_host(state, &found, &host_of(state, &vm).await?).await?;
     Ok(Plan {
@@ -726,6 +727,18 @@ pub(super) async fn run_nic_add(
     plugged
 }
 
+/// A saved VM's memory waits for the devices it was saved with: they cannot change.
+fn refuse_saved(vm: &Vm, action: &str) -> Result<(), ApiError> {
+    if vm.state == VmState::Saved {
+        return Err(ApiError::VmStateConflict {
+            vm: vm.name.clone(),
+            state: vm.state.to_string(),
+            action: action.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// The slot of the VM's NIC `name` (`nic3` is slot 3).
 fn nic_slot(vm: &Vm, name: &str) -> Result<i64, ApiError> {
     vm.nics
@@ -744,6 +757,7 @@ pub(super) async fn prepare_nic_remove(
     nic: &str,
 ) -> Result<Plan, ApiError> {
     let vm = find_vm(state, vm_id).await?;
+    refuse_saved(&vm, "remove a NIC from")?;
     nic_slot(&vm, nic)?;
     Ok(Plan {
         description: format!("Remove NIC {nic} from VM {}", vm.name),
