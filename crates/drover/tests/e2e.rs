@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// A server and its agents, each a `drover` process with its own data directory.
 struct Cluster {
+    // Dropped first: the reaper reads the QEMU pid files before the temporary directory goes.
+    _reaper: QemuReaper,
     _temp: tempfile::TempDir,
     artifacts: PathBuf,
     root: PathBuf,
@@ -22,7 +24,6 @@ struct Cluster {
     server: Daemon,
     agents: Vec<(Daemon, u16, PathBuf)>,
     cli: Cli,
-    _reaper: QemuReaper,
 }
 
 impl Cluster {

@@ -26,13 +26,15 @@ struct Agent {
 
 /// A server with agents `h1`, `h2`, ... added as hosts.
 struct Site {
-    _temp: tempfile::TempDir,
+    // Fields drop in this order: the reaper must read the QEMU pid files before the daemons go
+    // and before the temporary directory is removed.
+    _reaper: QemuReaper,
     artifacts: PathBuf,
     root: PathBuf,
     _server: Daemon,
     agents: Vec<Agent>,
     cli: Cli,
-    _reaper: QemuReaper,
+    _temp: tempfile::TempDir,
 }
 
 fn agent_args(dir: &Path, port: u16) -> Vec<String> {
