@@ -1150,6 +1150,17 @@ async fn hosts_fetch_library_images_once_resuming_and_verifying() {
     host.shutdown().await;
 }
 
+/// Whether a qcow2 disk shows the guest the bytes of a raw file (`qemu-img compare`).
+fn same_data(qcow2: &Path, raw: &Path) -> bool {
+    std::process::Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
+        .arg(qcow2)
+        .arg(raw)
+        .status()
+        .expect("qemu-img compare")
+        .success()
+}
+
 /// `qemu-img info`'s backing file of a disk.
 fn backing_file(disk: &Path) -> Option<String> {
     let output = std::process::Command::new("qemu-img")
@@ -1361,13 +1372,10 @@ async fn stopped_vm_files_move_between_agents_resuming_and_verifying() {
         backing_file(&deployed),
         Some(moved_base.display().to_string())
     );
-    let compared = std::process::Command::new("qemu-img")
-        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
-        .arg(&deployed)
-        .arg(&raw)
-        .status()
-        .expect("qemu-img compare");
-    assert!(compared.success(), "the guest's data arrived intact");
+    assert!(
+        same_data(&deployed, &raw),
+        "the guest's data arrived intact"
+    );
 
     // The stored copy goes on request; then the share has no such VM.
     let removed = library_agent
@@ -1428,13 +1436,7 @@ async fn full_clones_are_independent_copies_of_the_cached_base() {
         None,
         "a full clone reads through nothing"
     );
-    let compared = std::process::Command::new("qemu-img")
-        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
-        .arg(&disk)
-        .arg(&raw)
-        .status()
-        .expect("qemu-img compare");
-    assert!(compared.success(), "the copy holds the base's data");
+    assert!(same_data(&disk, &raw), "the copy holds the base's data");
     let cached = host_dir
         .path()
         .join("images")
