@@ -91,12 +91,22 @@ async fn start_agent(data_dir: &Path) -> AgentHandle {
 }
 
 async fn start_agent_with_roles(data_dir: &Path, roles: &[&str]) -> AgentHandle {
+    start_agent_with(data_dir, roles, &[]).await
+}
+
+/// An agent with `settings` on top of the test defaults.
+async fn start_agent_with(
+    data_dir: &Path,
+    roles: &[&str],
+    settings: &[(&str, &str)],
+) -> AgentHandle {
     let mut config = Config::default();
-    for (key, value) in [
+    let defaults = [
         ("agent.control_port", "0"),
         ("agent.transfer_port", "0"),
         ("agent.bind_address", "127.0.0.1"),
-    ] {
+    ];
+    for &(key, value) in defaults.iter().chain(settings) {
         config
             .set(key, value.to_owned(), Source::Flag(key.to_owned()))
             .expect("known setting");
@@ -1455,6 +1465,72 @@ async fn full_clones_are_independent_copies_of_the_cached_base() {
             .expect("mtime"),
         written
     );
+    library.shutdown().await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn low_free_space_evicts_unused_cached_bases_never_one_in_use() {
+    let library_dir = DataDir::new("eviction_library");
+    let host_dir = DataDir::new("eviction_host");
+    let sources = tempfile::tempdir().expect("temp dir");
+    let library = start_agent_with_roles(library_dir.path(), &["library"]).await;
+    // No disk has this much free: every fetch first evicts what no VM uses.
+    let host = start_agent_with(
+        host_dir.path(),
+        &["host"],
+        &[("agent.cache_min_free", "1000T")],
+    )
+    .await;
+    let server = Server::new();
+    server.enroll(&library).await;
+    server.enroll(&host).await;
+    let library_agent = Agent::new(&server, &library);
+    let host_agent = Agent::new(&server, &host);
+    library_agent
+        .add_share("main", &library_dir.path().join("share"))
+        .await;
+    let mut urls = Vec::new();
+    for name in ["used", "unused", "next"] {
+        let raw = sources.path().join(format!("{name}.raw"));
+        std::fs::rename(random_raw(sources.path(), 1), &raw).expect("rename");
+        let file = library_agent.import("main", &raw, name).await;
+        let url = format!(
+            "https://{}/v1/shares/main/files/{name}.qcow2",
+            library.transfer_addr
+        );
+        urls.push((file.sha256, url));
+    }
+    let fetch = |(sha256, url): &(String, String)| {
+        host_agent
+            .client
+            .post(format!("{}/v1/images/fetch", host_agent.base))
+            .json(&drover_api::library::AgentFetch {
+                url: url.clone(),
+                sha256: sha256.clone(),
+            })
+            .send()
+    };
+    let mut spec = tiny_spec("user", "console=ttyS0 quiet");
+    spec.disk = VmDisk::Library {
+        item: "used".to_owned(),
+        sha256: urls[0].0.clone(),
+        url: urls[0].1.clone(),
+    };
+    assert_eq!(host_agent.define(&spec).await.status(), StatusCode::OK);
+    for image in &urls[1..] {
+        assert_eq!(fetch(image).await.expect("fetch").status(), StatusCode::OK);
+    }
+    let cached = |sha256: &str| {
+        host_dir
+            .path()
+            .join("images")
+            .join(format!("{sha256}.qcow2"))
+            .exists()
+    };
+    assert!(cached(&urls[0].0), "the base a VM uses stays");
+    assert!(!cached(&urls[1].0), "the unused base went to make room");
+    assert!(cached(&urls[2].0), "the new base is in place");
     library.shutdown().await;
     host.shutdown().await;
 }
