@@ -93,12 +93,22 @@ async fn start_agent(data_dir: &Path) -> AgentHandle {
 }
 
 async fn start_agent_with_roles(data_dir: &Path, roles: &[&str]) -> AgentHandle {
+    start_agent_with(data_dir, roles, &[]).await
+}
+
+/// An agent with `settings` on top of the test defaults.
+async fn start_agent_with(
+    data_dir: &Path,
+    roles: &[&str],
+    settings: &[(&str, &str)],
+) -> AgentHandle {
     let mut config = Config::default();
-    for (key, value) in [
+    let defaults = [
         ("agent.control_port", "0"),
         ("agent.transfer_port", "0"),
         ("agent.bind_address", "127.0.0.1"),
-    ] {
+    ];
+    for &(key, value) in defaults.iter().chain(settings) {
         config
             .set(key, value.to_owned(), Source::Flag(key.to_owned()))
             .expect("known setting");
@@ -1337,6 +1347,17 @@ async fn saved_vms_are_readopted_and_checkpoints_follow_the_vm_state() {
     handle.shutdown().await;
 }
 
+/// Whether a qcow2 disk shows the guest the bytes of a raw file (`qemu-img compare`).
+fn same_data(qcow2: &Path, raw: &Path) -> bool {
+    std::process::Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
+        .arg(qcow2)
+        .arg(raw)
+        .status()
+        .expect("qemu-img compare")
+        .success()
+}
+
 /// `qemu-img info`'s backing file of a disk.
 fn backing_file(disk: &Path) -> Option<String> {
     let output = std::process::Command::new("qemu-img")
@@ -1548,13 +1569,10 @@ async fn stopped_vm_files_move_between_agents_resuming_and_verifying() {
         backing_file(&deployed),
         Some(moved_base.display().to_string())
     );
-    let compared = std::process::Command::new("qemu-img")
-        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
-        .arg(&deployed)
-        .arg(&raw)
-        .status()
-        .expect("qemu-img compare");
-    assert!(compared.success(), "the guest's data arrived intact");
+    assert!(
+        same_data(&deployed, &raw),
+        "the guest's data arrived intact"
+    );
 
     // The stored copy goes on request; then the share has no such VM.
     let removed = library_agent
@@ -1615,13 +1633,7 @@ async fn full_clones_are_independent_copies_of_the_cached_base() {
         None,
         "a full clone reads through nothing"
     );
-    let compared = std::process::Command::new("qemu-img")
-        .args(["compare", "-q", "-f", "qcow2", "-F", "raw"])
-        .arg(&disk)
-        .arg(&raw)
-        .status()
-        .expect("qemu-img compare");
-    assert!(compared.success(), "the copy holds the base's data");
+    assert!(same_data(&disk, &raw), "the copy holds the base's data");
     let cached = host_dir
         .path()
         .join("images")
@@ -1736,4 +1748,70 @@ async fn library_packages_from_files_and_urls() {
     );
     assert_eq!(share_listing(&share_dir), ["fetched.qcow2", "local.qcow2"]);
     handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn low_free_space_evicts_unused_cached_bases_never_one_in_use() {
+    let library_dir = DataDir::new("eviction_library");
+    let host_dir = DataDir::new("eviction_host");
+    let sources = tempfile::tempdir().expect("temp dir");
+    let library = start_agent_with_roles(library_dir.path(), &["library"]).await;
+    // No disk has this much free: every fetch first evicts what no VM uses.
+    let host = start_agent_with(
+        host_dir.path(),
+        &["host"],
+        &[("agent.cache_min_free", "1000T")],
+    )
+    .await;
+    let server = Server::new();
+    server.enroll(&library).await;
+    server.enroll(&host).await;
+    let library_agent = Agent::new(&server, &library);
+    let host_agent = Agent::new(&server, &host);
+    library_agent
+        .add_share("main", &library_dir.path().join("share"))
+        .await;
+    let mut urls = Vec::new();
+    for name in ["used", "unused", "next"] {
+        let raw = sources.path().join(format!("{name}.raw"));
+        std::fs::rename(random_raw(sources.path(), 1), &raw).expect("rename");
+        let file = library_agent.import("main", &raw, name).await;
+        let url = format!(
+            "https://{}/v1/shares/main/files/{name}.qcow2",
+            library.transfer_addr
+        );
+        urls.push((file.sha256, url));
+    }
+    let fetch = |(sha256, url): &(String, String)| {
+        host_agent
+            .client
+            .post(format!("{}/v1/images/fetch", host_agent.base))
+            .json(&drover_api::library::AgentFetch {
+                url: url.clone(),
+                sha256: sha256.clone(),
+            })
+            .send()
+    };
+    let mut spec = tiny_spec("user", "console=ttyS0 quiet");
+    spec.disk = VmDisk::Library {
+        item: "used".to_owned(),
+        sha256: urls[0].0.clone(),
+        url: urls[0].1.clone(),
+    };
+    assert_eq!(host_agent.define(&spec).await.status(), StatusCode::OK);
+    for image in &urls[1..] {
+        assert_eq!(fetch(image).await.expect("fetch").status(), StatusCode::OK);
+    }
+    let cached = |sha256: &str| {
+        host_dir
+            .path()
+            .join("images")
+            .join(format!("{sha256}.qcow2"))
+            .exists()
+    };
+    assert!(cached(&urls[0].0), "the base a VM uses stays");
+    assert!(!cached(&urls[1].0), "the unused base went to make room");
+    assert!(cached(&urls[2].0), "the new base is in place");
+    library.shutdown().await;
+    host.shutdown().await;
 }

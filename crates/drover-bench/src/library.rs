@@ -89,7 +89,7 @@ async fn template(cluster: &Cluster, ends: &JobEnds, name: &str, disk: &str) -> 
 }
 
 /// Creates and starts a VM from `template`; the time from the API call to the job's end, and
-/// the job (its first step holds the fetch of an uncached base).
+/// the job (its define step holds the fetch of an uncached base).
 async fn deploy(
     cluster: &Cluster,
     ends: &JobEnds,
@@ -120,15 +120,19 @@ async fn delete(cluster: &Cluster, ends: &JobEnds, name: &str) -> anyhow::Result
     finished(cluster, ends, job).await.map(drop)
 }
 
-/// The duration of a job's first step (for a VM from a template: fetch, verify, overlay).
-fn first_step(job: &Job) -> anyhow::Result<Duration> {
+/// The step of a VM create that fetches an uncached base, verifies it and makes the overlay.
+const DEFINE_STEP: &str = "Create disk and configuration on host";
+
+/// How long a job's define step took.
+fn define_step(job: &Job) -> anyhow::Result<Duration> {
     let step = job
         .steps
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("job {} has no steps", job.id))?;
+        .iter()
+        .find(|step| step.name == DEFINE_STEP)
+        .ok_or_else(|| anyhow::anyhow!("job {} has no step '{DEFINE_STEP}'", job.id))?;
     match (step.started_at, step.ended_at) {
         (Some(started), Some(ended)) => Ok((ended - started).to_std()?),
-        _ => anyhow::bail!("job {} step 1 has no times", job.id),
+        _ => anyhow::bail!("job {} step '{DEFINE_STEP}' has no times", job.id),
     }
 }
 
@@ -209,7 +213,7 @@ pub async fn run(args: LibraryArgs) -> anyhow::Result<()> {
     let copy_time = copying.elapsed();
     std::fs::remove_file(&copy_target)?;
     let (_, job) = deploy(&cluster, &ends, "t-transfer", "transfer-0").await?;
-    let fetch_time = first_step(&job)?;
+    let fetch_time = define_step(&job)?;
     delete(&cluster, &ends, "transfer-0").await?;
     let mib = bytes as f64 / f64::from(1 << 20);
     println!(

@@ -83,3 +83,53 @@ pub async fn finish(
     }
     finished.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_api::{JobId, JobStep, JobTarget};
+
+    #[test]
+    fn the_progress_line_shows_the_running_step_and_its_detail() {
+        let step = |name: &str, status, detail: Option<&str>| JobStep {
+            name: name.to_owned(),
+            status,
+            detail: detail.map(str::to_owned),
+            started_at: None,
+            ended_at: None,
+        };
+        let mut job = Job {
+            id: JobId::new(),
+            kind: "vm.store".to_owned(),
+            description: "Store VM a in library share main".to_owned(),
+            target: JobTarget {
+                kind: "vm".to_owned(),
+                id: "a".to_owned(),
+                name: "a".to_owned(),
+            },
+            status: JobStatus::Running,
+            progress: 10,
+            steps: vec![
+                step(
+                    "Copy the VM's disks to the library",
+                    JobStatus::Running,
+                    Some("40 MiB of 160 MiB at 32 MiB/s"),
+                ),
+                step("Record the VM as stored", JobStatus::Queued, None),
+            ],
+            error: None,
+            owner: "admin".to_owned(),
+            restarted_from: None,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            ended_at: None,
+        };
+        assert_eq!(
+            current_step(&job),
+            "Copy the VM's disks to the library: 40 MiB of 160 MiB at 32 MiB/s"
+        );
+        job.steps[0].status = JobStatus::Completed;
+        job.steps[1].status = JobStatus::Running;
+        assert_eq!(current_step(&job), "Record the VM as stored");
+    }
+}

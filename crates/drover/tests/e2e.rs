@@ -1470,6 +1470,19 @@ async fn killed_transfer_ends_resume_where_they_stopped() {
     let stored_dir = share.join(".stored-vms").join(&vm_id);
     let job = cli.json(&["vm", "store", "big", "--async"]).await;
     let job_id = job["id"].as_str().expect("job id").to_owned();
+    // The job shows the transfer as it goes: bytes of the whole, and the rate.
+    let detail = wait_until(
+        "transfer progress in the job",
+        Duration::from_secs(60),
+        async || {
+            let job = cli.json(&["job", "show", &job_id]).await;
+            let detail = job["steps"][0]["detail"].as_str()?.to_owned();
+            (detail.contains(" of ") && detail.ends_with("/s")).then_some(detail)
+        },
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert!(detail.contains("MiB"), "{detail}");
     let kept = wait_for_partial(&stored_dir, total / 4).await;
     cluster.agents[1].0.stop(Signal::SIGKILL);
     let failed = finished_job(&cli, &job_id).await;

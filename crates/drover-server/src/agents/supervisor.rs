@@ -154,7 +154,9 @@ impl Follower<'_> {
     }
 
     async fn apply_vm(&self, runtime: &drover_api::agent::VmRuntime) -> Result<(), db::DbError> {
-        let changed = db::migration::set_state_reported_by(
+        // Only for a VM Drover places on this host: a host's word about a VM that has moved
+        // (stored in the library, deployed or migrated elsewhere) is stale.
+        let changed = db::vms::set_state_on(
             &self.state.db,
             self.host_id,
             runtime.vm_id,

@@ -31,30 +31,3 @@ pub async fn move_to_host(
     }
     super::vms::get_by_id(db, vm_id).await
 }
-
-/// Sets a VM's state as `host` reports it, only while the VM is on that host and the state
-/// differs: the source of a finished migration may still report the VM it is letting go of.
-pub async fn set_state_reported_by(
-    db: &Db,
-    host: HostId,
-    vm_id: VmId,
-    state: VmState,
-    reason: Option<&str>,
-) -> Result<Option<Vm>, DbError> {
-    let changed = sqlx::query(
-        "UPDATE vms SET state = ?1, state_reason = ?2, updated_at = ?3 \
-         WHERE id = ?4 AND host_id = ?5 AND (state != ?1 OR state_reason IS NOT ?2)",
-    )
-    .bind(state.as_str())
-    .bind(reason.map(str::to_owned))
-    .bind(Utc::now())
-    .bind(vm_id.to_string())
-    .bind(host.to_string())
-    .execute(db.pool())
-    .await?
-    .rows_affected();
-    if changed == 0 {
-        return Ok(None);
-    }
-    super::vms::get_by_id(db, vm_id).await
-}

@@ -297,7 +297,19 @@ pub async fn set_state(
     state: VmState,
     reason: Option<&str>,
 ) -> Result<Option<Vm>, DbError> {
-    update_state(db, id, None, state, reason).await
+    update_state(db, id, None, None, state, reason).await
+}
+
+/// Sets a VM's state, as its host reports it, when it differs and the VM is still on `host_id`;
+/// the changed VM, or `None`.
+pub async fn set_state_on(
+    db: &Db,
+    host_id: HostId,
+    id: VmId,
+    state: VmState,
+    reason: Option<&str>,
+) -> Result<Option<Vm>, DbError> {
+    update_state(db, id, Some(host_id), None, state, reason).await
 }
 
 /// Sets a VM's state only while it is still `expected`: a job's result must not overwrite a
@@ -309,19 +321,20 @@ pub async fn set_state_if(
     state: VmState,
     reason: Option<&str>,
 ) -> Result<Option<Vm>, DbError> {
-    update_state(db, id, Some(expected), state, reason).await
+    update_state(db, id, None, Some(expected), state, reason).await
 }
 
 async fn update_state(
     db: &Db,
     id: VmId,
+    on_host: Option<HostId>,
     expected: Option<VmState>,
     state: VmState,
     reason: Option<&str>,
 ) -> Result<Option<Vm>, DbError> {
     let changed = sqlx::query(
         "UPDATE vms SET state = ?1, state_reason = ?2, updated_at = ?3 \
-         WHERE id = ?4 AND (?5 IS NULL OR state = ?5) \
+         WHERE id = ?4 AND (?5 IS NULL OR state = ?5) AND (?6 IS NULL OR host_id = ?6) \
          AND (state != ?1 OR state_reason IS NOT ?2)",
     )
     .bind(state.as_str())
@@ -329,6 +342,7 @@ async fn update_state(
     .bind(Utc::now())
     .bind(id.to_string())
     .bind(expected.map(VmState::as_str))
+    .bind(on_host.map(|host| host.to_string()))
     .execute(db.pool())
     .await?
     .rows_affected();
