@@ -19,23 +19,7 @@ use tokio::sync::broadcast::Receiver;
 
 /// Posts a job-starting request and waits until its job ends; the job's final JSON.
 async fn run_job(server: &TestServer, path: &str, body: Value) -> Value {
-    let answer = server.call(Method::POST, path, Some(body)).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::ACCEPTED,
-        "{path}: {}",
-        answer.body
-    );
-    let id = answer.body["id"].as_str().expect("job id").to_owned();
-    drover_testkit::wait_until("the job to end", Duration::from_secs(20), async || {
-        let job = server
-            .call(Method::GET, &format!("/api/v1/jobs/{id}"), None)
-            .await
-            .body;
-        matches!(job["status"].as_str(), Some("completed" | "failed")).then_some(job)
-    })
-    .await
-    .expect("the job ends")
+    server.job_json(Method::POST, path, Some(body)).await
 }
 
 async fn rate(server: &TestServer, body: Value) -> Value {

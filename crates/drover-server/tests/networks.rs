@@ -11,25 +11,9 @@ use drover_server::db::networks::AllocationError;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Posts a job-starting request and waits until its job completes; the job's final JSON.
+/// Posts a job-starting request and waits until its job ends; the job's final JSON.
 async fn run_job(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> Value {
-    let answer = server.call(method, path, body).await;
-    assert_eq!(
-        answer.status,
-        StatusCode::ACCEPTED,
-        "{path}: {}",
-        answer.body
-    );
-    let id = answer.body["id"].as_str().expect("job id").to_owned();
-    drover_testkit::wait_until("the job to end", Duration::from_secs(10), async || {
-        let job = server
-            .call(Method::GET, &format!("/api/v1/jobs/{id}"), None)
-            .await
-            .body;
-        matches!(job["status"].as_str(), Some("completed" | "failed")).then_some(job)
-    })
-    .await
-    .expect("the job ends")
+    server.job_json(method, path, body).await
 }
 
 fn network_request(name: &str, subnet: &str) -> Value {

@@ -4,33 +4,20 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use chrono::Utc;
-use common::{TestServer, error_code, insert_host};
-use drover_api::{Host, LibraryShareId, Vm, VmDisk, VmId, VmState};
+use common::{TestServer, error_code, insert_host, vm_row};
+use drover_api::{Host, LibraryShareId, Vm, VmDisk, VmState};
 use drover_server::db;
 use drover_server::db::stored::StoredCopy;
 use serde_json::json;
 
+/// A 256 MiB VM with a 1 MiB blank disk, so that it claims capacity on its host.
 fn stopped_vm(host: &Host, name: &str, state: VmState) -> Vm {
     Vm {
-        id: VmId::new(),
-        name: name.to_owned(),
-        host_id: host.id,
-        host_name: host.name.clone(),
-        state,
-        state_reason: None,
-        cpus: 1,
         memory_mib: 256,
         disk: VmDisk::Blank {
             size_bytes: 1 << 20,
         },
-        kernel: None,
-        initrd: None,
-        cmdline: None,
-        nics: vec![],
-        port_forwards: vec![],
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
+        ..vm_row(host, name, state)
     }
 }
 

@@ -67,6 +67,11 @@ impl TestServer {
         .expect("the job ends")
     }
 
+    /// [`TestServer::job`] as the JSON the API shows.
+    pub async fn job_json(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        serde_json::to_value(self.job(method, path, body).await).expect("job JSON")
+    }
+
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         let bearer = format!("Bearer {}", self.token);
         send(
