@@ -9,7 +9,6 @@ use drover_api::{Network, Vm, VmState};
 use drover_server::db;
 use drover_server::db::networks::AllocationError;
 use serde_json::{Value, json};
-use std::time::Duration;
 
 /// Posts a job-starting request and waits until its job ends; the job's final JSON.
 async fn run_job(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> Value {
