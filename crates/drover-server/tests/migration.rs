@@ -5,13 +5,15 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::{TestServer, error_code, insert_host, vm_row};
-use drover_api::{Host, VmState};
+use drover_api::{CheckpointId, Host, VmDevices, VmDisk, VmId, VmState};
 use serde_json::json;
 
-async fn vm_on(server: &TestServer, host: &Host, name: &str, state: VmState) {
-    drover_server::db::vms::insert(&server.state.db, &vm_row(host, name, state))
+async fn vm_on(server: &TestServer, host: &Host, name: &str, state: VmState) -> VmId {
+    let vm = vm_row(host, name, state);
+    drover_server::db::vms::insert(&server.state.db, &vm)
         .await
         .expect("vm row");
+    vm.id
 }
 
 #[tokio::test]
@@ -21,6 +23,20 @@ async fn migrations_that_cannot_run_are_refused_before_any_job() {
     let kvm2 = insert_host(&server.state, "kvm2", 2, 2048).await;
     vm_on(&server, &kvm1, "web1", VmState::Running).await;
     vm_on(&server, &kvm1, "held", VmState::Paused).await;
+    let kept = vm_on(&server, &kvm1, "kept", VmState::Running).await;
+    drover_server::db::checkpoints::insert(&server.state.db, CheckpointId::new(), kept, "c1", true)
+        .await
+        .expect("checkpoint row");
+    let wide = vm_on(&server, &kvm1, "wide", VmState::Stopped).await;
+    let devices = VmDevices {
+        data_disks: vec![VmDisk::Blank {
+            size_bytes: 1 << 20,
+        }],
+        ..VmDevices::default()
+    };
+    drover_server::db::vms::set_devices(&server.state.db, wide, &devices)
+        .await
+        .expect("devices");
     drover_server::db::hosts::set_maintenance(&server.state.db, kvm2.id, true)
         .await
         .expect("maintenance");
@@ -56,6 +72,18 @@ async fn migrations_that_cannot_run_are_refused_before_any_job() {
             json!({"to": "kvm2"}),
             StatusCode::CONFLICT,
             "vm_state_conflict",
+        ),
+        (
+            "kept",
+            json!({"to": "kvm2"}),
+            StatusCode::CONFLICT,
+            "vm_not_movable",
+        ),
+        (
+            "wide",
+            json!({"to": "kvm2"}),
+            StatusCode::CONFLICT,
+            "vm_not_movable",
         ),
         (
             "web1",

@@ -72,6 +72,8 @@ pub enum ApiError {
     },
     #[error("VM '{0}' is not running")]
     VmNotRunning(String),
+    #[error("VM '{vm}' cannot move: {reason}")]
+    VmNotMovable { vm: String, reason: String },
     #[error("job {id} is {status}; only a queued job or a running migration can be canceled")]
     JobNotCancelable { id: String, status: String },
     #[error("job {id} is {status}; only a failed or canceled job can be restarted")]
@@ -218,6 +220,7 @@ impl ApiError {
             | ApiError::HostNeedsAttention { .. }
             | ApiError::VmStateConflict { .. }
             | ApiError::VmNotRunning(_)
+            | ApiError::VmNotMovable { .. }
             | ApiError::JobNotCancelable { .. }
             | ApiError::JobNotRestartable { .. }
             | ApiError::JobCanceled
@@ -356,6 +359,10 @@ impl ApiError {
                 "check the VM's state with `drover vm show` and choose an action that fits it",
             ),
             ApiError::VmNotRunning(_) => ("vm_not_running", "start the VM with `drover vm start`"),
+            ApiError::VmNotMovable { .. } => (
+                "vm_not_movable",
+                "delete what the message names first, or stop the VM: a quick migration copies its whole disk, checkpoints included",
+            ),
             ApiError::JobNotCancelable { .. } => (
                 "job_not_cancelable",
                 "wait for the job to end; of running jobs, only migrations can be canceled",

@@ -150,6 +150,7 @@ pub(super) async fn prepare(
         VmState::Stopped => vec![SLOT_STEP, QUICK_COPY_STEP, QUICK_DEFINE_STEP, SWITCH_STEP],
         _ => return Err(state_conflict(&vm)),
     };
+    super::vm::check_movable(state, &vm, vm.state == VmState::Running).await?;
     let source = host_of(state, &vm).await?;
     let mut done = Vec::new();
     let needs = super::vm::MovedVmNeeds::of(state, &vm).await?;

@@ -50,17 +50,32 @@ pub(super) fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>, devices: VmDevice
     }
 }
 
+/// Refuses to move a VM (migration, store) with parts that would not go with it: only its first
+/// disk moves, and a live migration mirrors the disk's current state without its checkpoints.
+pub(super) async fn check_movable(state: &AppState, vm: &Vm, live: bool) -> Result<(), ApiError> {
+    let refuse = |reason: &str| {
+        Err(ApiError::VmNotMovable {
+            vm: vm.name.clone(),
+            reason: reason.to_owned(),
+        })
+    };
+    if !db::vms::devices(&state.db, vm.id)
+        .await?
+        .data_disks
+        .is_empty()
+    {
+        return refuse("it has data disks, which migration and the library do not move yet");
+    }
+    if live && db::checkpoints::count(&state.db, vm.id).await? > 0 {
+        return refuse("it has checkpoints, which a live migration would not carry");
+    }
+    Ok(())
+}
+
 /// The spec of an existing VM for a host that takes it over (migration, deploy), with its seed
-/// and devices from the database. Data disks do not move yet, so a VM with any is refused before
-/// the new host defines it.
+/// and devices from the database.
 pub(super) async fn moved_agent_spec(state: &AppState, vm: &Vm) -> Result<AgentVmSpec, ApiError> {
     let devices = db::vms::devices(&state.db, vm.id).await?;
-    if !devices.data_disks.is_empty() {
-        return Err(ApiError::InvalidVmSpec(format!(
-            "VM '{}' has data disks, which migration and the library cannot move yet",
-            vm.name
-        )));
-    }
     let seed = db::vms::seed(&state.db, vm.id).await?;
     Ok(agent_spec(vm, seed, devices))
 }
