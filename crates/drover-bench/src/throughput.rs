@@ -211,10 +211,18 @@ async fn guest_to_guest(topology: &Topology, kind: &str, mib: u64) -> anyhow::Re
     };
     let mut server = role("server", 2)?;
     let mut lines = BufReader::new(server.stdout.take().expect("piped")).lines();
+    let mut ready = false;
     while let Some(line) = lines.next_line().await? {
         if line == "READY" {
+            ready = true;
             break;
         }
+    }
+    if !ready {
+        anyhow::bail!(
+            "the server host ended before serving: {}",
+            server.wait().await?
+        );
     }
     let client = async {
         let mut client = role("client", 1)?;
