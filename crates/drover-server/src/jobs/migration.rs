@@ -16,8 +16,7 @@ use crate::state::AppState;
 use drover_api::migration::{AgentIncoming, AgentMigrate, MigrationPhase, MirrorSync, VmMigrate};
 use drover_api::transfer::{AgentVmFilesFetch, VmFilesPlace};
 use drover_api::{
-    Event, Host, HostId, HostState, Job, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmDisk,
-    VmId, VmState,
+    Event, Host, HostId, Job, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmDisk, VmId, VmState,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -120,24 +119,6 @@ fn target(vm: &Vm) -> JobTarget {
     }
 }
 
-/// Why a host with a rating of 0 cannot take the VM, as the error a user can act on.
-fn refusal(vm: &Vm, host: Host, reasons: &[String]) -> ApiError {
-    match host.state {
-        HostState::Maintenance => ApiError::HostInMaintenance(host.name),
-        HostState::NotResponding => ApiError::HostNotResponding(host.name),
-        HostState::NeedsAttention => ApiError::HostNeedsAttention {
-            reason: host.state_reason.clone().unwrap_or_default(),
-            host: host.name,
-        },
-        HostState::Responding => ApiError::InsufficientHostResources(format!(
-            "VM '{}' does not fit on host '{}': {}",
-            vm.name,
-            host.name,
-            reasons.join("; ")
-        )),
-    }
-}
-
 /// Checks that the VM can move and picks its destination; changes nothing.
 pub(super) async fn prepare(
     state: &AppState,
@@ -156,9 +137,7 @@ pub(super) async fn prepare(
     let needs = super::vm::MovedVmNeeds::of(state, &vm).await?;
     let destination = match &request.to {
         Some(name) => {
-            let host = db::hosts::get(&state.db, name)
-                .await?
-                .ok_or_else(|| ApiError::HostNotFound(name.clone()))?;
+            let host = super::vm::named_host(state, name, None).await?;
             if host.id == source.id {
                 return Err(ApiError::InvalidMigrationTarget(format!(
                     "VM '{}' already runs on host '{}'",
@@ -167,7 +146,11 @@ pub(super) async fn prepare(
             }
             let candidate = placement::rate_host(state, host.id, needs.needs()).await?;
             if candidate.rating.rating == 0.0 {
-                return Err(refusal(&vm, host, &candidate.rating.reasons));
+                return Err(super::vm::unfit_host(
+                    &vm.name,
+                    host,
+                    &candidate.rating.reasons,
+                ));
             }
             host
         }

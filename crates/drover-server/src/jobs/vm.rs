@@ -147,7 +147,11 @@ pub fn check_vm_size(cpus: u32, memory_mib: u64) -> Result<(), ApiError> {
 }
 
 /// The host a request names; a group given with it is refused.
-async fn named_host(state: &AppState, name: &str, group: Option<&str>) -> Result<Host, ApiError> {
+pub(super) async fn named_host(
+    state: &AppState,
+    name: &str,
+    group: Option<&str>,
+) -> Result<Host, ApiError> {
     if group.is_some() {
         return Err(ApiError::InvalidVmSpec(
             "give either a host or a group to place the VM in, not both".to_owned(),
@@ -159,7 +163,7 @@ async fn named_host(state: &AppState, name: &str, group: Option<&str>) -> Result
 }
 
 /// Why a named host (rated 0) cannot take VM `vm`.
-fn unfit_host(vm: &str, host: Host, reasons: &[String]) -> ApiError {
+pub(super) fn unfit_host(vm: &str, host: Host, reasons: &[String]) -> ApiError {
     match host.state {
         HostState::Maintenance => ApiError::HostInMaintenance(host.name),
         HostState::Responding => ApiError::InsufficientHostResources(format!(
