@@ -183,6 +183,15 @@ impl ApiError {
         ApiError::Internal(error.into())
     }
 
+    /// `vm` is in a state where `action` does not apply.
+    pub fn vm_state_conflict(vm: &drover_api::Vm, action: &str) -> ApiError {
+        ApiError::VmStateConflict {
+            vm: vm.name.clone(),
+            state: vm.state.to_string(),
+            action: action.to_owned(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated | ApiError::TokenExpired | ApiError::InvalidCredentials => {

@@ -41,11 +41,7 @@ pub async fn deploy(
 ) -> Result<Response, ApiError> {
     let vm = super::vms::find(&state, &vm).await?;
     if vm.state != drover_api::VmState::Stored {
-        return Err(ApiError::VmStateConflict {
-            vm: vm.name,
-            state: vm.state.to_string(),
-            action: "deploy".to_owned(),
-        });
+        return Err(ApiError::vm_state_conflict(&vm, "deploy"));
     }
     let host_id = jobs::deploy_host(&state, &vm, &request).await?;
     let spec = JobSpec::VmDeploy {

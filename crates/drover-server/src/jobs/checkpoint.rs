@@ -20,14 +20,6 @@ fn checkpoint_state(state: VmState) -> bool {
     )
 }
 
-fn state_conflict(vm: &Vm, operation: &str) -> ApiError {
-    ApiError::VmStateConflict {
-        vm: vm.name.clone(),
-        state: vm.state.to_string(),
-        action: operation.to_owned(),
-    }
-}
-
 async fn vm_with_disk(state: &AppState, vm_id: VmId) -> Result<Vm, ApiError> {
     let vm = find_vm(state, vm_id).await?;
     if vm.disk == VmDisk::None {
@@ -82,7 +74,7 @@ pub(super) async fn prepare_create(
     drover_api::vm::validate_name(name).map_err(ApiError::InvalidName)?;
     let vm = vm_with_disk(state, vm_id).await?;
     if !checkpoint_state(vm.state) {
-        return Err(state_conflict(&vm, "take a checkpoint of"));
+        return Err(ApiError::vm_state_conflict(&vm, "take a checkpoint of"));
     }
     check_room(state, &vm, name).await?;
     Ok(Plan {
@@ -153,7 +145,7 @@ pub(super) async fn prepare_restore(
     let vm = vm_with_disk(state, vm_id).await?;
     let checkpoint = find(state, &vm, &checkpoint_id.to_string()).await?;
     if !checkpoint_state(vm.state) {
-        return Err(state_conflict(&vm, "restore a checkpoint of"));
+        return Err(ApiError::vm_state_conflict(&vm, "restore a checkpoint of"));
     }
     Ok(Plan {
         description: format!("Restore VM {} to checkpoint {}", vm.name, checkpoint.name),
@@ -200,7 +192,7 @@ pub(super) async fn prepare_delete(
     let vm = vm_with_disk(state, vm_id).await?;
     let checkpoint = find(state, &vm, &checkpoint_id.to_string()).await?;
     if !checkpoint_state(vm.state) && vm.state != VmState::Saved {
-        return Err(state_conflict(&vm, "delete a checkpoint of"));
+        return Err(ApiError::vm_state_conflict(&vm, "delete a checkpoint of"));
     }
     Ok(Plan {
         description: format!("Delete checkpoint {} of VM {}", checkpoint.name, vm.name),

@@ -119,6 +119,9 @@ fn target(vm: &Vm) -> JobTarget {
     }
 }
 
+/// What a migration does, for the error when the VM's state allows neither kind.
+const MIGRATE_ACTION: &str = "migrate (a running VM moves live, a stopped one quick)";
+
 /// Checks that the VM can move and picks its destination; changes nothing.
 pub(super) async fn prepare(
     state: &AppState,
@@ -129,7 +132,7 @@ pub(super) async fn prepare(
     let steps = match vm.state {
         VmState::Running => vec![SLOT_STEP, PREPARE_STEP, COPY_STEP, SWITCH_STEP],
         VmState::Stopped => vec![SLOT_STEP, QUICK_COPY_STEP, QUICK_DEFINE_STEP, SWITCH_STEP],
-        _ => return Err(state_conflict(&vm)),
+        _ => return Err(ApiError::vm_state_conflict(&vm, MIGRATE_ACTION)),
     };
     super::vm::check_movable(state, &vm, vm.state == VmState::Running).await?;
     let source = host_of(state, &vm).await?;
@@ -196,14 +199,6 @@ pub(super) async fn prepare(
 }
 
 /// Only running (live) and stopped (quick) VMs move; a paused one needs its memory saved first.
-fn state_conflict(vm: &Vm) -> ApiError {
-    ApiError::VmStateConflict {
-        vm: vm.name.clone(),
-        state: vm.state.to_string(),
-        action: "migrate (a running VM moves live, a stopped one quick)".to_owned(),
-    }
-}
-
 /// Whether a cancel was asked for.
 fn canceled(cancel: &watch::Receiver<bool>) -> bool {
     *cancel.borrow()
@@ -236,7 +231,7 @@ async fn migrate(
     let live = match vm.state {
         VmState::Running if planned_live => true,
         VmState::Stopped if !planned_live => false,
-        _ => return Err(state_conflict(&vm)),
+        _ => return Err(ApiError::vm_state_conflict(&vm, MIGRATE_ACTION)),
     };
     let source = host_of(state, &vm).await?;
     let destination = db::hosts::get_by_id(&state.db, destination_id)

@@ -503,11 +503,7 @@ pub(super) async fn prepare_action(
         return Err(ApiError::HostNotResponding(vm.host_name));
     }
     if !action_allowed(action, vm.state) {
-        return Err(ApiError::VmStateConflict {
-            vm: vm.name,
-            state: vm.state.to_string(),
-            action: action.to_string(),
-        });
+        return Err(ApiError::vm_state_conflict(&vm, action.as_str()));
     }
     let verb = action.as_str();
     Ok(Plan {
@@ -749,11 +745,7 @@ pub(super) async fn run_nic_add(
 /// A saved VM's memory waits for the devices it was saved with: they cannot change.
 fn refuse_saved(vm: &Vm, action: &str) -> Result<(), ApiError> {
     if vm.state == VmState::Saved {
-        return Err(ApiError::VmStateConflict {
-            vm: vm.name.clone(),
-            state: vm.state.to_string(),
-            action: action.to_owned(),
-        });
+        return Err(ApiError::vm_state_conflict(vm, action));
     }
     Ok(())
 }

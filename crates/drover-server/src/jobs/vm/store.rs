@@ -25,14 +25,6 @@ use drover_api::{
 /// How often a running transfer's progress is asked for and shown.
 const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn state_conflict(vm: &Vm, action: &str) -> ApiError {
-    ApiError::VmStateConflict {
-        vm: vm.name.clone(),
-        state: vm.state.to_string(),
-        action: action.to_owned(),
-    }
-}
-
 /// The VM, refused unless it is in `expected` (what `action` needs).
 async fn vm_in_state(
     state: &AppState,
@@ -42,7 +34,7 @@ async fn vm_in_state(
 ) -> Result<Vm, ApiError> {
     let vm = find_vm(state, vm_id).await?;
     if vm.state != expected {
-        return Err(state_conflict(&vm, action));
+        return Err(ApiError::vm_state_conflict(&vm, action));
     }
     Ok(vm)
 }
@@ -180,7 +172,10 @@ pub(in crate::jobs) async fn run_store(
     run.step(async {
         let copy = StoredCopy { share_id, files };
         if !db::stored::mark_stored(&state.db, vm_id, library.id, &copy).await? {
-            return Err(state_conflict(&find_vm(state, vm_id).await?, "store"));
+            return Err(ApiError::vm_state_conflict(
+                &find_vm(state, vm_id).await?,
+                "store",
+            ));
         }
         state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
         Ok(())
@@ -252,7 +247,7 @@ pub(in crate::jobs) async fn run_deploy(
     let vm = find_vm(state, vm_id).await?;
     let copy = db::stored::stored_copy(&state.db, vm_id)
         .await?
-        .ok_or_else(|| state_conflict(&vm, "deploy"))?;
+        .ok_or_else(|| ApiError::vm_state_conflict(&vm, "deploy"))?;
     let share = find_share(state, &copy.share_id.to_string()).await?;
     let library = host_of(state, &vm).await?;
     let host = host_by_id(state, host_id).await?;
