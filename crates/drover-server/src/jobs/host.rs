@@ -205,7 +205,8 @@ async fn find_group(state: &AppState, id_or_name: &str) -> Result<(HostGroupId, 
     Ok((group.id, group.name.clone()))
 }
 
-async fn find_host(state: &AppState, host_id: HostId) -> Result<Host, ApiError> {
+/// The host of that id, or `host_not_found`.
+pub(super) async fn find_host(state: &AppState, host_id: HostId) -> Result<Host, ApiError> {
     db::hosts::get_by_id(&state.db, host_id)
         .await?
         .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))

@@ -6,6 +6,7 @@
 //! host, as source or destination; more wait in line for a slot, never fail for it. The job can
 //! be canceled while it runs: the VM then runs on at its source, and the destination forgets it.
 
+use super::host::find_host;
 use super::vm::{find_vm, host_of, vm_networks};
 use super::{JobRun, Plan};
 use crate::agents::address_host;
@@ -181,9 +182,7 @@ pub(super) async fn prepare(
                 });
             };
             done.push((CHOOSE_STEP, placement::describe(&others, Some(best), 20)));
-            db::hosts::get_by_id(&state.db, best)
-                .await?
-                .ok_or_else(|| ApiError::HostNotFound(best.to_string()))?
+            find_host(state, best).await?
         }
     };
     let plan = Plan {
@@ -234,9 +233,7 @@ async fn migrate(
         _ => return Err(ApiError::vm_state_conflict(&vm, MIGRATE_ACTION)),
     };
     let source = host_of(state, &vm).await?;
-    let destination = db::hosts::get_by_id(&state.db, destination_id)
-        .await?
-        .ok_or_else(|| ApiError::HostNotFound(destination_id.to_string()))?;
+    let destination = find_host(state, destination_id).await?;
     let _slots = take_slots(state, run, &source, &destination, &mut cancel).await?;
     if live {
         live_migrate(state, run, &vm, &source, &destination, request, cancel).await

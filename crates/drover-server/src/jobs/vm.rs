@@ -131,9 +131,7 @@ pub(super) async fn find_vm(state: &AppState, vm_id: VmId) -> Result<Vm, ApiErro
 }
 
 pub(super) async fn host_of(state: &AppState, vm: &Vm) -> Result<Host, ApiError> {
-    db::hosts::get_by_id(&state.db, vm.host_id)
-        .await?
-        .ok_or_else(|| ApiError::HostNotFound(vm.host_id.to_string()))
+    super::host::find_host(state, vm.host_id).await
 }
 
 /// The vCPU and memory floor of every VM, for creates and placement ratings alike.

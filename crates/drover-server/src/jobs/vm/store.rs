@@ -13,14 +13,13 @@
 use super::{find_vm, host_of, moved_agent_spec, target, vm_networks};
 use crate::db::{self, stored::StoredCopy};
 use crate::http::ApiError;
+use crate::jobs::host::find_host;
 use crate::jobs::{JobRun, Plan, find_share};
 use crate::placement;
 use crate::state::AppState;
 use drover_api::transfer::{AgentVmFilesFetch, AgentVmFilesFetched, VmFilesPlace};
 use drover_api::vm_store::VmDeploy;
-use drover_api::{
-    Event, Host, HostId, JobStatus, LibraryShareId, PlacementGoal, Vm, VmId, VmState,
-};
+use drover_api::{Event, HostId, JobStatus, LibraryShareId, PlacementGoal, Vm, VmId, VmState};
 
 /// How often a running transfer's progress is asked for and shown.
 const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -39,13 +38,6 @@ async fn vm_in_state(
     Ok(vm)
 }
 
-async fn host_by_id(state: &AppState, host_id: HostId) -> Result<Host, ApiError> {
-    db::hosts::get_by_id(&state.db, host_id)
-        .await?
-        .ok_or_else(|| ApiError::HostNotFound(host_id.to_string()))
-}
-
-/// What a VM asks of a host: a stored VM claims nothing until it is deployed.
 /// The transfer endpoint (`HOST:PORT`) of a host's agent.
 async fn transfer_address(state: &AppState, host_id: HostId) -> Result<String, ApiError> {
     db::stored::transfer_address(&state.db, host_id)
@@ -149,7 +141,7 @@ pub(in crate::jobs) async fn run_store(
     let vm = vm_in_state(state, vm_id, VmState::Stopped, "store").await?;
     let host = host_of(state, &vm).await?;
     let share = find_share(state, &share_id.to_string()).await?;
-    let library = host_by_id(state, share.host_id).await?;
+    let library = find_host(state, share.host_id).await?;
     let source = transfer_address(state, host.id).await?;
     let sender = state.agents.at(&host.address);
     let receiver = state.agents.at(&library.address);
@@ -229,7 +221,7 @@ pub(in crate::jobs) async fn prepare_deploy(
     host_id: HostId,
 ) -> Result<Plan, ApiError> {
     let vm = vm_in_state(state, vm_id, VmState::Stored, "deploy").await?;
-    let host = host_by_id(state, host_id).await?;
+    let host = find_host(state, host_id).await?;
     Ok(Plan {
         description: format!("Deploy VM {} to host {}", vm.name, host.name),
         target: target(vm_id, &vm.name),
@@ -250,7 +242,7 @@ pub(in crate::jobs) async fn run_deploy(
         .ok_or_else(|| ApiError::vm_state_conflict(&vm, "deploy"))?;
     let share = find_share(state, &copy.share_id.to_string()).await?;
     let library = host_of(state, &vm).await?;
-    let host = host_by_id(state, host_id).await?;
+    let host = find_host(state, host_id).await?;
     let receiver = state.agents.at(&host.address);
     let request = AgentVmFilesFetch {
         source: transfer_address(state, library.id).await?,
