@@ -22,7 +22,7 @@ async fn migrations_that_cannot_run_are_refused_before_any_job() {
     let kvm1 = insert_host(&server.state, "kvm1", 2, 2048).await;
     let kvm2 = insert_host(&server.state, "kvm2", 2, 2048).await;
     vm_on(&server, &kvm1, "web1", VmState::Running).await;
-    vm_on(&server, &kvm1, "held", VmState::Paused).await;
+    vm_on(&server, &kvm1, "held", VmState::Migrating).await;
     let kept = vm_on(&server, &kvm1, "kept", VmState::Running).await;
     drover_server::db::checkpoints::insert(&server.state.db, CheckpointId::new(), kept, "c1", true)
         .await

@@ -328,13 +328,82 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     nothing_on(site.agent_dir(1), &vm_id);
     cli.ok(&["vm", "start", "mover"]).await;
     marker_on_disk(cli, "mover").await;
-    // Paused, it would need its memory saved first: refused.
-    cli.ok(&["vm", "pause", "mover"]).await;
-    cli.fails(
-        &["vm", "migrate", "mover", "--to", "h1"],
-        "vm_state_conflict",
+}
+
+/// The number of the last tick the guest printed on that host.
+fn last_tick(agent_dir: &Path, vm_id: &str) -> Option<u64> {
+    serial_log(agent_dir, vm_id)
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("TINYVM-TICK "))
+        .filter_map(|number| number.trim().parse().ok())
+        .last()
+}
+
+/// Waits until the guest on that host prints a tick numbered after `before`: the same guest
+/// goes on (a rebooted one would count from 0 again).
+async fn ticks_on_after(agent_dir: &Path, vm_id: &str, before: u64) {
+    wait_until("the guest ticks on where it was", LONG, async || {
+        last_tick(agent_dir, vm_id).filter(|tick| *tick > before)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved() {
+    let site = Site::start(
+        "a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved",
+        &[],
+        vec![None, None],
     )
     .await;
+    let cli = &site.cli;
+    let vm_id = site.ticking_vm("sleeper", "h1").await;
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
+    cli.ok(&["vm", "pause", "sleeper"]).await;
+    let paused_at = last_tick(site.agent_dir(1), &vm_id).expect("ticks before the pause");
+
+    let moved = cli.json(&["vm", "migrate", "sleeper", "--to", "h2"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    let steps: Vec<&str> = moved["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|step| step["name"].as_str())
+        .collect();
+    assert!(steps.contains(&"Save the paused VM's memory"), "{steps:?}");
+    let vm = cli.json(&["vm", "show", "sleeper"]).await;
+    assert_eq!(
+        (vm["host_name"].as_str(), vm["state"].as_str()),
+        (Some("h2"), Some("paused"))
+    );
+    nothing_on(site.agent_dir(1), &vm_id);
+    let destination = site.agent_dir(2).join("vms").join(&vm_id);
+    assert!(
+        !destination.join("saved.state").exists(),
+        "the destination continued the guest from its saved state"
+    );
+    let pids = qemu_pids(site.agent_dir(2));
+    assert!(
+        pids.iter().any(|pid| alive(*pid)),
+        "a paused guest has its QEMU on the destination"
+    );
+    cli.ok(&["vm", "resume", "sleeper"]).await;
+    ticks_on_after(site.agent_dir(2), &vm_id, paused_at).await;
+
+    // Saved, it moves as it is and goes on from its saved state where it lands.
+    cli.ok(&["vm", "save", "sleeper"]).await;
+    let saved_at = last_tick(site.agent_dir(2), &vm_id).expect("ticks before the save");
+    let moved = cli.json(&["vm", "migrate", "sleeper", "--to", "h1"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    let vm = cli.json(&["vm", "show", "sleeper"]).await;
+    assert_eq!(
+        (vm["host_name"].as_str(), vm["state"].as_str()),
+        (Some("h1"), Some("saved"))
+    );
+    nothing_on(site.agent_dir(2), &vm_id);
+    cli.ok(&["vm", "start", "sleeper"]).await;
+    ticks_on_after(site.agent_dir(1), &vm_id, saved_at).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
