@@ -195,15 +195,35 @@ fn nothing_on(agent_dir: &Path, vm_id: &str) {
 /// Checks in the guest that the marker written before the move is on its disk, read past the
 /// guest's page cache.
 async fn marker_on_disk(cli: &Cli, vm: &str) {
+    marker_on(cli, vm, "/dev/vda").await;
+}
+
+/// As [`marker_on_disk`], on the guest's disk `device`.
+async fn marker_on(cli: &Cli, vm: &str, device: &str) {
     let mut shell = GuestShell::open(cli, vm).await;
     assert!(
         shell
             .succeeds(
-                "sync && echo 3 > /proc/sys/vm/drop_caches && dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | grep -q DROVER-MOVED-42",
+                &format!("sync && echo 3 > /proc/sys/vm/drop_caches && dd if={device} bs=512 skip=2048 count=1 2>/dev/null | grep -q DROVER-MOVED-42"),
                 Duration::from_secs(30),
             )
             .await,
-        "the marker written before the move is on the disk"
+        "the marker written before the move is on {device}"
+    );
+    shell.detach().await;
+}
+
+/// Writes the marker [`marker_on`] looks for onto the guest's disk `device`.
+async fn write_marker(cli: &Cli, vm: &str, device: &str) {
+    let mut shell = GuestShell::open(cli, vm).await;
+    assert!(
+        shell
+            .succeeds(
+                &format!("echo DROVER-MOVED-$((6*7)) > /tmp/m && dd if=/tmp/m of={device} bs=512 seek=2048 count=1 conv=fsync 2>/dev/null"),
+                Duration::from_secs(30),
+            )
+            .await,
+        "the marker is written to {device}"
     );
     shell.detach().await;
 }
@@ -267,16 +287,7 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     cli.ok(&["vm", "port-forward", "mover", &format!("{port}:80")])
         .await;
     http_get_until(port, "tinyvm says hello", LONG).await;
-    let mut shell = GuestShell::open(cli, "mover").await;
-    assert!(
-        shell
-            .succeeds(
-                "echo DROVER-MOVED-$((6*7)) > /tmp/m && dd if=/tmp/m of=/dev/vda bs=512 seek=2048 count=1 conv=fsync 2>/dev/null",
-                Duration::from_secs(30),
-            )
-            .await
-    );
-    shell.detach().await;
+    write_marker(cli, "mover", "/dev/vda").await;
 
     let finished = cli.json(&["vm", "migrate", "mover", "--to", "h2"]).await;
     assert_eq!(finished["status"], "completed", "{finished:#}");
@@ -579,16 +590,7 @@ async fn a_linked_clone_moves_its_own_blocks_over_the_same_base() {
     let vm_id = site
         .ticking_vm_on_disk("clone", "h1", &["--image", &base])
         .await;
-    let mut shell = GuestShell::open(cli, "clone").await;
-    assert!(
-        shell
-            .succeeds(
-                "echo DROVER-MOVED-$((6*7)) > /tmp/m && dd if=/tmp/m of=/dev/vda bs=512 seek=2048 count=1 conv=fsync 2>/dev/null",
-                Duration::from_secs(30),
-            )
-            .await
-    );
-    shell.detach().await;
+    write_marker(cli, "clone", "/dev/vda").await;
     let moved = cli.json(&["vm", "migrate", "clone", "--to", "h2"]).await;
     assert_eq!(moved["status"], "completed", "{moved:#}");
     keeps_ticking(site.agent_dir(2), &vm_id).await;
@@ -611,4 +613,73 @@ async fn a_linked_clone_moves_its_own_blocks_over_the_same_base() {
         "{info:#}"
     );
     nothing_on(site.agent_dir(1), &vm_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_with_a_data_disk_moves_it_live_and_stopped() {
+    let site = Site::start(
+        "a_vm_with_a_data_disk_moves_it_live_and_stopped",
+        &[],
+        vec![None, None],
+    )
+    .await;
+    let cli = &site.cli;
+    // `vm create` has no flag for data disks; the API takes them.
+    let login = drover_cli::credentials::load(&cli.config_home.join("drover")).expect("login");
+    let ca = drover_cli::credentials::load_ca(&cli.config_home.join("drover"))
+        .expect("ca")
+        .expect("a pinned CA");
+    let client =
+        drover_client::Client::new(&login.url.expect("url"), login.token, &ca).expect("client");
+    let guest = guest();
+    let create = drover_api::VmCreate {
+        name: "wide".to_owned(),
+        host: Some("h1".to_owned()),
+        group: None,
+        cpus: 1,
+        memory_mib: 128,
+        disk: drover_api::VmDisk::Blank {
+            size_bytes: 64 << 20,
+        },
+        kernel: Some(guest.kernel.display().to_string()),
+        initrd: Some(guest.initrd.display().to_string()),
+        cmdline: Some("console=ttyS0 quiet tiny.shell=1 tiny.tick=1".to_owned()),
+        start: true,
+        networks: Vec::new(),
+        seed: None,
+        devices: drover_api::VmDevices {
+            data_disks: vec![drover_api::VmDisk::Blank {
+                size_bytes: 32 << 20,
+            }],
+            ..drover_api::VmDevices::default()
+        },
+    };
+    let job = client.create_vm(&create).await.expect("create");
+    cli.ok(&["job", "watch", &job.id.to_string()]).await;
+    cli.wait_vm_state("wide", "running", LONG).await;
+    let vm_id = cli.vm_field("wide", "id").await.expect("the VM's id");
+    write_marker(cli, "wide", "/dev/vdb").await;
+
+    let moved = cli.json(&["vm", "migrate", "wide", "--to", "h2"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    let figures = moved["steps"][2]["detail"].as_str().unwrap_or_default();
+    assert!(figures.contains("disk 96/96 MiB mirrored"), "{figures}");
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
+    nothing_on(site.agent_dir(1), &vm_id);
+    marker_on(cli, "wide", "/dev/vdb").await;
+
+    cli.ok(&["vm", "stop", "wide"]).await;
+    let quick = cli.json(&["vm", "migrate", "wide", "--to", "h1"]).await;
+    assert_eq!(quick["status"], "completed", "{quick:#}");
+    assert!(
+        site.agent_dir(1)
+            .join("vms")
+            .join(&vm_id)
+            .join("disk1.qcow2")
+            .exists(),
+        "the data disk moved"
+    );
+    nothing_on(site.agent_dir(2), &vm_id);
+    cli.ok(&["vm", "start", "wide"]).await;
+    marker_on(cli, "wide", "/dev/vdb").await;
 }

@@ -19,8 +19,8 @@ use crate::state::AppState;
 use drover_api::migration::{AgentIncoming, AgentMigrate, MigrationPhase, MirrorSync, VmMigrate};
 use drover_api::transfer::{AgentVmFilesFetch, VmFilesPlace};
 use drover_api::{
-    Event, Host, HostId, Job, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmAction, VmDisk,
-    VmId, VmState,
+    Event, Host, HostId, Job, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmAction, VmId,
+    VmState,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -149,7 +149,9 @@ pub(super) async fn prepare(
         ],
         _ => return Err(ApiError::vm_state_conflict(&vm, MIGRATE_ACTION)),
     };
-    super::vm::check_movable(state, &vm, vm.state == VmState::Running).await?;
+    if vm.state == VmState::Running {
+        super::vm::check_live_movable(state, &vm).await?;
+    }
     let source = host_of(state, &vm).await?;
     let mut done = Vec::new();
     let needs = super::vm::MovedVmNeeds::of(state, &vm).await?;
@@ -481,11 +483,7 @@ async fn copy(
         host: host.to_owned(),
         nbd_port: ready.nbd_port,
         migration_port: ready.migration_port,
-        sync: match vm.disk {
-            VmDisk::Blank { .. } | VmDisk::LibraryCopy { .. } | VmDisk::None => MirrorSync::Full,
-            // The destination has the same base image under its overlay.
-            VmDisk::Image { .. } | VmDisk::Library { .. } => MirrorSync::Top,
-        },
+        sync: MirrorSync::for_disk(&vm.disk),
         mirror_bytes_per_second: request.mirror_bytes_per_second,
         downtime_limit_ms: DOWNTIME_LIMIT_MS,
     };

@@ -122,7 +122,6 @@ pub(in crate::jobs) async fn prepare_store(
     share_id: LibraryShareId,
 ) -> Result<Plan, ApiError> {
     let vm = vm_in_state(state, vm_id, VmState::Stopped, "store").await?;
-    super::check_movable(state, &vm, false).await?;
     let share = find_share(state, &share_id.to_string()).await?;
     Ok(Plan {
         description: format!("Store VM {} in library share {}", vm.name, share.name),
