@@ -31,7 +31,9 @@ struct Site {
     _reaper: QemuReaper,
     artifacts: PathBuf,
     root: PathBuf,
-    _server: Daemon,
+    server: Daemon,
+    /// The server's command line, to start it again.
+    server_args: Vec<String>,
     agents: Vec<Agent>,
     cli: Cli,
     _temp: tempfile::TempDir,
@@ -68,20 +70,19 @@ impl Site {
         let api_port = free_port();
         let server_dir = root.join("server").display().to_string();
         let api = api_port.to_string();
-        let server = Daemon::spawn_with_env(
-            &artifacts,
+        let server_args = [
             "server",
-            &[
-                "server",
-                "--data-dir",
-                &server_dir,
-                "--api-port",
-                &api,
-                "--bind-address",
-                "127.0.0.1",
-            ],
-            server_env,
-        );
+            "--data-dir",
+            &server_dir,
+            "--api-port",
+            &api,
+            "--bind-address",
+            "127.0.0.1",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let server =
+            Daemon::spawn_with_env(&artifacts, "server", &as_strs(&server_args), server_env);
         let agents: Vec<Agent> = agent_dirs
             .into_iter()
             .enumerate()
@@ -114,10 +115,27 @@ impl Site {
             _temp: temp,
             artifacts,
             root,
-            _server: server,
+            server,
+            server_args,
             agents,
             cli,
         }
+    }
+
+    /// Kills the server (no chance to finish anything) and starts it again on its data.
+    async fn restart_server(&mut self, log_name: &str) {
+        self.server.stop(Signal::SIGKILL);
+        self.server = Daemon::spawn(&self.artifacts, log_name, &as_strs(&self.server_args));
+        wait_until("the restarted server answers", LONG, async || {
+            self.cli
+                .run(&["host", "list"])
+                .await
+                .code
+                .eq(&0)
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
     }
 
     fn agent_dir(&self, host: usize) -> &Path {
@@ -682,4 +700,71 @@ async fn a_vm_with_a_data_disk_moves_it_live_and_stopped() {
     nothing_on(site.agent_dir(2), &vm_id);
     cli.ok(&["vm", "start", "wide"]).await;
     marker_on(cli, "wide", "/dev/vdb").await;
+}
+
+/// Waits until nothing of the VM is left on that host.
+async fn gone_from(agent_dir: &Path, vm_id: &str) {
+    wait_until("the host has let go of the VM", LONG, async || {
+        let gone = !agent_dir.join("vms").join(vm_id).exists()
+            && qemu_pids(agent_dir).iter().all(|pid| !alive(*pid));
+        gone.then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    nothing_on(agent_dir, vm_id);
+}
+
+/// Waits until the database names `host` as the VM's host, in `state`.
+async fn placed_on(cli: &Cli, vm: &str, host: &str, state: &str) {
+    wait_until(&format!("{vm} {state} on {host}"), LONG, async || {
+        let shown = cli.json(&["vm", "show", vm]).await;
+        (shown["host_name"] == host && shown["state"] == state).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host() {
+    let mut site = Site::start(
+        "a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host",
+        &[],
+        vec![None, None],
+    )
+    .await;
+    let vm_id = site.ticking_vm("survivor", "h1").await;
+    let mut shell = GuestShell::open(&site.cli, "survivor").await;
+    // 24 MiB of data: at 1 MiB/s the mirror takes long enough to be hit.
+    assert!(
+        shell
+            .succeeds(
+                "dd if=/dev/urandom of=/dev/vda bs=1M count=24 conv=fsync 2>/dev/null",
+                Duration::from_secs(120),
+            )
+            .await
+    );
+    shell.detach().await;
+    let cli = site.cli.clone();
+
+    // The server dies mid-mirror and stays down while the agents finish the move: back up, it
+    // finds the guest running on the destination and makes that the VM's host.
+    let id = start_slow_migration(&cli, "survivor", "h2").await;
+    wait_mirroring(&cli, &id).await;
+    site.server.stop(Signal::SIGKILL);
+    ticks_on(site.agent_dir(2), &vm_id, 0).await;
+    site.restart_server("server-2").await;
+    let failed = wait_job_status(&cli, &id, "failed").await;
+    assert_eq!(failed["error"]["code"], "server_restarted", "{failed:#}");
+    placed_on(&cli, "survivor", "h2", "running").await;
+    gone_from(site.agent_dir(1), &vm_id).await;
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
+
+    // The server restarts mid-mirror: the copy is canceled and the VM stays on its source.
+    let id = start_slow_migration(&cli, "survivor", "h1").await;
+    wait_mirroring(&cli, &id).await;
+    site.restart_server("server-3").await;
+    wait_job_status(&cli, &id, "failed").await;
+    gone_from(site.agent_dir(1), &vm_id).await;
+    placed_on(&cli, "survivor", "h2", "running").await;
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
 }

@@ -8,6 +8,10 @@
 //! host, as source or destination; more wait in line for a slot, never fail for it. The job can
 //! be canceled while it runs: the VM then runs on at its source, and the destination forgets it.
 
+mod recovery;
+
+pub(super) use recovery::{interrupted, settle_all};
+
 use super::host::find_host;
 use super::vm::{find_vm, host_of, vm_networks};
 use super::{JobRun, Plan};
