@@ -419,9 +419,6 @@ async fn quick_migrate(
 ) -> Result<(), ApiError> {
     let source_agent = state.agents.at(&source.address);
     let destination_agent = state.agents.at(&destination.address);
-    let sender = db::stored::transfer_address(&state.db, source.id)
-        .await?
-        .ok_or_else(|| ApiError::HostNotFound(source.name.clone()))?;
     let transfer_id = run.job.id.to_string();
     let fetched = run
         .transfer_step(&destination.address, &transfer_id, async {
@@ -429,13 +426,13 @@ async fn quick_migrate(
                 .vm_files(vm.id, &VmFilesPlace::default())
                 .await?;
             let request = AgentVmFilesFetch {
-                source: sender.clone(),
+                source: String::new(),
                 from: VmFilesPlace::default(),
                 to: VmFilesPlace::default(),
                 files,
                 transfer_id: Some(transfer_id.clone()),
             };
-            Ok(destination_agent.fetch_vm_files(vm.id, &request).await?)
+            super::vm::fetch_from(state, &destination.address, source.id, vm.id, request).await
         })
         .await?;
     run.note(&super::vm::describe_fetch(&fetched)).await;

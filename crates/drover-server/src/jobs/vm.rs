@@ -4,7 +4,9 @@
 mod store;
 
 pub(crate) use store::deploy_host;
-pub(super) use store::{describe_fetch, prepare_deploy, prepare_store, run_deploy, run_store};
+pub(super) use store::{
+    describe_fetch, fetch_from, prepare_deploy, prepare_store, run_deploy, run_store,
+};
 
 use super::{JobRun, Plan};
 use crate::db;
