@@ -768,3 +768,56 @@ async fn a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host() {
     placed_on(&cli, "survivor", "h2", "running").await;
     keeps_ticking(site.agent_dir(2), &vm_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_refuse_a_live_move_and_go_with_a_stopped_one() {
+    let site = Site::start(
+        "checkpoints_refuse_a_live_move_and_go_with_a_stopped_one",
+        &[],
+        vec![None, None],
+    )
+    .await;
+    let cli = &site.cli;
+    let vm_id = site.ticking_vm("keeper", "h1").await;
+    ticks_on_after(site.agent_dir(1), &vm_id, 2).await;
+    let before_checkpoint = last_tick(site.agent_dir(1), &vm_id).expect("ticks");
+    cli.ok(&["vm", "checkpoint", "create", "keeper", "--name", "c1"])
+        .await;
+    cli.fails(&["vm", "migrate", "keeper", "--to", "h2"], "vm_not_movable")
+        .await;
+
+    cli.ok(&["vm", "stop", "keeper"]).await;
+    let moved = cli.json(&["vm", "migrate", "keeper", "--to", "h2"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    nothing_on(site.agent_dir(1), &vm_id);
+    let listed = cli.json(&["vm", "checkpoint", "list", "keeper"]).await;
+    let listed = listed.as_array().expect("array");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (
+            &listed[0]["name"],
+            &listed[0]["with_memory"],
+            &listed[0]["on_host"]
+        ),
+        (&Value::from("c1"), &Value::from(true), &Value::from(true)),
+        "{listed:?}"
+    );
+    // Restored on the destination, the guest goes on from the checkpoint's memory: its first
+    // tick there continues the count (a booted guest would start from 0).
+    cli.ok(&["vm", "checkpoint", "restore", "keeper", "c1"])
+        .await;
+    assert_eq!(
+        cli.vm_field("keeper", "state").await.as_deref(),
+        Some("running")
+    );
+    ticks_on(site.agent_dir(2), &vm_id, 0).await;
+    let first = serial_log(site.agent_dir(2), &vm_id)
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("TINYVM-TICK "))
+        .and_then(|number| number.trim().parse::<u64>().ok())
+        .expect("a tick on the destination");
+    assert!(
+        first >= before_checkpoint,
+        "the count goes on from {before_checkpoint}: first tick {first}"
+    );
+}
