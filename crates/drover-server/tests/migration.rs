@@ -109,3 +109,66 @@ async fn migrations_that_cannot_run_are_refused_before_any_job() {
         (Some("kvm1"), Some("running"))
     );
 }
+
+/// The memory the host's VMs and migrations claim, as placement reads it.
+async fn claimed_memory(server: &TestServer, host: &Host) -> u64 {
+    drover_server::db::placement::facts(&server.state.db)
+        .await
+        .expect("facts")
+        .into_iter()
+        .find(|(facts, _)| facts.id == host.id)
+        .map(|(facts, _)| facts.claimed.memory_mib)
+        .expect("the host")
+}
+
+#[tokio::test]
+async fn concurrent_migrations_claim_the_destination_at_start() {
+    use drover_server::db::migration::{claim_destination, move_to_host, release_destination};
+    use drover_server::db::placement::Reserves;
+    let server = TestServer::new().await;
+    let db = &server.state.db;
+    let source = insert_host(&server.state, "src", 2, 4096).await;
+    let destination = insert_host(&server.state, "dst", 2, 2048).await;
+    let mut ids = Vec::new();
+    for name in ["big1", "big2"] {
+        let mut vm = vm_row(&source, name, VmState::Running);
+        vm.memory_mib = 1200;
+        drover_server::db::vms::insert(db, &vm)
+            .await
+            .expect("vm row");
+        ids.push(vm.id);
+    }
+    let none = Reserves {
+        memory_mib: 0,
+        disk_bytes: 0,
+    };
+    assert!(
+        claim_destination(db, ids[0], destination.id, none)
+            .await
+            .expect("claim")
+    );
+    assert_eq!(claimed_memory(&server, &destination).await, 1200);
+    assert!(
+        !claim_destination(db, ids[1], destination.id, none)
+            .await
+            .expect("claim"),
+        "two 1200 MiB VMs do not fit in 2048 MiB"
+    );
+    // A failed migration gives its claim back; the other one may start then.
+    release_destination(db, ids[0]).await.expect("release");
+    assert_eq!(claimed_memory(&server, &destination).await, 0);
+    assert!(
+        claim_destination(db, ids[1], destination.id, none)
+            .await
+            .expect("claim")
+    );
+    // At the switch the VM's own claim replaces the migration's: counted once.
+    move_to_host(db, ids[1], source.id, destination.id, VmState::Running)
+        .await
+        .expect("move")
+        .expect("moved");
+    assert_eq!(claimed_memory(&server, &destination).await, 1200);
+    assert_eq!(claimed_memory(&server, &source).await, 1200);
+    release_destination(db, ids[1]).await.expect("release");
+    assert_eq!(claimed_memory(&server, &destination).await, 1200);
+}

@@ -255,13 +255,37 @@ async fn migrate(
     };
     let source = host_of(state, &vm).await?;
     let destination = find_host(state, destination_id).await?;
-    let _slots = take_slots(state, run, &source, &destination, &mut cancel).await?;
-    if live {
-        live_migrate(state, run, &vm, &source, &destination, request, cancel).await
-    } else if vm.state == VmState::Paused {
-        quick_migrate_paused(state, run, &vm, &source, &destination).await
+    claim_destination(state, &vm, &destination).await?;
+    let moved = async {
+        let _slots = take_slots(state, run, &source, &destination, &mut cancel).await?;
+        if live {
+            live_migrate(state, run, &vm, &source, &destination, request, cancel).await
+        } else if vm.state == VmState::Paused {
+            quick_migrate_paused(state, run, &vm, &source, &destination).await
+        } else {
+            quick_migrate(state, run, &vm, &source, &destination, vm.state).await
+        }
+    }
+    .await;
+    // A move that happened took the claim along with the VM's row; one that did not gives it back.
+    db::migration::release_destination(&state.db, vm.id).await?;
+    moved
+}
+
+/// Claims the VM's capacity on the destination for the whole move, as a create claims it, so
+/// that concurrent migrations never count on the same free memory or disk.
+async fn claim_destination(state: &AppState, vm: &Vm, destination: &Host) -> Result<(), ApiError> {
+    let needs = super::vm::MovedVmNeeds::of(state, vm).await?;
+    let reserves = placement::rate_host(state, destination.id, needs.needs())
+        .await?
+        .reserves;
+    if db::migration::claim_destination(&state.db, vm.id, destination.id, reserves).await? {
+        Ok(())
     } else {
-        quick_migrate(state, run, &vm, &source, &destination, vm.state).await
+        Err(ApiError::InsufficientHostResources(format!(
+            "VM '{}' no longer fits on host '{}': other VMs or migrations took the room",
+            vm.name, destination.name
+        )))
     }
 }
 

@@ -31,10 +31,12 @@ pub(in crate::jobs) struct Interrupted {
     pub destination: HostId,
 }
 
-/// The migrations that were running; read before the jobs are failed.
+/// The migrations that were running; read before the jobs are failed. Their claims on their
+/// destinations go: a settled move takes the VM's claim along with its row.
 pub(in crate::jobs) async fn interrupted(
     state: &AppState,
 ) -> Result<Vec<Interrupted>, db::DbError> {
+    db::migration::release_all(&state.db).await?;
     let mut found = Vec::new();
     for (_, job) in db::jobs::list(&state.db, Some(JobStatus::Running), None, MOST_JOBS).await? {
         if job.kind != "vm.migrate" {
