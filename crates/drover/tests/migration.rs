@@ -359,13 +359,18 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     marker_on_disk(cli, "mover").await;
 }
 
-/// The number of the last tick the guest printed on that host.
-fn last_tick(agent_dir: &Path, vm_id: &str) -> Option<u64> {
+/// The numbers of the ticks the guest printed on that host, in order.
+fn tick_numbers(agent_dir: &Path, vm_id: &str) -> Vec<u64> {
     serial_log(agent_dir, vm_id)
         .lines()
         .filter_map(|line| line.trim().strip_prefix("TINYVM-TICK "))
         .filter_map(|number| number.trim().parse().ok())
-        .last()
+        .collect()
+}
+
+/// The number of the last tick the guest printed on that host.
+fn last_tick(agent_dir: &Path, vm_id: &str) -> Option<u64> {
+    tick_numbers(agent_dir, vm_id).last().copied()
 }
 
 /// Waits until the guest on that host prints a tick numbered after `before`: the same guest
@@ -811,11 +816,7 @@ async fn checkpoints_refuse_a_live_move_and_go_with_a_stopped_one() {
         Some("running")
     );
     ticks_on(site.agent_dir(2), &vm_id, 0).await;
-    let first = serial_log(site.agent_dir(2), &vm_id)
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("TINYVM-TICK "))
-        .and_then(|number| number.trim().parse::<u64>().ok())
-        .expect("a tick on the destination");
+    let first = tick_numbers(site.agent_dir(2), &vm_id)[0];
     assert!(
         first >= before_checkpoint,
         "the count goes on from {before_checkpoint}: first tick {first}"
