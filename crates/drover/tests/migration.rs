@@ -246,6 +246,21 @@ async fn write_marker(cli: &Cli, vm: &str, device: &str) {
     shell.detach().await;
 }
 
+/// Writes 24 MiB of random data to the guest's disk: at 1 MiB/s its mirror takes long enough to
+/// be hit.
+async fn fill_disk(cli: &Cli, vm: &str) {
+    let mut shell = GuestShell::open(cli, vm).await;
+    assert!(
+        shell
+            .succeeds(
+                "dd if=/dev/urandom of=/dev/vda bs=1M count=24 conv=fsync 2>/dev/null",
+                Duration::from_secs(120),
+            )
+            .await
+    );
+    shell.detach().await;
+}
+
 /// Starts a throttled migration without waiting; its job id.
 async fn start_slow_migration(cli: &Cli, vm: &str, to: &str) -> String {
     let job = cli
@@ -467,17 +482,7 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
     )
     .await;
     let vm_id = site.ticking_vm("stayer", "h1").await;
-    let mut shell = GuestShell::open(&site.cli, "stayer").await;
-    // 24 MiB of data: at 1 MiB/s the mirror takes long enough to be hit.
-    assert!(
-        shell
-            .succeeds(
-                "dd if=/dev/urandom of=/dev/vda bs=1M count=24 conv=fsync 2>/dev/null",
-                Duration::from_secs(120),
-            )
-            .await
-    );
-    shell.detach().await;
+    fill_disk(&site.cli, "stayer").await;
     let cli = site.cli.clone();
 
     // Canceled mid-mirror.
@@ -738,17 +743,7 @@ async fn a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host() {
     )
     .await;
     let vm_id = site.ticking_vm("survivor", "h1").await;
-    let mut shell = GuestShell::open(&site.cli, "survivor").await;
-    // 24 MiB of data: at 1 MiB/s the mirror takes long enough to be hit.
-    assert!(
-        shell
-            .succeeds(
-                "dd if=/dev/urandom of=/dev/vda bs=1M count=24 conv=fsync 2>/dev/null",
-                Duration::from_secs(120),
-            )
-            .await
-    );
-    shell.detach().await;
+    fill_disk(&site.cli, "survivor").await;
     let cli = site.cli.clone();
 
     // The server dies mid-mirror and stays down while the agents finish the move: back up, it
