@@ -669,9 +669,15 @@ pub async fn define(
         store::create_private_dir(vm_dir).map_err(internal)?;
         driver.create(spec, vm_dir).await?;
         store::save_spec(vm_dir, spec).map_err(internal)?;
+        // A VM moved in with its saved memory (quick migration) continues from it.
+        let state = if driver.has_saved_state(vm_dir) {
+            VmState::Saved
+        } else {
+            VmState::Stopped
+        };
         let runtime = VmRuntime {
             vm_id: spec.id,
-            state: VmState::Stopped,
+            state,
             reason: None,
         };
         store::save_state(vm_dir, &runtime).map_err(internal)?;

@@ -17,7 +17,7 @@ pub async fn ensure(state: &AgentState, spec: &AgentVmSpec) -> Result<(), AgentE
         return Ok(());
     };
     let vm_dir = store::vm_dir(&state.data_dir, spec.id);
-    let disk = vm_dir.join(crate::vm_files::TRANSFERRED_FILES[0]);
+    let disk = vm_dir.join(crate::vm_files::MAIN_DISK);
     if tokio::fs::try_exists(&disk).await.unwrap_or(false) {
         return Ok(());
     }

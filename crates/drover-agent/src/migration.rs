@@ -152,15 +152,21 @@ fn credentials_dir(state: &AgentState) -> Result<PathBuf, AgentError> {
 }
 
 /// The disk bytes a VM may come to use here: a blank disk its size, an overlay the base image's
-/// size (the mirror may fill it in full).
+/// size (the mirror may fill it in full); its data disks alike.
 fn disk_bytes(spec: &AgentVmSpec) -> u64 {
-    match &spec.disk {
+    let bytes = |disk: &VmDisk| match disk {
         VmDisk::None => 0,
         VmDisk::Blank { size_bytes } => *size_bytes,
         VmDisk::Image { path } => std::fs::metadata(path).map_or(0, |metadata| metadata.len()),
         VmDisk::Library { .. } => 0,
         VmDisk::LibraryCopy { virtual_size, .. } => *virtual_size,
-    }
+    };
+    spec.devices
+        .data_disks
+        .iter()
+        .fold(bytes(&spec.disk), |sum, disk| {
+            sum.saturating_add(bytes(disk))
+        })
 }
 
 /// Refuses an incoming VM whose disk could fill the data directory's file system.
@@ -240,7 +246,7 @@ async fn start_waiting(
 ) -> Result<(Box<dyn RunningVm>, PortLease, AgentIncomingReady), AgentError> {
     actor::define(state.driver.as_ref(), spec, vm_dir).await?;
     state.networks.plug(spec.clone()).await?;
-    let has_disk = spec.disk != VmDisk::None;
+    let has_disk = spec.disk != VmDisk::None || !spec.devices.data_disks.is_empty();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -351,6 +357,7 @@ pub async fn send(
     request: AgentMigrate,
 ) -> Result<MigrationProgress, AgentError> {
     let handle = state.registry.get(vm_id)?;
+    let disks = drover_hv::qemu::migration::mirrored_disks(&handle.spec(), request.sync);
     {
         let mut outgoing = lock(&state.migrations.outgoing);
         if outgoing
@@ -387,7 +394,7 @@ pub async fn send(
         nbd_port: request.nbd_port,
         migration_port: request.migration_port,
         tls_dir,
-        sync: request.sync,
+        disks,
         mirror_bytes_per_second: request.mirror_bytes_per_second,
         downtime_limit_ms: request.downtime_limit_ms,
     };

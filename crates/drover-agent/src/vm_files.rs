@@ -11,9 +11,27 @@ use drover_api::VmId;
 use drover_api::transfer::{AgentVmFile, AgentVmFilesFetch, AgentVmFilesFetched, VmFilesPlace};
 use std::path::{Path, PathBuf};
 
-/// The files that hold a VM's data. The configuration travels as the spec (the server's
-/// database is its source of truth) and the cloud-init seed is written again at every define.
-pub const TRANSFERRED_FILES: &[&str] = &["disk.qcow2"];
+/// The VM's first disk.
+pub const MAIN_DISK: &str = "disk.qcow2";
+/// The memory of a saved VM (a paused VM is saved before a quick migration).
+const SAVED_STATE: &str = "saved.state";
+
+/// Whether `name` is one of the files that hold a VM's data: its first disk, its data disks
+/// (`disk1.qcow2`, `disk2.qcow2`, ...) and a saved VM's memory. Nothing else of the directory
+/// travels: the configuration goes as the spec (the server's database is its source of truth)
+/// and the cloud-init seed is written again at every define.
+pub fn is_transferred(name: &str) -> bool {
+    if name == MAIN_DISK || name == SAVED_STATE {
+        return true;
+    }
+    name.strip_prefix("disk")
+        .and_then(|rest| rest.strip_suffix(".qcow2"))
+        .is_some_and(|index| {
+            !index.is_empty()
+                && !index.starts_with('0')
+                && index.bytes().all(|byte| byte.is_ascii_digit())
+        })
+}
 
 /// Where a share keeps stored VMs: hidden, so that a library refresh never indexes their disks
 /// as library items.
@@ -37,7 +55,7 @@ pub fn place_dir(
 
 /// The path of one transferred file; any other name is refused.
 pub fn file_path(dir: &Path, vm_id: VmId, name: &str) -> Result<PathBuf, AgentError> {
-    if TRANSFERRED_FILES.contains(&name) {
+    if is_transferred(name) {
         Ok(dir.join(name))
     } else {
         Err(AgentError::VmFileNotFound {
@@ -71,20 +89,39 @@ pub async fn list(
         check_no_process(state, vm_id)?;
     }
     let dir = place_dir(state, vm_id, place)?;
-    let mut files = Vec::new();
-    for name in TRANSFERRED_FILES {
-        let path = dir.join(name);
-        let Ok(metadata) = tokio::fs::metadata(&path).await else {
-            continue;
-        };
+    let mut entries = match tokio::fs::read_dir(&dir).await {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(AgentError::VmNotFound(vm_id));
+        }
+        Err(error) => return Err(AgentError::Internal(error.into())),
+    };
+    let mut names = Vec::new();
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|error| AgentError::Internal(error.into()))?
+    {
+        if let Some(name) = entry.file_name().to_str()
+            && is_transferred(name)
+            && entry.file_type().await.is_ok_and(|kind| kind.is_file())
+        {
+            names.push(name.to_owned());
+        }
+    }
+    // The first disk first, then the data disks in order: the order a fetch copies them in.
+    names.sort_by_key(|name| (name != MAIN_DISK, name.len(), name.clone()));
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        let path = dir.join(&name);
+        let metadata = tokio::fs::metadata(&path)
+            .await
+            .map_err(|error| AgentError::Internal(error.into()))?;
         files.push(AgentVmFile {
-            name: (*name).to_owned(),
+            name,
             size: metadata.len(),
             sha256: state.library.fingerprint(&path).await?,
         });
-    }
-    if files.is_empty() && !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-        return Err(AgentError::VmNotFound(vm_id));
     }
     Ok(files)
 }
@@ -104,6 +141,17 @@ pub async fn remove_stored(state: &AgentState, vm_id: VmId, share: &str) -> Resu
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(error) => Err(AgentError::Internal(error.into())),
     }
+}
+
+/// Removes what fetches left of a VM this host does not hold: a directory of fetched files
+/// that was never defined (a quick migration that failed before its define). A defined VM and
+/// an incoming live migration are left alone; they go their own ways.
+pub async fn remove_undefined(state: &AgentState, vm_id: VmId) -> Result<(), AgentError> {
+    let dir = store::vm_dir(&state.data_dir, vm_id);
+    if state.registry.find(vm_id)?.is_some() || crate::migration::is_incoming(&dir) {
+        return Ok(());
+    }
+    store::remove_dir_optional(&dir).map_err(|error| AgentError::Internal(error.into()))
 }
 
 /// Copies the VM's files from the sending agent into `request.to` here. A file already in place
@@ -169,4 +217,31 @@ pub async fn fetch(
         bytes_received: progress.bytes_received,
         milliseconds: tracker.milliseconds(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_vms_own_data_files_travel() {
+        for name in ["disk.qcow2", "disk1.qcow2", "disk12.qcow2", "saved.state"] {
+            assert!(is_transferred(name), "{name}");
+        }
+        for name in [
+            "disk0.qcow2",
+            "disk01.qcow2",
+            "disk.qcow2.partial",
+            "diskx.qcow2",
+            "disk-1.qcow2",
+            "disk.qcow2/../x",
+            "spec.json",
+            "qmp.sock",
+            ".saved.state.partial",
+            "seed",
+            "",
+        ] {
+            assert!(!is_transferred(name), "{name}");
+        }
+    }
 }

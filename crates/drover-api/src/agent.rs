@@ -18,7 +18,7 @@
 //! | `GET /v1/vms/{id}/leases` | | `Vec<NicLease>`: the addresses the guest's NICs hold, from the DHCP leases |
 //! | `POST /v1/vms/{id}/port-forwards` | [`crate::PortForward`] | 204 (kept in the spec; applied at once when the VM runs; idempotent) |
 //! | `DELETE /v1/vms/{id}/port-forwards/{protocol}/{host_port}` | | 204 (removed from the spec and, when the VM runs, from QEMU; idempotent) |
-//! | `DELETE /v1/vms/{id}` | | 204 (ends QEMU, removes the VM's files; idempotent) |
+//! | `DELETE /v1/vms/{id}` | | 204 (ends QEMU, removes the VM's files, or what a fetch left of a VM never defined here; idempotent) |
 //! | `GET /v1/vms/{id}/checkpoints` | | `Vec<AgentCheckpoint>`: the checkpoints on the VM's disk |
 //! | `POST /v1/vms/{id}/checkpoints` | [`crate::checkpoint::AgentCheckpointCreate`] | [`crate::checkpoint::AgentCheckpointDone`] (with memory when the VM runs) |
 //! | `POST /v1/vms/{id}/checkpoints/{tag}/restore` | | [`crate::checkpoint::AgentCheckpointDone`] |

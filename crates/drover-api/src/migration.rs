@@ -40,7 +40,7 @@ pub struct AgentIncoming {
 /// Where the destination waits: both ports come from its `agent.migration_ports`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentIncomingReady {
-    /// The NBD server exporting the VM's disk (`disk0`); `None` for a VM without a disk.
+    /// The NBD server exporting the VM's disks (`disk0`, `disk1`, ...); `None` for a VM without disks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbd_port: Option<u16>,
     pub migration_port: u16,
@@ -54,6 +54,18 @@ pub enum MirrorSync {
     Top,
     /// The whole disk.
     Full,
+}
+
+impl MirrorSync {
+    /// How a disk of this kind is mirrored: an overlay on an image the destination has too
+    /// (the same path, or the same library base in its cache) only its top, any other disk whole.
+    pub fn for_disk(disk: &crate::VmDisk) -> MirrorSync {
+        use crate::VmDisk;
+        match disk {
+            VmDisk::Blank { .. } | VmDisk::LibraryCopy { .. } | VmDisk::None => MirrorSync::Full,
+            VmDisk::Image { .. } | VmDisk::Library { .. } => MirrorSync::Top,
+        }
+    }
 }
 
 /// The source's part: where the destination waits, and how to get there.

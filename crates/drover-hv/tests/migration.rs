@@ -9,7 +9,7 @@ use drover_api::id::VmId;
 use drover_api::migration::{MigrationPhase, MigrationProgress, MirrorSync};
 use drover_api::vm::VmDisk;
 use drover_hv::qemu::migration::{
-    Credentials, Incoming, MigrationError, Outgoing, write_credentials,
+    Credentials, Incoming, MigrationError, Outgoing, mirrored_disks, write_credentials,
 };
 use drover_hv::qemu::{QemuConfig, QemuDriver, VmFiles, process};
 use drover_hv::{RunStatus, RunningVm, VmDriver};
@@ -186,7 +186,7 @@ async fn source_and_destination(
         nbd_port: Some(nbd_port),
         migration_port,
         tls_dir: hosts.dir("source").join("tls"),
-        sync: MirrorSync::Full,
+        disks: mirrored_disks(spec, MirrorSync::Full),
         mirror_bytes_per_second: None,
         downtime_limit_ms: 100,
     };

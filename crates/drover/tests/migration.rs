@@ -31,7 +31,9 @@ struct Site {
     _reaper: QemuReaper,
     artifacts: PathBuf,
     root: PathBuf,
-    _server: Daemon,
+    server: Daemon,
+    /// The server's command line, to start it again.
+    server_args: Vec<String>,
     agents: Vec<Agent>,
     cli: Cli,
     _temp: tempfile::TempDir,
@@ -68,20 +70,19 @@ impl Site {
         let api_port = free_port();
         let server_dir = root.join("server").display().to_string();
         let api = api_port.to_string();
-        let server = Daemon::spawn_with_env(
-            &artifacts,
+        let server_args = [
             "server",
-            &[
-                "server",
-                "--data-dir",
-                &server_dir,
-                "--api-port",
-                &api,
-                "--bind-address",
-                "127.0.0.1",
-            ],
-            server_env,
-        );
+            "--data-dir",
+            &server_dir,
+            "--api-port",
+            &api,
+            "--bind-address",
+            "127.0.0.1",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let server =
+            Daemon::spawn_with_env(&artifacts, "server", &as_strs(&server_args), server_env);
         let agents: Vec<Agent> = agent_dirs
             .into_iter()
             .enumerate()
@@ -114,10 +115,27 @@ impl Site {
             _temp: temp,
             artifacts,
             root,
-            _server: server,
+            server,
+            server_args,
             agents,
             cli,
         }
+    }
+
+    /// Kills the server (no chance to finish anything) and starts it again on its data.
+    async fn restart_server(&mut self, log_name: &str) {
+        self.server.stop(Signal::SIGKILL);
+        self.server = Daemon::spawn(&self.artifacts, log_name, &as_strs(&self.server_args));
+        wait_until("the restarted server answers", LONG, async || {
+            self.cli
+                .run(&["host", "list"])
+                .await
+                .code
+                .eq(&0)
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
     }
 
     fn agent_dir(&self, host: usize) -> &Path {
@@ -195,15 +213,50 @@ fn nothing_on(agent_dir: &Path, vm_id: &str) {
 /// Checks in the guest that the marker written before the move is on its disk, read past the
 /// guest's page cache.
 async fn marker_on_disk(cli: &Cli, vm: &str) {
+    marker_on(cli, vm, "/dev/vda").await;
+}
+
+/// As [`marker_on_disk`], on the guest's disk `device`.
+async fn marker_on(cli: &Cli, vm: &str, device: &str) {
     let mut shell = GuestShell::open(cli, vm).await;
     assert!(
         shell
             .succeeds(
-                "sync && echo 3 > /proc/sys/vm/drop_caches && dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | grep -q DROVER-MOVED-42",
+                &format!("sync && echo 3 > /proc/sys/vm/drop_caches && dd if={device} bs=512 skip=2048 count=1 2>/dev/null | grep -q DROVER-MOVED-42"),
                 Duration::from_secs(30),
             )
             .await,
-        "the marker written before the move is on the disk"
+        "the marker written before the move is on {device}"
+    );
+    shell.detach().await;
+}
+
+/// Writes the marker [`marker_on`] looks for onto the guest's disk `device`.
+async fn write_marker(cli: &Cli, vm: &str, device: &str) {
+    let mut shell = GuestShell::open(cli, vm).await;
+    assert!(
+        shell
+            .succeeds(
+                &format!("echo DROVER-MOVED-$((6*7)) > /tmp/m && dd if=/tmp/m of={device} bs=512 seek=2048 count=1 conv=fsync 2>/dev/null"),
+                Duration::from_secs(30),
+            )
+            .await,
+        "the marker is written to {device}"
+    );
+    shell.detach().await;
+}
+
+/// Writes 24 MiB of random data to the guest's disk: at 1 MiB/s its mirror takes long enough to
+/// be hit.
+async fn fill_disk(cli: &Cli, vm: &str) {
+    let mut shell = GuestShell::open(cli, vm).await;
+    assert!(
+        shell
+            .succeeds(
+                "dd if=/dev/urandom of=/dev/vda bs=1M count=24 conv=fsync 2>/dev/null",
+                Duration::from_secs(120),
+            )
+            .await
     );
     shell.detach().await;
 }
@@ -267,16 +320,7 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     cli.ok(&["vm", "port-forward", "mover", &format!("{port}:80")])
         .await;
     http_get_until(port, "tinyvm says hello", LONG).await;
-    let mut shell = GuestShell::open(cli, "mover").await;
-    assert!(
-        shell
-            .succeeds(
-                "echo DROVER-MOVED-$((6*7)) > /tmp/m && dd if=/tmp/m of=/dev/vda bs=512 seek=2048 count=1 conv=fsync 2>/dev/null",
-                Duration::from_secs(30),
-            )
-            .await
-    );
-    shell.detach().await;
+    write_marker(cli, "mover", "/dev/vda").await;
 
     let finished = cli.json(&["vm", "migrate", "mover", "--to", "h2"]).await;
     assert_eq!(finished["status"], "completed", "{finished:#}");
@@ -328,13 +372,87 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     nothing_on(site.agent_dir(1), &vm_id);
     cli.ok(&["vm", "start", "mover"]).await;
     marker_on_disk(cli, "mover").await;
-    // Paused, it would need its memory saved first: refused.
-    cli.ok(&["vm", "pause", "mover"]).await;
-    cli.fails(
-        &["vm", "migrate", "mover", "--to", "h1"],
-        "vm_state_conflict",
+}
+
+/// The numbers of the ticks the guest printed on that host, in order.
+fn tick_numbers(agent_dir: &Path, vm_id: &str) -> Vec<u64> {
+    serial_log(agent_dir, vm_id)
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("TINYVM-TICK "))
+        .filter_map(|number| number.trim().parse().ok())
+        .collect()
+}
+
+/// The number of the last tick the guest printed on that host.
+fn last_tick(agent_dir: &Path, vm_id: &str) -> Option<u64> {
+    tick_numbers(agent_dir, vm_id).last().copied()
+}
+
+/// Waits until the guest on that host prints a tick numbered after `before`: the same guest
+/// goes on (a rebooted one would count from 0 again).
+async fn ticks_on_after(agent_dir: &Path, vm_id: &str, before: u64) {
+    wait_until("the guest ticks on where it was", LONG, async || {
+        last_tick(agent_dir, vm_id).filter(|tick| *tick > before)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved() {
+    let site = Site::start(
+        "a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved",
+        &[],
+        vec![None, None],
     )
     .await;
+    let cli = &site.cli;
+    let vm_id = site.ticking_vm("sleeper", "h1").await;
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
+    cli.ok(&["vm", "pause", "sleeper"]).await;
+    let paused_at = last_tick(site.agent_dir(1), &vm_id).expect("ticks before the pause");
+
+    let moved = cli.json(&["vm", "migrate", "sleeper", "--to", "h2"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    let steps: Vec<&str> = moved["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|step| step["name"].as_str())
+        .collect();
+    assert!(steps.contains(&"Save the paused VM's memory"), "{steps:?}");
+    let vm = cli.json(&["vm", "show", "sleeper"]).await;
+    assert_eq!(
+        (vm["host_name"].as_str(), vm["state"].as_str()),
+        (Some("h2"), Some("paused"))
+    );
+    nothing_on(site.agent_dir(1), &vm_id);
+    let destination = site.agent_dir(2).join("vms").join(&vm_id);
+    assert!(
+        !destination.join("saved.state").exists(),
+        "the destination continued the guest from its saved state"
+    );
+    let pids = qemu_pids(site.agent_dir(2));
+    assert!(
+        pids.iter().any(|pid| alive(*pid)),
+        "a paused guest has its QEMU on the destination"
+    );
+    cli.ok(&["vm", "resume", "sleeper"]).await;
+    ticks_on_after(site.agent_dir(2), &vm_id, paused_at).await;
+
+    // Saved, it moves as it is and goes on from its saved state where it lands.
+    cli.ok(&["vm", "save", "sleeper"]).await;
+    let saved_at = last_tick(site.agent_dir(2), &vm_id).expect("ticks before the save");
+    let moved = cli.json(&["vm", "migrate", "sleeper", "--to", "h1"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    let vm = cli.json(&["vm", "show", "sleeper"]).await;
+    assert_eq!(
+        (vm["host_name"].as_str(), vm["state"].as_str()),
+        (Some("h1"), Some("saved"))
+    );
+    nothing_on(site.agent_dir(2), &vm_id);
+    cli.ok(&["vm", "start", "sleeper"]).await;
+    ticks_on_after(site.agent_dir(1), &vm_id, saved_at).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,17 +482,7 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
     )
     .await;
     let vm_id = site.ticking_vm("stayer", "h1").await;
-    let mut shell = GuestShell::open(&site.cli, "stayer").await;
-    // 24 MiB of data: at 1 MiB/s the mirror takes long enough to be hit.
-    assert!(
-        shell
-            .succeeds(
-                "dd if=/dev/urandom of=/dev/vda bs=1M count=24 conv=fsync 2>/dev/null",
-                Duration::from_secs(120),
-            )
-            .await
-    );
-    shell.detach().await;
+    fill_disk(&site.cli, "stayer").await;
     let cli = site.cli.clone();
 
     // Canceled mid-mirror.
@@ -510,16 +618,7 @@ async fn a_linked_clone_moves_its_own_blocks_over_the_same_base() {
     let vm_id = site
         .ticking_vm_on_disk("clone", "h1", &["--image", &base])
         .await;
-    let mut shell = GuestShell::open(cli, "clone").await;
-    assert!(
-        shell
-            .succeeds(
-                "echo DROVER-MOVED-$((6*7)) > /tmp/m && dd if=/tmp/m of=/dev/vda bs=512 seek=2048 count=1 conv=fsync 2>/dev/null",
-                Duration::from_secs(30),
-            )
-            .await
-    );
-    shell.detach().await;
+    write_marker(cli, "clone", "/dev/vda").await;
     let moved = cli.json(&["vm", "migrate", "clone", "--to", "h2"]).await;
     assert_eq!(moved["status"], "completed", "{moved:#}");
     keeps_ticking(site.agent_dir(2), &vm_id).await;
@@ -542,4 +641,179 @@ async fn a_linked_clone_moves_its_own_blocks_over_the_same_base() {
         "{info:#}"
     );
     nothing_on(site.agent_dir(1), &vm_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_with_a_data_disk_moves_it_live_and_stopped() {
+    let site = Site::start(
+        "a_vm_with_a_data_disk_moves_it_live_and_stopped",
+        &[],
+        vec![None, None],
+    )
+    .await;
+    let cli = &site.cli;
+    // `vm create` has no flag for data disks; the API takes them.
+    let login = drover_cli::credentials::load(&cli.config_home.join("drover")).expect("login");
+    let ca = drover_cli::credentials::load_ca(&cli.config_home.join("drover"))
+        .expect("ca")
+        .expect("a pinned CA");
+    let client =
+        drover_client::Client::new(&login.url.expect("url"), login.token, &ca).expect("client");
+    let guest = guest();
+    let create = drover_api::VmCreate {
+        name: "wide".to_owned(),
+        host: Some("h1".to_owned()),
+        group: None,
+        cpus: 1,
+        memory_mib: 128,
+        disk: drover_api::VmDisk::Blank {
+            size_bytes: 64 << 20,
+        },
+        kernel: Some(guest.kernel.display().to_string()),
+        initrd: Some(guest.initrd.display().to_string()),
+        cmdline: Some("console=ttyS0 quiet tiny.shell=1 tiny.tick=1".to_owned()),
+        start: true,
+        networks: Vec::new(),
+        seed: None,
+        devices: drover_api::VmDevices {
+            data_disks: vec![drover_api::VmDisk::Blank {
+                size_bytes: 32 << 20,
+            }],
+            ..drover_api::VmDevices::default()
+        },
+    };
+    let job = client.create_vm(&create).await.expect("create");
+    cli.ok(&["job", "watch", &job.id.to_string()]).await;
+    cli.wait_vm_state("wide", "running", LONG).await;
+    let vm_id = cli.vm_field("wide", "id").await.expect("the VM's id");
+    write_marker(cli, "wide", "/dev/vdb").await;
+
+    let moved = cli.json(&["vm", "migrate", "wide", "--to", "h2"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    let figures = moved["steps"][2]["detail"].as_str().unwrap_or_default();
+    assert!(figures.contains("disk 96/96 MiB mirrored"), "{figures}");
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
+    nothing_on(site.agent_dir(1), &vm_id);
+    marker_on(cli, "wide", "/dev/vdb").await;
+
+    cli.ok(&["vm", "stop", "wide"]).await;
+    let quick = cli.json(&["vm", "migrate", "wide", "--to", "h1"]).await;
+    assert_eq!(quick["status"], "completed", "{quick:#}");
+    assert!(
+        site.agent_dir(1)
+            .join("vms")
+            .join(&vm_id)
+            .join("disk1.qcow2")
+            .exists(),
+        "the data disk moved"
+    );
+    nothing_on(site.agent_dir(2), &vm_id);
+    cli.ok(&["vm", "start", "wide"]).await;
+    marker_on(cli, "wide", "/dev/vdb").await;
+}
+
+/// Waits until nothing of the VM is left on that host.
+async fn gone_from(agent_dir: &Path, vm_id: &str) {
+    wait_until("the host has let go of the VM", LONG, async || {
+        let gone = !agent_dir.join("vms").join(vm_id).exists()
+            && qemu_pids(agent_dir).iter().all(|pid| !alive(*pid));
+        gone.then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    nothing_on(agent_dir, vm_id);
+}
+
+/// Waits until the database names `host` as the VM's host, in `state`.
+async fn placed_on(cli: &Cli, vm: &str, host: &str, state: &str) {
+    wait_until(&format!("{vm} {state} on {host}"), LONG, async || {
+        let shown = cli.json(&["vm", "show", vm]).await;
+        (shown["host_name"] == host && shown["state"] == state).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host() {
+    let mut site = Site::start(
+        "a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host",
+        &[],
+        vec![None, None],
+    )
+    .await;
+    let vm_id = site.ticking_vm("survivor", "h1").await;
+    fill_disk(&site.cli, "survivor").await;
+    let cli = site.cli.clone();
+
+    // The server dies mid-mirror and stays down while the agents finish the move: back up, it
+    // finds the guest running on the destination and makes that the VM's host.
+    let id = start_slow_migration(&cli, "survivor", "h2").await;
+    wait_mirroring(&cli, &id).await;
+    site.server.stop(Signal::SIGKILL);
+    ticks_on(site.agent_dir(2), &vm_id, 0).await;
+    site.restart_server("server-2").await;
+    let failed = wait_job_status(&cli, &id, "failed").await;
+    assert_eq!(failed["error"]["code"], "server_restarted", "{failed:#}");
+    placed_on(&cli, "survivor", "h2", "running").await;
+    gone_from(site.agent_dir(1), &vm_id).await;
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
+
+    // The server restarts mid-mirror: the copy is canceled and the VM stays on its source.
+    let id = start_slow_migration(&cli, "survivor", "h1").await;
+    wait_mirroring(&cli, &id).await;
+    site.restart_server("server-3").await;
+    wait_job_status(&cli, &id, "failed").await;
+    gone_from(site.agent_dir(1), &vm_id).await;
+    placed_on(&cli, "survivor", "h2", "running").await;
+    keeps_ticking(site.agent_dir(2), &vm_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_refuse_a_live_move_and_go_with_a_stopped_one() {
+    let site = Site::start(
+        "checkpoints_refuse_a_live_move_and_go_with_a_stopped_one",
+        &[],
+        vec![None, None],
+    )
+    .await;
+    let cli = &site.cli;
+    let vm_id = site.ticking_vm("keeper", "h1").await;
+    ticks_on_after(site.agent_dir(1), &vm_id, 2).await;
+    let before_checkpoint = last_tick(site.agent_dir(1), &vm_id).expect("ticks");
+    cli.ok(&["vm", "checkpoint", "create", "keeper", "--name", "c1"])
+        .await;
+    cli.fails(&["vm", "migrate", "keeper", "--to", "h2"], "vm_not_movable")
+        .await;
+
+    cli.ok(&["vm", "stop", "keeper"]).await;
+    let moved = cli.json(&["vm", "migrate", "keeper", "--to", "h2"]).await;
+    assert_eq!(moved["status"], "completed", "{moved:#}");
+    nothing_on(site.agent_dir(1), &vm_id);
+    let listed = cli.json(&["vm", "checkpoint", "list", "keeper"]).await;
+    let listed = listed.as_array().expect("array");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (
+            &listed[0]["name"],
+            &listed[0]["with_memory"],
+            &listed[0]["on_host"]
+        ),
+        (&Value::from("c1"), &Value::from(true), &Value::from(true)),
+        "{listed:?}"
+    );
+    // Restored on the destination, the guest goes on from the checkpoint's memory: its first
+    // tick there continues the count (a booted guest would start from 0).
+    cli.ok(&["vm", "checkpoint", "restore", "keeper", "c1"])
+        .await;
+    assert_eq!(
+        cli.vm_field("keeper", "state").await.as_deref(),
+        Some("running")
+    );
+    ticks_on(site.agent_dir(2), &vm_id, 0).await;
+    let first = tick_numbers(site.agent_dir(2), &vm_id)[0];
+    assert!(
+        first >= before_checkpoint,
+        "the count goes on from {before_checkpoint}: first tick {first}"
+    );
 }

@@ -183,7 +183,7 @@ pub async fn leases(
     Ok(Json(state.networks.leases(&handle.spec())))
 }
 
-/// `DELETE /v1/vms/{id}`: idempotent; an unknown VM is already deleted.
+/// `DELETE /v1/vms/{id}`: idempotent; of an unknown VM, only files a fetch left go.
 pub async fn delete(
     State(state): State<Arc<AgentState>>,
     path: Result<Path<VmId>, PathRejection>,
@@ -192,6 +192,8 @@ pub async fn delete(
     if let Some(handle) = state.registry.find(vm_id)? {
         handle.destroy().await?;
         state.registry.remove(vm_id);
+    } else {
+        crate::vm_files::remove_undefined(&state, vm_id).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,11 +1,13 @@
 //! Live migration of a QEMU VM to another host with nothing shared (feasibility.md section 4):
-//! the destination QEMU starts with `-incoming defer` and exports its empty disk over NBD; the
-//! source mirrors its disk there (`blockdev-mirror`, write-blocking once in sync, so the copy
-//! stays exact), then migrates the memory with auto-converge. NBD and the migration stream both
+//! the destination QEMU starts with `-incoming defer` and exports each of its empty disks over
+//! one NBD server; the source mirrors every disk there (one `blockdev-mirror` per disk,
+//! write-blocking once in sync, so the copies stay exact) and, once all are in sync, migrates
+//! the memory with auto-converge. NBD and the migration stream both
 //! run over TLS with the agents' certificates (`tls-creds-x509`). The destination stays paused
 //! after the stream ends until [`Monitor::resume_incoming`]: the guest never runs on both hosts.
 //! Not here: ports, the agents' protocol, who decides (see the agent's `migration` module).
 
+use drover_api::agent::AgentVmSpec;
 use drover_api::migration::{MigrationPhase, MigrationProgress, MirrorSync};
 use drover_qmp::{Qmp, QmpError, QmpEvent};
 use serde_json::{Value, json};
@@ -16,10 +18,10 @@ use tokio::sync::{broadcast, watch};
 
 /// The id of the `tls-creds-x509` object on both sides.
 const TLS_OBJECT: &str = "migration-tls";
-/// The VM's disk node (see `command_line`), exported under the same name.
-const DISK_NODE: &str = "disk0";
-const MIRROR_JOB: &str = "migration-mirror";
-const MIRROR_TARGET: &str = "migration-target";
+/// Mirror jobs are named this followed by their disk's node name.
+const MIRROR_JOB: &str = "migration-mirror-";
+/// The source's NBD client node of a disk: this followed by the disk's node name.
+const MIRROR_TARGET: &str = "migration-target-";
 /// How often progress is read while the disk or the memory is copied.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long the destination may take to load the end of the stream after the source finished.
@@ -104,15 +106,46 @@ pub struct Incoming {
     pub tls_dir: PathBuf,
 }
 
-/// Where the source sends the disk and the memory.
+/// One disk a live migration mirrors: its block node, which the destination exports under the
+/// same name, and how much of it to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirroredDisk {
+    pub node: String,
+    pub sync: MirrorSync,
+}
+
+/// The block nodes of a VM's disks as its command line names them: `disk0` its first disk (if
+/// it has one), `diskN` data disk N.
+fn disk_nodes(spec: &AgentVmSpec) -> Vec<String> {
+    let main = (spec.disk != drover_api::VmDisk::None).then(|| "disk0".to_owned());
+    let data = (1..=spec.devices.data_disks.len()).map(|index| format!("disk{index}"));
+    main.into_iter().chain(data).collect()
+}
+
+/// The disks a live migration of the VM mirrors: the first copied as `first` says, each data
+/// disk as its kind needs.
+pub fn mirrored_disks(spec: &AgentVmSpec, first: MirrorSync) -> Vec<MirroredDisk> {
+    let syncs = (spec.disk != drover_api::VmDisk::None)
+        .then_some(first)
+        .into_iter()
+        .chain(spec.devices.data_disks.iter().map(MirrorSync::for_disk));
+    disk_nodes(spec)
+        .into_iter()
+        .zip(syncs)
+        .map(|(node, sync)| MirroredDisk { node, sync })
+        .collect()
+}
+
+/// Where the source sends the disks and the memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// The destination's address; its certificate must name it.
     pub host: String,
+    /// The destination's NBD server; `None` for a VM without disks.
     pub nbd_port: Option<u16>,
     pub migration_port: u16,
     pub tls_dir: PathBuf,
-    pub sync: MirrorSync,
+    pub disks: Vec<MirroredDisk>,
     pub mirror_bytes_per_second: Option<u64>,
     pub downtime_limit_ms: u64,
 }
@@ -173,9 +206,13 @@ impl Monitor {
         .map(drop)
     }
 
-    /// Destination, right after launch with `-incoming defer`: TLS, the disk's NBD export, and
-    /// the listener of the migration stream.
-    pub(crate) async fn prepare_incoming(&self, incoming: &Incoming) -> Result<(), MigrationError> {
+    /// Destination, right after launch with `-incoming defer`: TLS, an NBD export per disk of
+    /// `spec`, and the listener of the migration stream.
+    pub(crate) async fn prepare_incoming(
+        &self,
+        incoming: &Incoming,
+        spec: &AgentVmSpec,
+    ) -> Result<(), MigrationError> {
         self.add_tls(&incoming.tls_dir, "server").await?;
         self.run("migrate-set-parameters", json!({ "tls-creds": TLS_OBJECT }))
             .await?;
@@ -188,14 +225,16 @@ impl Monitor {
                 }),
             )
             .await?;
-            self.run(
-                "block-export-add",
-                json!({
-                    "type": "nbd", "id": DISK_NODE, "node-name": DISK_NODE, "name": DISK_NODE,
-                    "writable": true,
-                }),
-            )
-            .await?;
+            for node in disk_nodes(spec) {
+                self.run(
+                    "block-export-add",
+                    json!({
+                        "type": "nbd", "id": node, "node-name": node, "name": node,
+                        "writable": true,
+                    }),
+                )
+                .await?;
+            }
         }
         self.run(
             "migrate-incoming",
@@ -292,7 +331,9 @@ impl Monitor {
             }),
         )
         .await?;
-        if let Some(nbd_port) = outgoing.nbd_port {
+        if let Some(nbd_port) = outgoing.nbd_port
+            && !outgoing.disks.is_empty()
+        {
             self.mirror(outgoing, nbd_port, progress, events.resubscribe())
                 .await?;
         }
@@ -300,6 +341,7 @@ impl Monitor {
         self.migrate(outgoing, progress, events).await
     }
 
+    /// Mirrors every disk to its export on the destination; returns once all are in sync.
     async fn mirror(
         &self,
         outgoing: &Outgoing,
@@ -307,46 +349,59 @@ impl Monitor {
         progress: &watch::Sender<MigrationProgress>,
         mut events: broadcast::Receiver<QmpEvent>,
     ) -> Result<(), MigrationError> {
-        self.run(
-            "blockdev-add",
-            json!({
-                "driver": "nbd", "node-name": MIRROR_TARGET,
-                "server": inet(&outgoing.host, nbd_port), "export": DISK_NODE,
-                "tls-creds": TLS_OBJECT, "tls-hostname": outgoing.host,
-            }),
-        )
-        .await?;
-        let mut mirror = json!({
-            "job-id": MIRROR_JOB, "device": DISK_NODE, "target": MIRROR_TARGET,
-            "sync": match outgoing.sync { MirrorSync::Top => "top", MirrorSync::Full => "full" },
-            // Once in sync, guest writes reach both disks before they complete: at the switch
-            // the destination's copy is exact without a final pass.
-            "copy-mode": "write-blocking",
-        });
-        if let Some(speed) = outgoing.mirror_bytes_per_second {
-            mirror["speed"] = json!(speed);
+        // The speed cap is for the whole VM: each of its disks gets a share.
+        let disk_count = u64::try_from(outgoing.disks.len()).unwrap_or(1).max(1);
+        for disk in &outgoing.disks {
+            let target = format!("{MIRROR_TARGET}{}", disk.node);
+            self.run(
+                "blockdev-add",
+                json!({
+                    "driver": "nbd", "node-name": target,
+                    "server": inet(&outgoing.host, nbd_port), "export": disk.node,
+                    "tls-creds": TLS_OBJECT, "tls-hostname": outgoing.host,
+                }),
+            )
+            .await?;
+            let mut mirror = json!({
+                "job-id": format!("{MIRROR_JOB}{}", disk.node), "device": disk.node,
+                "target": target,
+                "sync": match disk.sync { MirrorSync::Top => "top", MirrorSync::Full => "full" },
+                // Once in sync, guest writes reach both disks before they complete: at the
+                // switch the destination's copy is exact without a final pass.
+                "copy-mode": "write-blocking",
+            });
+            if let Some(speed) = outgoing.mirror_bytes_per_second {
+                mirror["speed"] = json!((speed / disk_count).max(1));
+            }
+            self.run("blockdev-mirror", mirror).await?;
         }
-        self.run("blockdev-mirror", mirror).await?;
         loop {
             let jobs = self.run("query-block-jobs", Value::Null).await?;
-            let job = jobs
+            let mirrors: Vec<&Value> = jobs
                 .as_array()
-                .and_then(|jobs| jobs.iter().find(|job| job["device"] == MIRROR_JOB));
-            let Some(job) = job else {
+                .map(|jobs| jobs.iter().filter(|job| is_mirror_job(job)).collect())
+                .unwrap_or_default();
+            if mirrors.len() < outgoing.disks.len() {
                 return Err(MigrationError::Failed(format!(
-                    "the disk mirror stopped: {}",
+                    "a disk mirror stopped: {}",
                     job_error(&mut events)
                 )));
+            }
+            let figure = |name: &str| {
+                mirrors
+                    .iter()
+                    .map(|job| job[name].as_u64().unwrap_or(0))
+                    .sum::<u64>()
             };
-            let (total, done) = (
-                job["len"].as_u64().unwrap_or(0),
-                job["offset"].as_u64().unwrap_or(0),
-            );
+            let (total, done) = (figure("len"), figure("offset"));
             progress.send_modify(|progress| {
                 progress.disk_bytes_total = total;
                 progress.disk_bytes_mirrored = done;
             });
-            if job["ready"].as_bool() == Some(true) {
+            if mirrors
+                .iter()
+                .all(|job| job["ready"].as_bool() == Some(true))
+            {
                 return Ok(());
             }
             tokio::time::sleep(POLL_INTERVAL).await;
@@ -405,29 +460,23 @@ impl Monitor {
     /// copies, lets go of the destination's disk and runs the guest here again.
     pub async fn roll_back(&self) {
         self.try_run("migrate_cancel", Value::Null).await;
-        self.try_run(
-            "block-job-cancel",
-            json!({ "device": MIRROR_JOB, "force": true }),
-        )
-        .await;
+        let mirrored = self.mirror_jobs().await;
+        for job in &mirrored {
+            self.try_run("block-job-cancel", json!({ "device": job, "force": true }))
+                .await;
+        }
         let deadline = tokio::time::Instant::now() + MIRROR_CANCEL_TIMEOUT;
-        while tokio::time::Instant::now() < deadline {
-            let running = self
-                .qmp
-                .execute("query-block-jobs", Value::Null)
-                .await
-                .map(|jobs| {
-                    jobs.as_array()
-                        .is_some_and(|jobs| jobs.iter().any(|job| job["device"] == MIRROR_JOB))
-                })
-                .unwrap_or(false);
-            if !running {
-                break;
-            }
+        while tokio::time::Instant::now() < deadline && !self.mirror_jobs().await.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.try_run("blockdev-del", json!({ "node-name": MIRROR_TARGET }))
+        for job in &mirrored {
+            let node = job.strip_prefix(MIRROR_JOB).unwrap_or(job);
+            self.try_run(
+                "blockdev-del",
+                json!({ "node-name": format!("{MIRROR_TARGET}{node}") }),
+            )
             .await;
+        }
         // The migration may still be winding down; cont must come after it (QEMU resumes a
         // guest whose migration failed by itself, but not one that completed).
         let deadline = tokio::time::Instant::now() + MIRROR_CANCEL_TIMEOUT;
@@ -453,7 +502,32 @@ impl Monitor {
     }
 }
 
-/// The error of the mirror job's end, from the events seen so far.
+impl Monitor {
+    /// The ids of this migration's mirror jobs that QEMU still has.
+    async fn mirror_jobs(&self) -> Vec<String> {
+        self.qmp
+            .execute("query-block-jobs", Value::Null)
+            .await
+            .ok()
+            .and_then(|jobs| {
+                jobs.as_array().map(|jobs| {
+                    jobs.iter()
+                        .filter(|job| is_mirror_job(job))
+                        .filter_map(|job| job["device"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn is_mirror_job(job: &Value) -> bool {
+    job["device"]
+        .as_str()
+        .is_some_and(|id| id.starts_with(MIRROR_JOB))
+}
+
+/// The error of a mirror job's end, from the events seen so far.
 fn job_error(events: &mut broadcast::Receiver<QmpEvent>) -> String {
     let mut reason = "QEMU gave no reason".to_owned();
     while let Ok(event) = events.try_recv() {

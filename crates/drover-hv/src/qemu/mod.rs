@@ -218,7 +218,7 @@ impl QemuDriver {
         if let Launch::Incoming(incoming) = how {
             let vm = QemuVm::attach(qmp, pid, files.clone(), false);
             migration::Monitor::new(vm.qmp().clone())
-                .prepare_incoming(incoming)
+                .prepare_incoming(incoming, &spec)
                 .await
                 .map_err(|error| start_failed("prepare the incoming migration", &error))?;
             return Ok(vm);

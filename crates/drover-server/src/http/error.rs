@@ -370,7 +370,7 @@ impl ApiError {
             ApiError::VmNotRunning(_) => ("vm_not_running", "start the VM with `drover vm start`"),
             ApiError::VmNotMovable { .. } => (
                 "vm_not_movable",
-                "delete what the message names first, or stop the VM: a quick migration copies its whole disk, checkpoints included",
+                "stop the VM and migrate it stopped (a quick migration copies its whole disks and keeps its checkpoints), or delete its checkpoints (`drover vm checkpoint delete`) and migrate it live",
             ),
             ApiError::JobNotCancelable { .. } => (
                 "job_not_cancelable",

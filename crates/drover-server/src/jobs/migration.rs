@@ -2,9 +2,15 @@
 //! with its disk mirrored; `drover_api::migration` has the protocol); a stopped one by quick
 //! migration, its files fetched by the destination from the source's transfer endpoint
 //! (resumable, verified; `drover_api::transfer`). The destination is the one asked for or the
-//! best-rated other host. At most `server.migrations_per_host` migrations run at once on a
+//! best-rated other host. A paused VM has its memory saved first and moves as a saved one:
+//! its saved state goes with its disks, and the destination continues it and pauses it again;
+//! a saved VM moves as it is. At most `server.migrations_per_host` migrations run at once on a
 //! host, as source or destination; more wait in line for a slot, never fail for it. The job can
 //! be canceled while it runs: the VM then runs on at its source, and the destination forgets it.
+
+mod recovery;
+
+pub(super) use recovery::{interrupted, settle_all};
 
 use super::host::find_host;
 use super::vm::{find_vm, host_of, vm_networks};
@@ -17,7 +23,8 @@ use crate::state::AppState;
 use drover_api::migration::{AgentIncoming, AgentMigrate, MigrationPhase, MirrorSync, VmMigrate};
 use drover_api::transfer::{AgentVmFilesFetch, VmFilesPlace};
 use drover_api::{
-    Event, Host, HostId, Job, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmDisk, VmId, VmState,
+    Event, Host, HostId, Job, JobId, JobStatus, JobTarget, PlacementGoal, Vm, VmAction, VmId,
+    VmState,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,7 +49,8 @@ const SLOT_STEP: &str = "Wait for a migration slot on both hosts";
 const PREPARE_STEP: &str = "Prepare the VM on the destination";
 const COPY_STEP: &str = "Copy disk and memory while the VM runs";
 const SWITCH_STEP: &str = "Switch the VM to the destination";
-const QUICK_COPY_STEP: &str = "Copy the stopped VM's files to the destination";
+const SAVE_STEP: &str = "Save the paused VM's memory";
+const QUICK_COPY_STEP: &str = "Copy the VM's files to the destination";
 const QUICK_DEFINE_STEP: &str = "Define the VM on the destination";
 
 /// The migrations running per host; a migration holds a slot on its source and its destination.
@@ -121,7 +129,8 @@ fn target(vm: &Vm) -> JobTarget {
 }
 
 /// What a migration does, for the error when the VM's state allows neither kind.
-const MIGRATE_ACTION: &str = "migrate (a running VM moves live, a stopped one quick)";
+const MIGRATE_ACTION: &str =
+    "migrate (a running VM moves live; a stopped, paused or saved one by copying its files)";
 
 /// Checks that the VM can move and picks its destination; changes nothing.
 pub(super) async fn prepare(
@@ -132,10 +141,21 @@ pub(super) async fn prepare(
     let vm = find_vm(state, vm_id).await?;
     let steps = match vm.state {
         VmState::Running => vec![SLOT_STEP, PREPARE_STEP, COPY_STEP, SWITCH_STEP],
-        VmState::Stopped => vec![SLOT_STEP, QUICK_COPY_STEP, QUICK_DEFINE_STEP, SWITCH_STEP],
+        VmState::Stopped | VmState::Saved => {
+            vec![SLOT_STEP, QUICK_COPY_STEP, QUICK_DEFINE_STEP, SWITCH_STEP]
+        }
+        VmState::Paused => vec![
+            SLOT_STEP,
+            SAVE_STEP,
+            QUICK_COPY_STEP,
+            QUICK_DEFINE_STEP,
+            SWITCH_STEP,
+        ],
         _ => return Err(ApiError::vm_state_conflict(&vm, MIGRATE_ACTION)),
     };
-    super::vm::check_movable(state, &vm, vm.state == VmState::Running).await?;
+    if vm.state == VmState::Running {
+        super::vm::check_live_movable(state, &vm).await?;
+    }
     let source = host_of(state, &vm).await?;
     let mut done = Vec::new();
     let needs = super::vm::MovedVmNeeds::of(state, &vm).await?;
@@ -197,7 +217,6 @@ pub(super) async fn prepare(
     Ok((plan, destination.id))
 }
 
-/// Only running (live) and stopped (quick) VMs move; a paused one needs its memory saved first.
 /// Whether a cancel was asked for.
 fn canceled(cancel: &watch::Receiver<bool>) -> bool {
     *cancel.borrow()
@@ -226,19 +245,47 @@ async fn migrate(
 ) -> Result<(), ApiError> {
     let vm = find_vm(state, vm_id).await?;
     // The kind of move was planned when the job was submitted; the VM must still fit it.
-    let planned_live = run.job.steps.iter().any(|step| step.name == COPY_STEP);
+    let planned = |name| run.job.steps.iter().any(|step| step.name == name);
+    let (planned_live, planned_save) = (planned(COPY_STEP), planned(SAVE_STEP));
     let live = match vm.state {
         VmState::Running if planned_live => true,
-        VmState::Stopped if !planned_live => false,
+        VmState::Stopped | VmState::Saved if !planned_live && !planned_save => false,
+        VmState::Paused if planned_save => false,
         _ => return Err(ApiError::vm_state_conflict(&vm, MIGRATE_ACTION)),
     };
     let source = host_of(state, &vm).await?;
     let destination = find_host(state, destination_id).await?;
-    let _slots = take_slots(state, run, &source, &destination, &mut cancel).await?;
-    if live {
-        live_migrate(state, run, &vm, &source, &destination, request, cancel).await
+    claim_destination(state, &vm, &destination).await?;
+    let moved = async {
+        let _slots = take_slots(state, run, &source, &destination, &mut cancel).await?;
+        if live {
+            live_migrate(state, run, &vm, &source, &destination, request, cancel).await
+        } else if vm.state == VmState::Paused {
+            quick_migrate_paused(state, run, &vm, &source, &destination).await
+        } else {
+            quick_migrate(state, run, &vm, &source, &destination, vm.state).await
+        }
+    }
+    .await;
+    // A move that happened took the claim along with the VM's row; one that did not gives it back.
+    db::migration::release_destination(&state.db, vm.id).await?;
+    moved
+}
+
+/// Claims the VM's capacity on the destination for the whole move, as a create claims it, so
+/// that concurrent migrations never count on the same free memory or disk.
+async fn claim_destination(state: &AppState, vm: &Vm, destination: &Host) -> Result<(), ApiError> {
+    let needs = super::vm::MovedVmNeeds::of(state, vm).await?;
+    let reserves = placement::rate_host(state, destination.id, needs.needs())
+        .await?
+        .reserves;
+    if db::migration::claim_destination(&state.db, vm.id, destination.id, reserves).await? {
+        Ok(())
     } else {
-        quick_migrate(state, run, &vm, &source, &destination).await
+        Err(ApiError::InsufficientHostResources(format!(
+            "VM '{}' no longer fits on host '{}': other VMs or migrations took the room",
+            vm.name, destination.name
+        )))
     }
 }
 
@@ -347,10 +394,10 @@ async fn switch(
     Ok(())
 }
 
-/// Quick migration of a stopped VM: the destination fetches its files from the source's
-/// transfer endpoint (resumable: a restarted job asks only for the missing bytes; verified by
-/// SHA-256), defines the VM on them, and the VM switches hosts.
-async fn quick_migrate(
+/// Quick migration of a paused VM: its memory is saved on the source, it moves as a saved VM
+/// and the destination continues it from the saved state and pauses it again. On failure the
+/// destination forgets it and the source continues it, paused as it was.
+async fn quick_migrate_paused(
     state: &AppState,
     run: &mut JobRun,
     vm: &Vm,
@@ -358,10 +405,44 @@ async fn quick_migrate(
     destination: &Host,
 ) -> Result<(), ApiError> {
     let source_agent = state.agents.at(&source.address);
+    run.step(async {
+        let runtime = source_agent.action(vm.id, VmAction::Save).await?;
+        super::vm::record(state, vm.id, None, runtime.state, None).await
+    })
+    .await?;
+    let moved = quick_migrate(state, run, vm, source, destination, VmState::Paused).await;
+    if moved.is_err() {
+        if let Err(error) = state.agents.at(&destination.address).delete(vm.id).await {
+            tracing::warn!(error = ?anyhow::Error::from(error), vm_id = %vm.id, "cannot remove the VM's copy from the destination");
+        }
+        let resumed = async {
+            source_agent.action(vm.id, VmAction::Start).await?;
+            source_agent.action(vm.id, VmAction::Pause).await
+        };
+        match resumed.await {
+            Ok(runtime) => super::vm::record(state, vm.id, None, runtime.state, None).await?,
+            Err(error) => {
+                tracing::warn!(error = ?anyhow::Error::from(error), vm_id = %vm.id, "cannot continue the VM on its source; it stays saved there");
+            }
+        }
+    }
+    moved
+}
+
+/// Quick migration of a VM without a process (stopped or saved): the destination fetches its
+/// files from the source's transfer endpoint (resumable: a restarted job asks only for the
+/// missing bytes; verified by SHA-256), defines the VM on them, and the VM switches hosts,
+/// ending `arrived` there (a paused VM is continued from its saved state and paused).
+async fn quick_migrate(
+    state: &AppState,
+    run: &mut JobRun,
+    vm: &Vm,
+    source: &Host,
+    destination: &Host,
+    arrived: VmState,
+) -> Result<(), ApiError> {
+    let source_agent = state.agents.at(&source.address);
     let destination_agent = state.agents.at(&destination.address);
-    let sender = db::stored::transfer_address(&state.db, source.id)
-        .await?
-        .ok_or_else(|| ApiError::HostNotFound(source.name.clone()))?;
     let transfer_id = run.job.id.to_string();
     let fetched = run
         .transfer_step(&destination.address, &transfer_id, async {
@@ -369,13 +450,13 @@ async fn quick_migrate(
                 .vm_files(vm.id, &VmFilesPlace::default())
                 .await?;
             let request = AgentVmFilesFetch {
-                source: sender.clone(),
+                source: String::new(),
                 from: VmFilesPlace::default(),
                 to: VmFilesPlace::default(),
                 files,
                 transfer_id: Some(transfer_id.clone()),
             };
-            Ok(destination_agent.fetch_vm_files(vm.id, &request).await?)
+            super::vm::fetch_from(state, &destination.address, source.id, vm.id, request).await
         })
         .await?;
     run.note(&super::vm::describe_fetch(&fetched)).await;
@@ -387,6 +468,12 @@ async fn quick_migrate(
             destination_agent
                 .define(&super::vm::moved_agent_spec(state, vm).await?)
                 .await?;
+            if arrived == VmState::Paused {
+                // Continued from the saved state, which the start uses up; the source keeps
+                // its own copy until the switch.
+                destination_agent.action(vm.id, VmAction::Start).await?;
+                destination_agent.action(vm.id, VmAction::Pause).await?;
+            }
             Ok(())
         })
         .await;
@@ -396,7 +483,7 @@ async fn quick_migrate(
         }
         return Err(error);
     }
-    run.step(switch(state, vm, source, destination, VmState::Stopped))
+    run.step(switch(state, vm, source, destination, arrived))
         .await
 }
 
@@ -421,11 +508,7 @@ async fn copy(
         host: host.to_owned(),
         nbd_port: ready.nbd_port,
         migration_port: ready.migration_port,
-        sync: match vm.disk {
-            VmDisk::Blank { .. } | VmDisk::LibraryCopy { .. } | VmDisk::None => MirrorSync::Full,
-            // The destination has the same base image under its overlay.
-            VmDisk::Image { .. } | VmDisk::Library { .. } => MirrorSync::Top,
-        },
+        sync: MirrorSync::for_disk(&vm.disk),
         mirror_bytes_per_second: request.mirror_bytes_per_second,
         downtime_limit_ms: DOWNTIME_LIMIT_MS,
     };

@@ -467,13 +467,16 @@ async fn stored_spec(state: &AppState, id: JobId) -> Result<JobSpec, ApiError> {
 
 /// At server start no job task exists: every job that was Queued or Running is Failed, and VMs
 /// whose create was cut short are Failed too, so that they can be deleted or their job restarted.
+/// Migrations that were running are settled with their agents in the background.
 pub async fn fail_interrupted(state: &AppState) -> Result<u64, db::DbError> {
     let error = ErrorDetail::new(
         "server_restarted",
         "the server stopped while this job ran",
         "restart the job with `drover job restart ID`",
     );
+    let migrations = migration::interrupted(state).await?;
     let failed = db::jobs::fail_unfinished(&state.db, &error).await?;
+    migration::settle_all(state, migrations);
     for vm_id in db::vms::ids_in_state(&state.db, VmState::Creating).await? {
         db::vms::set_state(
             &state.db,

@@ -4,7 +4,9 @@
 mod store;
 
 pub(crate) use store::deploy_host;
-pub(super) use store::{describe_fetch, prepare_deploy, prepare_store, run_deploy, run_store};
+pub(super) use store::{
+    describe_fetch, fetch_from, prepare_deploy, prepare_store, run_deploy, run_store,
+};
 
 use super::{JobRun, Plan};
 use crate::db;
@@ -50,24 +52,15 @@ pub(super) fn agent_spec(vm: &Vm, seed: Option<CloudInitSeed>, devices: VmDevice
     }
 }
 
-/// Refuses to move a VM (migration, store) with parts that would not go with it: only its first
-/// disk moves, and a live migration mirrors the disk's current state without its checkpoints.
-pub(super) async fn check_movable(state: &AppState, vm: &Vm, live: bool) -> Result<(), ApiError> {
-    let refuse = |reason: &str| {
-        Err(ApiError::VmNotMovable {
+/// Refuses to move a VM with checkpoints live: the mirror copies the disks' current state
+/// without their internal snapshots (Proxmox refuses this too). Moving it stopped copies whole
+/// disks, checkpoints included.
+pub(super) async fn check_live_movable(state: &AppState, vm: &Vm) -> Result<(), ApiError> {
+    if db::checkpoints::count(&state.db, vm.id).await? > 0 {
+        return Err(ApiError::VmNotMovable {
             vm: vm.name.clone(),
-            reason: reason.to_owned(),
-        })
-    };
-    if !db::vms::devices(&state.db, vm.id)
-        .await?
-        .data_disks
-        .is_empty()
-    {
-        return refuse("it has data disks, which migration and the library do not move yet");
-    }
-    if live && db::checkpoints::count(&state.db, vm.id).await? > 0 {
-        return refuse("it has checkpoints, which a live migration would not carry");
+            reason: "it has checkpoints, which a live migration would not carry".to_owned(),
+        });
     }
     Ok(())
 }

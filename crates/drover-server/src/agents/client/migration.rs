@@ -2,6 +2,7 @@
 
 use super::{AgentClient, AgentError};
 use drover_api::VmId;
+use drover_api::agent::VmRuntime;
 use drover_api::migration::{AgentIncoming, AgentIncomingReady, AgentMigrate, MigrationProgress};
 
 impl AgentClient<'_> {
@@ -59,5 +60,10 @@ impl AgentClient<'_> {
         )
         .await
         .map(drop)
+    }
+
+    /// The VMs this host holds, with their states (an incoming VM is not one of them yet).
+    pub async fn vms(&self) -> Result<Vec<VmRuntime>, AgentError> {
+        self.json(self.http.get(self.url("/v1/vms"))).await
     }
 }

