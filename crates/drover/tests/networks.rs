@@ -909,7 +909,7 @@ async fn a_template_vm_on_an_overlay_moves_live_and_quick_with_its_addresses() {
             &lab.topology.hosts[0],
             &format!("bridge fdb show dev dv{vni}")
         )
-        .contains("dst 10.231.0.12"),
+        .contains("00:00:00:00:00:00 dst 10.231.0.12"),
         "h1 sends the overlay's floods to its new peer h2"
     );
     // The guest on h1 reaches the moved one on h2 through the tunnel.
@@ -977,6 +977,105 @@ async fn a_template_vm_on_an_overlay_moves_live_and_quick_with_its_addresses() {
     for host in &lab.topology.hosts {
         assert!(!sh(host, "ip -o link show").contains("dr-ovl"));
     }
+}
+
+/// Issue 6(d): a host moved out of the group a network is scoped to gives the network up
+/// (bridge, DHCP server, rules and tunnel go, and the overlay's other host stops sending to it),
+/// but not while a VM on the host uses the network: that move is refused, naming the VM, and
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_leaving_a_network_scope_gives_the_network_up_unless_vms_use_it() {
+    let lab = Lab::start("e2e_network_scope").await;
+    let cli = lab.cli.clone();
+    let hosts = lab.topology.hosts.clone();
+    cli.ok(&["hostgroup", "create", "rack2"]).await;
+    for index in 0..2 {
+        lab.add_host(index).await;
+        cli.ok(&[
+            "host",
+            "move",
+            &format!("h{}", index + 1),
+            "--group",
+            "rack2",
+        ])
+        .await;
+    }
+    cli.ok(&[
+        "network",
+        "create",
+        "sovl",
+        "--mode",
+        "isolated",
+        "--subnet",
+        "10.246.0.0/24",
+        "--overlay",
+        "--group",
+        "rack2",
+    ])
+    .await;
+    assert_eq!(carriers_of(&cli, "sovl").await.len(), 2);
+    let vni = cli.json(&["network", "show", "sovl"]).await["vni"]
+        .as_u64()
+        .expect("an overlay's VNI");
+    let fdb = format!("bridge fdb show dev dv{vni}");
+    // The flood entry: learned entries of h1's MACs may stay until they age out.
+    let floods_to_h1 = "00:00:00:00:00:00 dst 10.231.0.11";
+    assert!(sh(&hosts[1], &fdb).contains(floods_to_h1));
+    let realized = format!(
+        "ip link show dr-sovl >/dev/null && ip link show dv{vni} >/dev/null \
+         && nft list table ip drover-dr-sovl >/dev/null && kill -0 \"$(cat {}/networks/dr-sovl/dnsmasq.pid)\"",
+        agent_dir(&lab.root, 0).display()
+    );
+    sh(&hosts[0], &realized);
+
+    let mut user = guest_create("user", "h1", &["sovl"]);
+    user.retain(|arg| arg != "--start");
+    cli.ok(&as_strs(&user)).await;
+    let refused = cli
+        .run(&["host", "move", "h1", "--group", "All Hosts"])
+        .await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("code: network_in_use_on_host")
+            && refused.stderr.contains("sovl")
+            && refused.stderr.contains("user"),
+        "{}",
+        refused.stderr
+    );
+    let h1 = cli.json(&["host", "show", "h1"]).await;
+    assert_eq!(h1["group_name"], "rack2", "nothing changed: {h1}");
+    sh(&hosts[0], &realized);
+
+    cli.ok(&["vm", "delete", "user"]).await;
+    cli.ok(&["host", "move", "h1", "--group", "All Hosts"])
+        .await;
+    assert_eq!(
+        carriers_of(&cli, "sovl").await,
+        [("h2".to_owned(), "ready".to_owned())]
+    );
+    let links = sh(&hosts[0], "ip -o link show");
+    assert!(
+        !links.contains("dr-sovl") && !links.contains(&format!("dv{vni}")),
+        "{links}"
+    );
+    assert!(!sh(&hosts[0], "nft list tables").contains("drover-dr-sovl"));
+    assert!(
+        !agent_dir(&lab.root, 0)
+            .join("networks")
+            .join("dr-sovl")
+            .exists(),
+        "the DHCP server's files went with it"
+    );
+    assert!(
+        !sh(&hosts[1], &fdb).contains(floods_to_h1),
+        "h2 no longer floods the overlay to h1"
+    );
+    // Out of scope now, so VMs on the network are refused on h1.
+    cli.fails(
+        &as_strs(&guest_create("outsider", "h1", &["sovl"])),
+        "network_not_in_group",
+    )
+    .await;
 }
 
 fn agent_dir(root: &Path, index: usize) -> PathBuf {

@@ -110,6 +110,15 @@ pub enum ApiError {
         group: String,
         host: String,
     },
+    #[error(
+        "host '{host}' cannot leave the scope of network '{network}' (group '{group}'): VMs on the host use it: {vms}"
+    )]
+    NetworkInUseOnHost {
+        host: String,
+        network: String,
+        group: String,
+        vms: String,
+    },
     #[error("VM '{vm}' has no {protocol} forward of host port {host_port}")]
     PortForwardNotFound {
         vm: String,
@@ -242,6 +251,7 @@ impl ApiError {
             | ApiError::MacPoolExhausted
             | ApiError::NetworkNeedsAttention { .. }
             | ApiError::NetworkNotInGroup { .. }
+            | ApiError::NetworkInUseOnHost { .. }
             | ApiError::NoUserNic(_)
             | ApiError::HostGroupExists(_)
             | ApiError::HostGroupNotEmpty { .. }
@@ -426,6 +436,10 @@ impl ApiError {
             ApiError::NetworkNotInGroup { .. } => (
                 "network_not_in_group",
                 "place the VM on a host of the network's group (`drover placement rate --network NAME`)",
+            ),
+            ApiError::NetworkInUseOnHost { .. } => (
+                "network_in_use_on_host",
+                "migrate those VMs to another host of the network's group or remove their NICs on it, then move the host again",
             ),
             ApiError::PortForwardNotFound { .. } => (
                 "port_forward_not_found",
@@ -619,6 +633,16 @@ mod tests {
                 },
                 409,
                 "network_not_in_group",
+            ),
+            (
+                ApiError::NetworkInUseOnHost {
+                    host: "h".into(),
+                    network: "n".into(),
+                    group: "g".into(),
+                    vms: "a, b".into(),
+                },
+                409,
+                "network_in_use_on_host",
             ),
             (
                 ApiError::PortForwardNotFound {
