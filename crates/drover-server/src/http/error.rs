@@ -119,6 +119,14 @@ pub enum ApiError {
         group: String,
         vms: String,
     },
+    #[error(
+        "moving group '{group}' under '{parent}' takes hosts out of the scope of networks they carry: {carried}"
+    )]
+    GroupMoveLeavesNetworkScope {
+        group: String,
+        parent: String,
+        carried: String,
+    },
     #[error("VM '{vm}' has no {protocol} forward of host port {host_port}")]
     PortForwardNotFound {
         vm: String,
@@ -252,6 +260,7 @@ impl ApiError {
             | ApiError::NetworkNeedsAttention { .. }
             | ApiError::NetworkNotInGroup { .. }
             | ApiError::NetworkInUseOnHost { .. }
+            | ApiError::GroupMoveLeavesNetworkScope { .. }
             | ApiError::NoUserNic(_)
             | ApiError::HostGroupExists(_)
             | ApiError::HostGroupNotEmpty { .. }
@@ -440,6 +449,10 @@ impl ApiError {
             ApiError::NetworkInUseOnHost { .. } => (
                 "network_in_use_on_host",
                 "migrate those VMs to another host of the network's group or remove their NICs on it, then move the host again",
+            ),
+            ApiError::GroupMoveLeavesNetworkScope { .. } => (
+                "group_move_leaves_network_scope",
+                "move those hosts out of the group first with `drover host move HOST --group G`, which removes the networks from them, then move the group",
             ),
             ApiError::PortForwardNotFound { .. } => (
                 "port_forward_not_found",
@@ -643,6 +656,15 @@ mod tests {
                 },
                 409,
                 "network_in_use_on_host",
+            ),
+            (
+                ApiError::GroupMoveLeavesNetworkScope {
+                    group: "g".into(),
+                    parent: "p".into(),
+                    carried: "n on h".into(),
+                },
+                409,
+                "group_move_leaves_network_scope",
             ),
             (
                 ApiError::PortForwardNotFound {
