@@ -811,7 +811,6 @@ async fn a_template_vm_on_an_overlay_moves_live_and_quick_with_its_addresses() {
     let lab = Lab::start("e2e_network_migration").await;
     let cli = lab.cli.clone();
     let root = lab.root.clone();
-    let guest = guest();
     lab.add_host(0).await;
     cli.ok(&[
         "network",
@@ -829,31 +828,7 @@ async fn a_template_vm_on_an_overlay_moves_live_and_quick_with_its_addresses() {
         "library", "share", "add", "main", "--server", "h1", "--path", &share,
     ])
     .await;
-    cli.ok(&[
-        "library",
-        "import",
-        &guest.rootfs_qcow2.display().to_string(),
-        "--name",
-        "tiny-root",
-    ])
-    .await;
-    cli.ok(&[
-        "profile",
-        "hardware",
-        "create",
-        "tiny",
-        "--memory",
-        "160M",
-        "--nic",
-        "ovl",
-        "--kernel",
-        &guest.kernel.display().to_string(),
-        "--initrd",
-        &guest.initrd.display().to_string(),
-        "--cmdline",
-        "console=ttyS0 quiet tiny.shell=1",
-    ])
-    .await;
+    cli.tiny_template_parts(&["--nic", "ovl"]).await;
     cli.ok(&[
         "profile",
         "guest-os",
