@@ -957,6 +957,14 @@ async fn a_template_vm_on_an_overlay_moves_live_and_quick_with_its_addresses() {
         !agent_dir(&root, 0).join("vms").join(&vm_id).exists(),
         "nothing of the VM stays on h1"
     );
+    let tap = drover_api::network::tap_name(vm_id.parse().expect("a VM id"), "nic0");
+    assert!(
+        !sh(&lab.topology.hosts[0], "ip -o link show").contains(&tap),
+        "the VM's tap went from h1"
+    );
+    assert!(
+        sh(&lab.topology.hosts[1], &format!("ip -o link show {tap}")).contains("master dr-ovl")
+    );
 
     // Stopped, back to h1 by quick migration: it boots there with the same MAC, IP and name.
     cli.ok(&["vm", "stop", "mover"]).await;
