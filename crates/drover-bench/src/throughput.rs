@@ -410,7 +410,7 @@ async fn host_role(role: &str, args: &ThroughputArgs) -> anyhow::Result<()> {
         let peer = guest_address(3 - args.host);
         for (line, marker) in [
             (
-                format!("P={peer}; ping -c1 -W5 $P >/dev/null; echo A-$((1+1))"),
+                format!("P={peer}; ping -c1 -W5 $P >/dev/null && echo A-$((1+1))"),
                 "A-2",
             ),
             (
@@ -428,10 +428,12 @@ async fn host_role(role: &str, args: &ThroughputArgs) -> anyhow::Result<()> {
             Duration::from_secs(30),
         )
         .await?;
+        // The space before `<` matters: ash reads `80<` as a redirection of descriptor 80, and
+        // nc, left without a port, connects to port 0 and is refused.
         let text = console(
             &mut serial,
             &log,
-            "t0=$(T);n=$(nc $P 80</tmp/req|wc -c);echo $n $t0 $(T) R-$((1+1))",
+            "t0=$(T);n=$(nc $P 80 </tmp/req|wc -c);echo $n $t0 $(T) R-$((1+1))",
             "R-2",
             Duration::from_secs(600),
         )

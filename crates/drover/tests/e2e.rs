@@ -891,33 +891,8 @@ async fn host_groups_placement_and_maintenance_through_the_cli() {
 async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
     let cluster = Cluster::start("e2e_template", 2).await;
     let cli = cluster.cli.clone();
-    let guest = guest();
     cluster.add_share_on_h1().await;
-    cli.ok(&[
-        "library",
-        "import",
-        &guest.rootfs_qcow2.display().to_string(),
-        "--name",
-        "tiny-root",
-    ])
-    .await;
-    cli.ok(&[
-        "profile",
-        "hardware",
-        "create",
-        "tiny",
-        "--cpus",
-        "1",
-        "--memory",
-        "160M",
-        "--kernel",
-        &guest.kernel.display().to_string(),
-        "--initrd",
-        &guest.initrd.display().to_string(),
-        "--cmdline",
-        "console=ttyS0 quiet tiny.shell=1",
-    ])
-    .await;
+    cli.tiny_template_parts(&[]).await;
     cli.fails(
         &["profile", "hardware", "create", "tiny", "--memory", "16M"],
         "invalid_profile",

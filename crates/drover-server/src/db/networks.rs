@@ -184,6 +184,44 @@ pub async fn set_host_state(
     Ok(())
 }
 
+/// The networks realized on host `host_id`, by name.
+pub async fn carried_by(db: &Db, host_id: HostId) -> Result<Vec<Network>, DbError> {
+    let rows: Vec<NetworkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE networks.id IN (SELECT network_id FROM network_hosts WHERE host_id = ?) \
+         ORDER BY networks.name"
+    )))
+    .bind(host_id.to_string())
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter().map(Network::try_from).collect()
+}
+
+/// Names of the VMs on host `host_id` with a NIC on network `network_id`.
+pub async fn vms_on_host(
+    db: &Db,
+    network_id: NetworkId,
+    host_id: HostId,
+) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT vms.name FROM vm_nics JOIN vms ON vms.id = vm_nics.vm_id \
+         WHERE vm_nics.network_id = ? AND vms.host_id = ? ORDER BY vms.name",
+    )
+    .bind(network_id.to_string())
+    .bind(host_id.to_string())
+    .fetch_all(db.pool())
+    .await?)
+}
+
+/// Forgets that host `host_id` carries network `network_id` (the host gave it up).
+pub async fn forget_host(db: &Db, network_id: NetworkId, host_id: HostId) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM network_hosts WHERE network_id = ? AND host_id = ?")
+        .bind(network_id.to_string())
+        .bind(host_id.to_string())
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
 /// Why a NIC could not get its addresses.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocationError {

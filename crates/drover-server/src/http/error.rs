@@ -110,6 +110,23 @@ pub enum ApiError {
         group: String,
         host: String,
     },
+    #[error(
+        "host '{host}' cannot leave the scope of network '{network}' (group '{group}'): VMs on the host use it: {vms}"
+    )]
+    NetworkInUseOnHost {
+        host: String,
+        network: String,
+        group: String,
+        vms: String,
+    },
+    #[error(
+        "moving group '{group}' under '{parent}' takes hosts out of the scope of networks they carry: {carried}"
+    )]
+    GroupMoveLeavesNetworkScope {
+        group: String,
+        parent: String,
+        carried: String,
+    },
     #[error("VM '{vm}' has no {protocol} forward of host port {host_port}")]
     PortForwardNotFound {
         vm: String,
@@ -242,6 +259,8 @@ impl ApiError {
             | ApiError::MacPoolExhausted
             | ApiError::NetworkNeedsAttention { .. }
             | ApiError::NetworkNotInGroup { .. }
+            | ApiError::NetworkInUseOnHost { .. }
+            | ApiError::GroupMoveLeavesNetworkScope { .. }
             | ApiError::NoUserNic(_)
             | ApiError::HostGroupExists(_)
             | ApiError::HostGroupNotEmpty { .. }
@@ -426,6 +445,14 @@ impl ApiError {
             ApiError::NetworkNotInGroup { .. } => (
                 "network_not_in_group",
                 "place the VM on a host of the network's group (`drover placement rate --network NAME`)",
+            ),
+            ApiError::NetworkInUseOnHost { .. } => (
+                "network_in_use_on_host",
+                "migrate those VMs to another host of the network's group or remove their NICs on it, then move the host again",
+            ),
+            ApiError::GroupMoveLeavesNetworkScope { .. } => (
+                "group_move_leaves_network_scope",
+                "move those hosts out of the group first with `drover host move HOST --group G`, which removes the networks from them, then move the group",
             ),
             ApiError::PortForwardNotFound { .. } => (
                 "port_forward_not_found",
@@ -619,6 +646,25 @@ mod tests {
                 },
                 409,
                 "network_not_in_group",
+            ),
+            (
+                ApiError::NetworkInUseOnHost {
+                    host: "h".into(),
+                    network: "n".into(),
+                    group: "g".into(),
+                    vms: "a, b".into(),
+                },
+                409,
+                "network_in_use_on_host",
+            ),
+            (
+                ApiError::GroupMoveLeavesNetworkScope {
+                    group: "g".into(),
+                    parent: "p".into(),
+                    carried: "n on h".into(),
+                },
+                409,
+                "group_move_leaves_network_scope",
             ),
             (
                 ApiError::PortForwardNotFound {

@@ -5,6 +5,7 @@
 use super::{ApiError, ApiJson};
 use crate::db;
 use crate::db::hostgroups::{GroupRecord, GroupTree};
+use crate::placement;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -127,6 +128,17 @@ pub async fn update(
                 return Err(ApiError::HostGroupCycle {
                     group: group.name.clone(),
                     parent: parent.name.clone(),
+                });
+            }
+            // The move answers at once and touches no host, so it cannot take networks off
+            // hosts: `host move` (a job) does that.
+            let left =
+                placement::network::left_by_group_move(&state, &tree, group.id, parent.id).await?;
+            if !left.is_empty() {
+                return Err(ApiError::GroupMoveLeavesNetworkScope {
+                    group: group.name.clone(),
+                    parent: parent.name.clone(),
+                    carried: left.join(", "),
                 });
             }
             Some(parent)

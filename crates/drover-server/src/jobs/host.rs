@@ -222,11 +222,16 @@ pub(super) async fn prepare_move(
     let group = tree
         .get(group_id)
         .ok_or_else(|| ApiError::HostGroupNotFound(group_id.to_string()))?;
+    let left = super::network::out_of_scope(state, &host, group_id).await?;
+    super::network::refuse_left_in_use(&host, &left)?;
     Ok(Plan {
         description: format!("Move host {} to group {}", host.name, group.name),
         target: target(host_id, &host.name),
         done: Vec::new(),
-        steps: vec!["Move the host to its new group"],
+        steps: vec![
+            "Move the host to its new group",
+            "Remove the networks scoped to other groups from the host",
+        ],
     })
 }
 
@@ -236,14 +241,24 @@ pub(super) async fn run_move(
     host_id: HostId,
     group_id: HostGroupId,
 ) -> Result<(), ApiError> {
+    let left = run
+        .step(async {
+            let host = find_host(state, host_id).await?;
+            // Checked again: a VM may have taken a NIC on one of them while the job waited.
+            let left = super::network::out_of_scope(state, &host, group_id).await?;
+            super::network::refuse_left_in_use(&host, &left)?;
+            if !db::hostgroups::move_host(&state.db, host_id, group_id).await? {
+                // Either the host or the group went away while the job waited.
+                find_host(state, host_id).await?;
+                return Err(ApiError::HostGroupNotFound(group_id.to_string()));
+            }
+            state.publish(Event::HostChanged(find_host(state, host_id).await?));
+            Ok(left)
+        })
+        .await?;
     run.step(async {
-        if !db::hostgroups::move_host(&state.db, host_id, group_id).await? {
-            // Either the host or the group went away while the job waited.
-            find_host(state, host_id).await?;
-            return Err(ApiError::HostGroupNotFound(group_id.to_string()));
-        }
-        state.publish(Event::HostChanged(find_host(state, host_id).await?));
-        Ok(())
+        let host = find_host(state, host_id).await?;
+        super::network::give_up(state, &host, left).await
     })
     .await
 }

@@ -368,3 +368,67 @@ pub(super) async fn run_delete(
     })
     .await
 }
+
+/// A network a host carries that a move to another group takes out of the network's scope,
+/// with the VMs on the host that use it.
+pub(super) struct LeftBehind {
+    network: Network,
+    vms: Vec<String>,
+}
+
+/// The networks `host` carries whose group scope does not hold `group_id`.
+pub(super) async fn out_of_scope(
+    state: &AppState,
+    host: &Host,
+    group_id: HostGroupId,
+) -> Result<Vec<LeftBehind>, ApiError> {
+    let tree = db::hostgroups::tree(&state.db).await?;
+    let mut left = Vec::new();
+    for network in db::networks::carried_by(&state.db, host.id).await? {
+        if placement::network::in_scope(&network, &tree, group_id) {
+            continue;
+        }
+        let vms = db::networks::vms_on_host(&state.db, network.id, host.id).await?;
+        left.push(LeftBehind { network, vms });
+    }
+    Ok(left)
+}
+
+/// Refuses to take `host` out of a network's scope while VMs on the host use the network.
+pub(super) fn refuse_left_in_use(host: &Host, left: &[LeftBehind]) -> Result<(), ApiError> {
+    match left.iter().find(|entry| !entry.vms.is_empty()) {
+        Some(entry) => Err(ApiError::NetworkInUseOnHost {
+            host: host.name.clone(),
+            network: entry.network.name.clone(),
+            group: entry.network.group.clone().unwrap_or_default(),
+            vms: entry.vms.join(", "),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Removes each network of `left` from `host` (bridge, DHCP server, rules, tunnel), forgets
+/// that the host carried it, and tells an overlay's remaining hosts that the peer is gone.
+pub(super) async fn give_up(
+    state: &AppState,
+    host: &Host,
+    left: Vec<LeftBehind>,
+) -> Result<(), ApiError> {
+    for LeftBehind { network, .. } in left {
+        state
+            .agents
+            .at(&host.address)
+            .delete_network(network.id)
+            .await?;
+        db::networks::forget_host(&state.db, network.id, host.id).await?;
+        let remaining = carriers(state, &find(state, network.id).await?).await?;
+        if network.vni.is_some() {
+            for carrier in &remaining {
+                let spec = agent_network(&network, carrier, &remaining);
+                state.agents.at(&carrier.address).put_network(&spec).await?;
+            }
+        }
+        publish(state, network.id).await?;
+    }
+    Ok(())
+}

@@ -105,3 +105,40 @@ pub async fn check_host(
         None => Ok(()),
     }
 }
+
+/// Whether a network scoped to group `scope` still holds the hosts of group `moved` once
+/// `moved` hangs under `new_parent`: the scope moves along (it is in `moved`'s subtree) or
+/// already holds the new parent.
+pub fn scope_keeps_moved_group(
+    tree: &GroupTree,
+    scope: HostGroupId,
+    moved: HostGroupId,
+    new_parent: HostGroupId,
+) -> bool {
+    tree.contains(moved, scope) || tree.contains(scope, new_parent)
+}
+
+/// The networks the hosts of group `moved` carry that moving it under `new_parent` would take
+/// them out of, as "NETWORK on HOST".
+pub async fn left_by_group_move(
+    state: &AppState,
+    tree: &GroupTree,
+    moved: HostGroupId,
+    new_parent: HostGroupId,
+) -> Result<Vec<String>, ApiError> {
+    let mut left = Vec::new();
+    for host in db::hosts::all(&state.db).await? {
+        if !tree.contains(moved, host.group_id) {
+            continue;
+        }
+        for network in db::networks::carried_by(&state.db, host.id).await? {
+            let Some(scope) = network.group.as_deref().and_then(|name| tree.find(name)) else {
+                continue;
+            };
+            if !scope_keeps_moved_group(tree, scope.id, moved, new_parent) {
+                left.push(format!("{} on {}", network.name, host.name));
+            }
+        }
+    }
+    Ok(left)
+}

@@ -261,6 +261,45 @@ impl Cli {
     }
 }
 
+impl Cli {
+    /// Imports the tiny guest's root disk into the library as item `tiny-root` and makes the
+    /// hardware profile `tiny` that boots the tiny guest (1 vCPU, 160 MiB, a serial shell), with
+    /// `extra` options (`--nic NETWORK`, ...): the parts of a template.
+    pub async fn tiny_template_parts(&self, extra: &[&str]) {
+        let guest = drover_testkit::guest();
+        self.ok(&[
+            "library",
+            "import",
+            &guest.rootfs_qcow2.display().to_string(),
+            "--name",
+            "tiny-root",
+        ])
+        .await;
+        let (kernel, initrd) = (
+            guest.kernel.display().to_string(),
+            guest.initrd.display().to_string(),
+        );
+        let mut args = vec![
+            "profile",
+            "hardware",
+            "create",
+            "tiny",
+            "--cpus",
+            "1",
+            "--memory",
+            "160M",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--cmdline",
+            "console=ttyS0 quiet tiny.shell=1",
+        ];
+        args.extend(extra);
+        self.ok(&args).await;
+    }
+}
+
 /// A root shell on a guest's serial console (the tiny guest with `tiny.shell=1`), through
 /// `drover vm console` with piped stdin and stdout.
 pub struct GuestShell {
