@@ -256,6 +256,21 @@ impl AgentClient<'_> {
         .map(drop)
     }
 
+    /// Changes the medium in the VM's CD-ROM drive, at once when it runs (idempotent).
+    pub async fn change_cdrom(
+        &self,
+        vm_id: VmId,
+        cdrom: &drover_api::cdrom::VmCdrom,
+    ) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .put(self.url(&format!("/v1/vms/{vm_id}/cdrom")))
+                .json(cdrom),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Removes a NIC from the VM, hot-unplugged when it runs (idempotent).
     pub async fn remove_nic(&self, vm_id: VmId, nic: &str) -> Result<(), AgentError> {
         self.send(
