@@ -1749,6 +1749,29 @@ async fn finished_job(cli: &Cli, id: &str) -> Value {
     .unwrap_or_else(|error| panic!("{error}"))
 }
 
+/// Replaces the qcow2 `disk` with one holding `mib` MiB of incompressible data, so that it is as
+/// large on the wire as on disk; its size.
+fn fill_with_random_data(scratch: &Path, disk: &Path, mib: u64) -> u64 {
+    let raw = scratch.join("random.raw");
+    let mut bytes = vec![0_u8; usize::try_from(mib << 20).expect("fits")];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+        &mut bytes,
+    )
+    .expect("random bytes");
+    std::fs::write(&raw, &bytes).expect("write raw");
+    drop(bytes);
+    let converted = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(disk)
+        .status()
+        .expect("qemu-img convert");
+    assert!(converted.success());
+    std::fs::remove_file(&raw).expect("remove the raw file");
+    std::fs::metadata(disk).expect("disk").len()
+}
+
 /// Store and deploy with a kill mid-transfer: first the sending agent, then the receiving one.
 /// Each time the restarted job fetches only what was missing, and the result is verified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1760,26 +1783,9 @@ async fn killed_transfer_ends_resume_where_they_stopped() {
     let cli = cluster.cli.clone();
     let share = cluster.add_share_on_h1().await;
     let vm_id = create_stopped_vm(&cli, "big", "h2", &format!("{DISK_MIB}M")).await;
-    // Incompressible guest data: the disk is as large on the wire as on disk.
     let host_vm_dir = cluster.agents[1].2.join("vms").join(&vm_id);
     let disk = host_vm_dir.join("disk.qcow2");
-    let raw = cluster.root.join("random.raw");
-    let mut bytes = vec![0_u8; usize::try_from(DISK_MIB << 20).expect("fits")];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
-        &mut bytes,
-    )
-    .expect("random bytes");
-    std::fs::write(&raw, &bytes).expect("write raw");
-    drop(bytes);
-    let converted = std::process::Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&disk)
-        .status()
-        .expect("qemu-img convert");
-    assert!(converted.success());
-    let total = std::fs::metadata(&disk).expect("disk").len();
+    let total = fill_with_random_data(&cluster.root, &disk, DISK_MIB);
     let disk_sha256 = sha256_of(&disk);
 
     // Store, killing the sender (h2) a quarter of the way.
@@ -1847,6 +1853,83 @@ async fn killed_transfer_ends_resume_where_they_stopped() {
         Some("stopped")
     );
     assert!(!stored_dir.exists());
+    cli.ok(&["vm", "delete", "big"]).await;
+}
+
+/// How many VMs host `host` holds a claim for (its own VMs and deploys under way).
+async fn claimed_vms(cli: &Cli, host: &str) -> u64 {
+    cli.json(&["host", "show", host]).await["vm_count"]
+        .as_u64()
+        .expect("vm_count")
+}
+
+/// A deploy claims its host's capacity before the copy starts. Canceled mid-copy, or failed
+/// for a reason a retry would not fix (a stored copy that no longer matches its fingerprint),
+/// it gives the claim back and leaves no files on the host; the VM stays Stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceled_or_failed_deploys_give_back_their_claim_and_files() {
+    const DISK_MIB: u64 = 96;
+    let mut cluster = Cluster::start("e2e_deploy_cleanup", 2).await;
+    restart_paced_agent(&mut cluster, 0, 2).await;
+    restart_paced_agent(&mut cluster, 1, 2).await;
+    let cli = cluster.cli.clone();
+    let share = cluster.add_share_on_h1().await;
+    let vm_id = create_stopped_vm(&cli, "big", "h2", &format!("{DISK_MIB}M")).await;
+    let host_vm_dir = cluster.agents[1].2.join("vms").join(&vm_id);
+    let total = fill_with_random_data(&cluster.root, &host_vm_dir.join("disk.qcow2"), DISK_MIB);
+    cli.ok(&["vm", "store", "big"]).await;
+    assert_eq!(
+        claimed_vms(&cli, "h2").await,
+        0,
+        "a stored VM claims nothing"
+    );
+
+    let job = cli
+        .json(&["vm", "deploy", "big", "--host", "h2", "--async"])
+        .await;
+    let job_id = job["id"].as_str().expect("job id").to_owned();
+    wait_for_partial(&host_vm_dir, total / 8).await;
+    assert_eq!(
+        claimed_vms(&cli, "h2").await,
+        1,
+        "the host's capacity is claimed while the copy runs"
+    );
+    cli.ok(&["job", "cancel", &job_id]).await;
+    let canceled = wait_until("the deploy canceled", Duration::from_secs(60), async || {
+        let job = cli.json(&["job", "show", &job_id]).await;
+        (job["status"] != "running" && job["status"] != "queued").then_some(job)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    wait_until(
+        "the partial copy removed",
+        Duration::from_secs(30),
+        async || (!host_vm_dir.exists()).then_some(()),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        cli.vm_field("big", "state").await.as_deref(),
+        Some("stored")
+    );
+    assert_eq!(claimed_vms(&cli, "h2").await, 0, "the claim was given back");
+
+    // A stored copy changed behind the library's back: the copy fails its check for good.
+    let stored_disk = share.join(".stored-vms").join(&vm_id).join("disk.qcow2");
+    let mut bytes = std::fs::read(&stored_disk).expect("stored disk");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&stored_disk, &bytes).expect("damage the stored disk");
+    drop(bytes);
+    cli.fails(&["vm", "deploy", "big", "--host", "h2"], "agent_error")
+        .await;
+    assert!(!host_vm_dir.exists(), "no files left on the host");
+    assert_eq!(
+        cli.vm_field("big", "state").await.as_deref(),
+        Some("stored")
+    );
+    assert_eq!(claimed_vms(&cli, "h2").await, 0, "the claim was given back");
     cli.ok(&["vm", "delete", "big"]).await;
 }
 

@@ -198,15 +198,20 @@ pub async fn leases(
     Ok(Json(state.networks.leases(&handle.spec())))
 }
 
-/// `DELETE /v1/vms/{id}`: idempotent; an unknown VM is already deleted.
+/// `DELETE /v1/vms/{id}`: idempotent. For a VM not defined here, the files a copy to this host
+/// left behind (a deploy or migration that failed for good, or was canceled) go.
 pub async fn delete(
     State(state): State<Arc<AgentState>>,
     path: Result<Path<VmId>, PathRejection>,
 ) -> Result<StatusCode, AgentError> {
     let Path(vm_id) = path?;
-    if let Some(handle) = state.registry.find(vm_id)? {
-        handle.destroy().await?;
-        state.registry.remove(vm_id);
+    match state.registry.find(vm_id)? {
+        Some(handle) => {
+            handle.destroy().await?;
+            state.registry.remove(vm_id);
+        }
+        None => store::remove_dir_optional(&store::vm_dir(&state.data_dir, vm_id))
+            .map_err(|error| AgentError::Internal(error.into()))?,
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -54,6 +54,18 @@ pub enum AgentError {
     Client(#[source] reqwest::Error),
 }
 
+impl AgentError {
+    /// Whether this is a copy between agents cut short (the receiver gone, or its transfer from
+    /// the sender broken), which a retry resumes.
+    pub fn is_cut_transfer(&self) -> bool {
+        match self {
+            AgentError::Unreachable { .. } => true,
+            AgentError::Refused { detail, .. } => detail.code == "transfer_failed",
+            _ => false,
+        }
+    }
+}
+
 impl From<AgentError> for crate::http::ApiError {
     fn from(error: AgentError) -> Self {
         use crate::http::ApiError;
