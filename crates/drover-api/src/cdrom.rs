@@ -11,9 +11,10 @@ pub const CDROM_DEVICE: &str = "cd0";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VmCdrom {
-    /// The ISO in the drive; none when the drive is empty.
+    /// The ISO in the drive; none when the drive is empty. (Boxed: an empty drive, the common
+    /// case, keeps every VM request small.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iso: Option<CdromIso>,
+    pub iso: Option<Box<CdromIso>>,
 }
 
 /// A library ISO as a VM's medium. A request names the `item`; the server fills in where the

@@ -34,7 +34,7 @@ impl VmDevices {
 
     /// The ISO in the CD-ROM drive, if any.
     pub fn cdrom_iso(&self) -> Option<&crate::cdrom::CdromIso> {
-        self.cdrom.as_ref().and_then(|cdrom| cdrom.iso.as_ref())
+        self.cdrom.as_ref().and_then(|cdrom| cdrom.iso.as_deref())
     }
 
     /// Host disk space the data disks may come to use (blank disks' sizes; see

@@ -42,12 +42,12 @@ impl DeviceArgs {
             boot_order: self.boot_order.clone(),
             machine: self.machine.clone(),
             cdrom: self.iso.clone().map(|item| VmCdrom {
-                iso: Some(drover_api::cdrom::CdromIso {
+                iso: Some(Box::new(drover_api::cdrom::CdromIso {
                     item,
                     sha256: String::new(),
                     url: String::new(),
                     path: None,
-                }),
+                })),
             }),
         }
     }

@@ -394,12 +394,12 @@ mod tests {
     fn an_iso_is_a_read_only_raw_medium_in_an_ide_cd_drive() {
         let mut spec = spec(VmDisk::None);
         let cdrom = |path: Option<&str>| drover_api::cdrom::VmCdrom {
-            iso: Some(drover_api::cdrom::CdromIso {
+            iso: Some(Box::new(drover_api::cdrom::CdromIso {
                 item: "tools".into(),
                 sha256: "0".repeat(64),
                 url: String::new(),
                 path: path.map(str::to_owned),
-            }),
+            })),
         };
         spec.devices.boot_order = vec!["cdrom".into()];
         spec.devices.cdrom = Some(cdrom(Some("/images/a,b.qcow2")));

@@ -31,7 +31,7 @@ async fn library_iso(state: &AppState, item: &str) -> Result<CdromIso, ApiError>
 /// it beyond the item's name is replaced).
 pub(crate) async fn resolve(state: &AppState, devices: &mut VmDevices) -> Result<(), ApiError> {
     if let Some(iso) = devices.cdrom.as_mut().and_then(|cdrom| cdrom.iso.as_mut()) {
-        *iso = library_iso(state, &iso.item).await?;
+        **iso = library_iso(state, &iso.item).await?;
     }
     Ok(())
 }
@@ -73,7 +73,7 @@ pub(in crate::jobs) async fn run_change(
     let vm = find_vm(state, vm_id).await?;
     let host = host_of(state, &vm).await?;
     let iso = match &change.item {
-        Some(item) => Some(library_iso(state, item).await?),
+        Some(item) => Some(Box::new(library_iso(state, item).await?)),
         None => None,
     };
     // The ISO may be fetched to the host here: its transfer shows as progress.
