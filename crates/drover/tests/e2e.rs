@@ -891,63 +891,17 @@ async fn host_groups_placement_and_maintenance_through_the_cli() {
 async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
     let cluster = Cluster::start("e2e_template", 2).await;
     let cli = cluster.cli.clone();
-    let guest = guest();
     cluster.add_share_on_h1().await;
-    cli.ok(&[
-        "library",
-        "import",
-        &guest.rootfs_qcow2.display().to_string(),
-        "--name",
-        "tiny-root",
-    ])
-    .await;
-    cli.ok(&[
-        "profile",
-        "hardware",
-        "create",
-        "tiny",
-        "--cpus",
-        "1",
-        "--memory",
-        "160M",
-        "--kernel",
-        &guest.kernel.display().to_string(),
-        "--initrd",
-        &guest.initrd.display().to_string(),
-        "--cmdline",
-        "console=ttyS0 quiet tiny.shell=1",
-    ])
-    .await;
+    tiny_template(&cli, "web-**").await;
     cli.fails(
         &["profile", "hardware", "create", "tiny", "--memory", "16M"],
         "invalid_profile",
     )
     .await;
-    cli.ok(&[
-        "profile",
-        "guest-os",
-        "create",
-        "web",
-        "--hostname",
-        "web-**",
-    ])
-    .await;
     cli.fails(
         &["profile", "guest-os", "create", "bad", "--hostname", "a_b"],
         "invalid_profile",
     )
-    .await;
-    cli.ok(&[
-        "template",
-        "create",
-        "t1",
-        "--disk",
-        "tiny-root",
-        "--hardware",
-        "tiny",
-        "--guest-os",
-        "web",
-    ])
     .await;
     cli.fails(
         &[
@@ -1468,6 +1422,11 @@ async fn stopped_vms_move_to_the_library_and_back_through_the_cli() {
     let deployed = cli.json(&["vm", "show", "s1"]).await;
     assert_eq!(deployed["state"], "stopped");
     assert_eq!(deployed["host_name"], "h2");
+    assert_eq!(
+        claimed_vms(&cli, "h2").await,
+        1,
+        "the deploy's claim became the VM's own, counted once"
+    );
     assert_eq!(sha256_of(&host_dir.join("disk.qcow2")), disk_sha256);
     assert!(!stored_disk.exists(), "the library keeps nothing");
     cli.ok(&["vm", "start", "s1"]).await;
