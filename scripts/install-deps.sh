@@ -17,7 +17,8 @@ fi
 missing=()
 # dnsmasq and nft realize virtual networks (DHCP per network, NAT and isolation rules); iperf3
 # is the bare-host baseline of `drover-bench throughput`.
-for tool in mke2fs:e2fsprogs lz4:lz4 xz:xz-utils zstd:zstd dnsmasq:dnsmasq-base nft:nftables iperf3:iperf3; do
+# xorriso makes the ISOs of the CD-ROM tests.
+for tool in mke2fs:e2fsprogs lz4:lz4 xz:xz-utils zstd:zstd dnsmasq:dnsmasq-base nft:nftables iperf3:iperf3 xorriso:xorriso; do
   command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

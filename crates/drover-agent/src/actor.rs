@@ -3,6 +3,7 @@
 //! every change at once. Others hold a [`VmHandle`]: a command channel and a read-only view of
 //! the latest state. Not here: which VMs exist (see `registry`) and HTTP.
 
+mod cdrom;
 mod checkpoint;
 
 use crate::error::AgentError;
@@ -74,6 +75,11 @@ enum Command {
     },
     /// A live migration ended with the guest still here: the VM runs again.
     EndMigration,
+    /// Changes the medium in the CD-ROM drive (see `cdrom`).
+    ChangeCdrom {
+        cdrom: drover_api::cdrom::VmCdrom,
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
 }
 
 /// The right to use a VM's serial console until `ended` is cancelled (by a newer session, the
@@ -277,6 +283,9 @@ impl VmActor {
                     }
                     Some(Command::StartMigration { reply }) => {
                         let _ = reply.send(self.start_migration());
+                    }
+                    Some(Command::ChangeCdrom { cdrom, reply }) => {
+                        let _ = reply.send(self.change_cdrom(cdrom).await);
                     }
                     Some(Command::EndMigration) => {
                         if self.state() == VmState::Migrating {

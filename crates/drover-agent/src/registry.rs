@@ -103,16 +103,22 @@ impl Registry {
         self.vms().remove(&vm_id);
     }
 
-    /// The image files the defined VMs' disks are overlays on: never evicted from the cache.
+    /// The image files the defined VMs' disks are overlays on and the ISOs in their CD-ROM
+    /// drives: never evicted from the cache.
     pub fn disk_images(&self) -> Vec<std::path::PathBuf> {
         self.vms()
             .values()
             .filter_map(|slot| match slot {
-                Slot::Ready(handle) => match handle.spec().disk {
-                    drover_api::VmDisk::Image { path } => Some(path.into()),
-                    _ => None,
-                },
+                Slot::Ready(handle) => Some(handle.spec()),
                 Slot::Defining => None,
+            })
+            .flat_map(|spec| {
+                let disk = match spec.disk {
+                    drover_api::VmDisk::Image { path } => Some(path),
+                    _ => None,
+                };
+                let iso = spec.devices.cdrom_iso().and_then(|iso| iso.path.clone());
+                disk.into_iter().chain(iso).map(std::path::PathBuf::from)
             })
             .collect()
     }

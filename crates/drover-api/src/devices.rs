@@ -15,15 +15,28 @@ pub struct VmDevices {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_disks: Vec<VmDisk>,
     /// `disk`, `cdrom`, `network`, first choice first; empty leaves the firmware's default
-    /// (the first disk). A VM has no CD-ROM drive yet, so `cdrom` is skipped.
+    /// (the first disk). `cdrom` gives the VM a CD-ROM drive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boot_order: Vec<String>,
     /// QEMU machine type (`pc`, `q35`, `pc-i440fx-10.0`); `pc` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine: Option<String>,
+    /// The CD-ROM drive (an IDE one, on the machine's own controller), with its ISO if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdrom: Option<crate::cdrom::VmCdrom>,
 }
 
 impl VmDevices {
+    /// Whether the VM has a CD-ROM drive: it was given one, or its boot order names one.
+    pub fn has_cdrom_drive(&self) -> bool {
+        self.cdrom.is_some() || self.boot_order.iter().any(|device| device == "cdrom")
+    }
+
+    /// The ISO in the CD-ROM drive, if any.
+    pub fn cdrom_iso(&self) -> Option<&crate::cdrom::CdromIso> {
+        self.cdrom.as_ref().and_then(|cdrom| cdrom.iso.as_deref())
+    }
+
     /// Host disk space the data disks may come to use (blank disks' sizes; see
     /// [`VmDisk::committed_bytes`]).
     pub fn committed_bytes(&self) -> u64 {

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod cdrom;
 pub mod checkpoint;
 pub mod config;
 pub mod devices;

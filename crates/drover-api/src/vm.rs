@@ -195,6 +195,9 @@ pub struct Vm {
     /// Guest ports reachable on the host's 127.0.0.1 through the user-mode NIC.
     #[serde(default)]
     pub port_forwards: Vec<PortForward>,
+    /// Data disks, boot order, machine type and CD-ROM drive, when the VM has any.
+    #[serde(default, flatten)]
+    pub devices: crate::devices::VmDevices,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

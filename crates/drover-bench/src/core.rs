@@ -219,6 +219,7 @@ async fn list_pages(
             cmdline: None,
             nics: vec![],
             port_forwards: vec![],
+            devices: Default::default(),
             created_at: now,
             updated_at: now,
         };

@@ -255,6 +255,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             cmdline: None,
             nics: vec![],
             port_forwards: vec![],
+            devices: Default::default(),
             created_at: now,
             updated_at: now,
         };

@@ -21,6 +21,7 @@ pub mod settings;
 mod template;
 mod v2v;
 mod vm;
+mod vm_devices;
 
 pub use error::{CliError, print_error};
 pub use host::HostCommand;

@@ -59,6 +59,8 @@ pub struct VmCreateArgs {
     #[arg(long = "network", value_name = "NAME")]
     pub networks: Vec<String>,
     #[command(flatten)]
+    pub devices: crate::vm_devices::DeviceArgs,
+    #[command(flatten)]
     pub job: JobOptions,
 }
 
@@ -125,6 +127,9 @@ pub enum VmCommand {
         #[command(flatten)]
         job: JobOptions,
     },
+    /// Insert or eject the ISO in the VM's CD-ROM drive.
+    #[command(subcommand)]
+    Iso(crate::vm_devices::IsoCommand),
     /// Bring a stored VM back to a host, Stopped (the best-rated host unless --host is given).
     Deploy {
         vm: String,
@@ -206,7 +211,7 @@ pub(crate) fn parse_memory_mib(text: &str) -> Result<u64, String> {
     Ok(bytes / MIB)
 }
 
-fn parse_disk(text: &str) -> Result<VmDisk, String> {
+pub(crate) fn parse_disk(text: &str) -> Result<VmDisk, String> {
     if text.eq_ignore_ascii_case("none") {
         return Ok(VmDisk::None);
     }
@@ -236,7 +241,7 @@ fn host_path(path: &str) -> String {
         .unwrap_or_else(|_| path.to_owned())
 }
 
-fn disk_text(disk: &VmDisk) -> String {
+pub(crate) fn disk_text(disk: &VmDisk) -> String {
     match disk {
         VmDisk::None => "none".to_owned(),
         VmDisk::Blank { size_bytes } => format!("{} (blank)", format_bytes(*size_bytes)),
@@ -299,6 +304,7 @@ fn print_vm(vm: &Vm) {
     for forward in &vm.port_forwards {
         fields.push(("Port forward", forward.to_string()));
     }
+    fields.extend(crate::vm_devices::fields(&vm.devices));
     fields.extend([
         ("Created", time(&vm.created_at)),
         ("Updated", time(&vm.updated_at)),
@@ -360,7 +366,7 @@ pub async fn run(
                 start: args.start,
                 networks: args.networks.clone(),
                 seed: None,
-                devices: Default::default(),
+                devices: args.devices.devices(),
             };
             let started = client.create_vm(&create).await?;
             finish(client, started, args.job, output).await
@@ -433,6 +439,7 @@ pub async fn run(
             finish(client, started, *job, output).await
         }
         VmCommand::Save(target) => action(client, target, VmAction::Save, output).await,
+        VmCommand::Iso(command) => crate::vm_devices::run_iso(client, command, output).await,
         VmCommand::Checkpoint(command) => crate::checkpoint::run(client, command, output).await,
         VmCommand::Store { vm, share, job } => {
             let request = drover_api::vm_store::VmStore {

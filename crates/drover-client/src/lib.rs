@@ -651,6 +651,20 @@ impl Client {
             .await
     }
 
+    /// Inserts a library ISO into the VM's CD-ROM drive, or ejects with no item (job
+    /// `vm.cdrom`); at once when the VM runs.
+    pub async fn change_cdrom(
+        &self,
+        vm: &str,
+        change: &drover_api::cdrom::VmCdromChange,
+    ) -> Result<Job, ClientError> {
+        self.send(
+            self.request(Method::POST, &["vms", vm, "cdrom"])
+                .json(change),
+        )
+        .await
+    }
+
     /// Moves the VM to another host, live when it runs (job `vm.migrate`).
     pub async fn migrate_vm(
         &self,

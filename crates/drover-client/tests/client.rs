@@ -64,6 +64,7 @@ fn vm(name: String) -> Vm {
         cmdline: None,
         nics: vec![],
         port_forwards: vec![],
+        devices: Default::default(),
         created_at: chrono::Utc::now(),
         updated_at: chrono::Utc::now(),
     }

@@ -208,6 +208,10 @@ pub trait RunningVm: Send + 'static {
     async fn add_nic(&mut self, nic: &drover_api::agent::AgentNic) -> Result<(), DriverError>;
     /// Hot-unplugs the NIC `name`; returns once the guest released it and its backend is gone.
     async fn remove_nic(&mut self, name: &str) -> Result<(), DriverError>;
+    /// Puts the ISO at `iso` into the VM's CD-ROM drive, or empties the drive with `None`.
+    async fn change_cdrom(&mut self, _iso: Option<&Path>) -> Result<(), DriverError> {
+        Err(not_supported())
+    }
     /// Saves the guest's memory and device state into the VM's directory and ends the process;
     /// [`VmDriver::start_from`] with [`StartFrom::SavedState`] brings it back.
     async fn save(&mut self) -> Result<(), DriverError> {

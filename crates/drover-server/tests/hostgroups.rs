@@ -401,6 +401,7 @@ async fn ratings_follow_reserves_groups_and_maintenance() {
         cmdline: None,
         nics: Vec::new(),
         port_forwards: Vec::new(),
+        devices: Default::default(),
         created_at: now,
         updated_at: now,
     };

@@ -406,6 +406,7 @@ async fn templates_give_ratings_their_size_and_linked_clones_claim_their_base() 
             cmdline: None,
             nics: Vec::new(),
             port_forwards: Vec::new(),
+            devices: Default::default(),
             created_at: now,
             updated_at: now,
         }

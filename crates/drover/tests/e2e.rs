@@ -892,37 +892,16 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
     let cluster = Cluster::start("e2e_template", 2).await;
     let cli = cluster.cli.clone();
     cluster.add_share_on_h1().await;
-    cli.tiny_template_parts(&[]).await;
+    tiny_template(&cli, "web-**").await;
     cli.fails(
         &["profile", "hardware", "create", "tiny", "--memory", "16M"],
         "invalid_profile",
     )
     .await;
-    cli.ok(&[
-        "profile",
-        "guest-os",
-        "create",
-        "web",
-        "--hostname",
-        "web-**",
-    ])
-    .await;
     cli.fails(
         &["profile", "guest-os", "create", "bad", "--hostname", "a_b"],
         "invalid_profile",
     )
-    .await;
-    cli.ok(&[
-        "template",
-        "create",
-        "t1",
-        "--disk",
-        "tiny-root",
-        "--hardware",
-        "tiny",
-        "--guest-os",
-        "web",
-    ])
     .await;
     cli.fails(
         &[
@@ -1037,6 +1016,298 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
     }
 }
 
+/// Makes template `t1` of the tiny guest's parts (`Cli::tiny_template_parts`) and guest OS
+/// profile `web`, which names guests after `hostname` (a pattern with `*`).
+async fn tiny_template(cli: &Cli, hostname: &str) {
+    cli.tiny_template_parts(&[]).await;
+    cli.ok(&[
+        "profile",
+        "guest-os",
+        "create",
+        "web",
+        "--hostname",
+        hostname,
+    ])
+    .await;
+    cli.ok(&[
+        "template",
+        "create",
+        "t1",
+        "--disk",
+        "tiny-root",
+        "--hardware",
+        "tiny",
+        "--guest-os",
+        "web",
+    ])
+    .await;
+}
+
+/// `qemu-img info` of a VM's disk file on its host.
+fn disk_info(agent_dir: &Path, vm_id: &str, file: &str) -> Value {
+    let output = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(agent_dir.join("vms").join(vm_id).join(file))
+        .output()
+        .expect("qemu-img info");
+    assert!(output.status.success(), "qemu-img info {vm_id}/{file}");
+    serde_json::from_slice(&output.stdout).expect("info JSON")
+}
+
+/// `--full-clone` through the CLI: the VM's disk is an independent qcow2 (no backing file) and
+/// the guest boots from it with its guest OS profile applied. Then a plain create with data
+/// disks, a boot order and a machine type, and `vm show` of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_clones_read_through_nothing_and_vm_devices_show() {
+    let cluster = Cluster::start("e2e_full_clone", 2).await;
+    let cli = cluster.cli.clone();
+    cluster.add_share_on_h1().await;
+    tiny_template(&cli, "full-**").await;
+    cli.ok(&[
+        "vm",
+        "create",
+        "f1",
+        "--template",
+        "t1",
+        "--host",
+        "h2",
+        "--full-clone",
+        "--start",
+    ])
+    .await;
+    let vm = cli.json(&["vm", "show", "f1"]).await;
+    assert_eq!(vm["state"], "running", "{vm}");
+    assert_eq!(vm["disk"]["kind"], "library_copy", "{vm}");
+    let vm_id = vm["id"].as_str().expect("id");
+    let host_dir = &cluster.agents[1].2;
+    let info = disk_info(host_dir, vm_id, "disk.qcow2");
+    assert_eq!(info["format"], "qcow2");
+    assert!(
+        info.get("backing-filename").is_none(),
+        "a full clone reads through nothing: {info}"
+    );
+    let item = cli.json(&["library", "show", "tiny-root"]).await;
+    assert_eq!(info["virtual-size"], item["virtual_size"]);
+    let serial = host_dir.join("vms").join(vm_id).join("serial.log");
+    let text = wait_for_text(&serial, "TINYVM-HOSTNAME full-", Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        text.lines()
+            .filter_map(|line| line.trim().strip_prefix("TINYVM-HOSTNAME "))
+            .any(|name| name.len() == 7),
+        "the guest names itself full-XX: {text}"
+    );
+    cli.ok(&["vm", "delete", "f1"]).await;
+
+    // Devices on a plain create, refused when malformed.
+    let create = [
+        "vm",
+        "create",
+        "d1",
+        "--host",
+        "h2",
+        "--disk",
+        "32M",
+        "--data-disk",
+        "16M",
+        "--data-disk",
+        "8M",
+        "--boot",
+        "cdrom,disk,network",
+        "--machine",
+        "q35",
+    ];
+    cli.fails(
+        &[&create[..7], &["--boot", "floppy,disk"]].concat(),
+        "invalid_vm_spec",
+    )
+    .await;
+    cli.fails(
+        &[&create[..7], &["--machine", "q35,accel=kvm"]].concat(),
+        "invalid_vm_spec",
+    )
+    .await;
+    cli.fails(
+        &[&create[..7], &["--iso", "nothing"]].concat(),
+        "library_item_not_found",
+    )
+    .await;
+    cli.fails(
+        &[&create[..7], &["--iso", "tiny-root"]].concat(),
+        "invalid_vm_spec",
+    )
+    .await;
+    cli.ok(&create).await;
+    let vm = cli.json(&["vm", "show", "d1"]).await;
+    assert_eq!(
+        vm["data_disks"],
+        serde_json::json!([
+            {"kind": "blank", "size_bytes": 16 << 20},
+            {"kind": "blank", "size_bytes": 8 << 20},
+        ]),
+        "{vm}"
+    );
+    assert_eq!(
+        vm["boot_order"],
+        serde_json::json!(["cdrom", "disk", "network"])
+    );
+    assert_eq!(vm["machine"], "q35");
+    let vm_id = vm["id"].as_str().expect("id");
+    for (file, size) in [("disk1.qcow2", 16 << 20), ("disk2.qcow2", 8 << 20)] {
+        assert_eq!(
+            disk_info(host_dir, vm_id, file)["virtual-size"],
+            size,
+            "{file}"
+        );
+    }
+    let shown = cli.ok(&["vm", "show", "d1"]).await;
+    for line in [
+        "disk1: 16 MiB (blank)",
+        "disk2: 8 MiB (blank)",
+        "cdrom, disk, network",
+        "q35",
+    ] {
+        assert!(shown.contains(line), "{line} not in:\n{shown}");
+    }
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("CD-ROM:") && l.ends_with("empty")),
+        "a boot order naming cdrom gives an empty drive:\n{shown}"
+    );
+    cli.ok(&["vm", "delete", "d1"]).await;
+}
+
+/// Makes an ISO 9660 image at `iso` holding `marker.txt` with `marker` in it (xorriso).
+fn make_iso(iso: &Path, marker: &str) {
+    let source = iso.with_extension("d");
+    std::fs::create_dir_all(&source).expect("ISO source dir");
+    std::fs::write(source.join("marker.txt"), format!("{marker}\n")).expect("marker file");
+    let output = std::process::Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "DROVERTEST", "-o"])
+        .arg(iso)
+        .arg(&source)
+        .output()
+        .expect("xorriso (scripts/install-deps.sh installs it)");
+    assert!(
+        output.status.success(),
+        "xorriso: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A library ISO in a running guest's CD-ROM drive: fetched into the host's cache, mounted and
+/// read by the guest, ejected and inserted again while it runs, and kept in the library while a
+/// VM holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_isos_in_a_cd_rom_drive_through_the_cli() {
+    const MARKER: &str = "DROVER-ISO-MARKER-7f3a";
+    let cluster = Cluster::start("e2e_cdrom", 2).await;
+    let cli = cluster.cli.clone();
+    cluster.add_share_on_h1().await;
+    let iso = cluster.root.join("tools.iso");
+    make_iso(&iso, MARKER);
+    cli.ok(&[
+        "library",
+        "import",
+        &iso.display().to_string(),
+        "--name",
+        "tools",
+    ])
+    .await;
+    let item = cli.json(&["library", "show", "tools"]).await;
+    assert_eq!(item["kind"], "iso", "{item}");
+    let sha256 = item["sha256"].as_str().expect("sha256").to_owned();
+
+    let mut create = guest_args("c1", "h2", "160M");
+    create.extend(["--iso".to_owned(), "tools".to_owned()]);
+    cli.ok(&as_strs(&create)).await;
+    let vm = cli.json(&["vm", "show", "c1"]).await;
+    assert_eq!(vm["cdrom"]["iso"]["item"], "tools", "{vm}");
+    let cached = cluster.agents[1]
+        .2
+        .join("images")
+        .join(format!("{sha256}.qcow2"));
+    assert_eq!(
+        sha256_of(&cached),
+        sha256,
+        "the host cached the verified ISO"
+    );
+    let shown = cli.ok(&["vm", "show", "c1"]).await;
+    assert!(shown.contains("ISO tools"), "{shown}");
+
+    let mut shell = GuestShell::open(&cli, "c1").await;
+    let minute = Duration::from_secs(60);
+    assert!(
+        shell
+            .succeeds("modprobe ata_piix && modprobe sr_mod", minute)
+            .await
+    );
+    let read_marker = format!(
+        "(for i in 1 2 3 4 5 6 7 8 9 10; do dd if=/dev/sr0 bs=2048 count=400 2>/dev/null | grep -q {MARKER} && exit 0; sleep 1; done; exit 1)"
+    );
+    assert!(
+        shell
+            .succeeds(
+                &format!(
+                    "(for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/sr0 ] && exit 0; sleep 1; done; exit 1) \
+                     && mkdir -p /mnt/cd && mount -t iso9660 -o ro /dev/sr0 /mnt/cd \
+                     && grep -q {MARKER} /mnt/cd/marker.txt && umount /mnt/cd"
+                ),
+                minute
+            )
+            .await,
+        "the guest mounts the ISO and reads the marker:\n{}",
+        shell.output()
+    );
+
+    // In use: the library keeps it.
+    let outcome = cli.run(&["library", "remove", "tools"]).await;
+    assert_eq!(outcome.code, 1);
+    assert!(
+        outcome.stderr.contains("library_item_in_use") && outcome.stderr.contains("c1"),
+        "{}",
+        outcome.stderr
+    );
+
+    // Eject and insert while the guest runs.
+    cli.ok(&["vm", "iso", "eject", "c1"]).await;
+    let vm = cli.json(&["vm", "show", "c1"]).await;
+    assert_eq!(vm["cdrom"], serde_json::json!({}), "an empty drive: {vm}");
+    assert!(
+        shell
+            .succeeds(
+                "! dd if=/dev/sr0 bs=2048 count=1 of=/dev/null 2>/dev/null",
+                minute
+            )
+            .await,
+        "the guest finds no medium after the eject"
+    );
+    cli.ok(&["vm", "iso", "insert", "c1", "tools"]).await;
+    assert!(
+        shell.succeeds(&read_marker, minute).await,
+        "the guest reads the ISO's bytes after a hot insert:\n{}",
+        shell.output()
+    );
+    shell.detach().await;
+
+    // A running VM without a drive cannot get one; a stopped one can.
+    cli.ok(&as_strs(&guest_args("c2", "h2", "128M"))).await;
+    cli.fails(&["vm", "iso", "insert", "c2", "tools"], "no_cdrom_drive")
+        .await;
+    cli.ok(&["vm", "stop", "c2"]).await;
+    cli.ok(&["vm", "iso", "insert", "c2", "tools"]).await;
+    let vm = cli.json(&["vm", "show", "c2"]).await;
+    assert_eq!(vm["cdrom"]["iso"]["item"], "tools", "{vm}");
+    cli.ok(&["vm", "iso", "eject", "c2"]).await;
+    cli.ok(&["vm", "iso", "eject", "c1"]).await;
+    cli.ok(&["library", "remove", "tools"]).await;
+    for name in ["c1", "c2"] {
+        cli.ok(&["vm", "delete", name]).await;
+    }
+}
+
 /// The tick numbers the guest printed to its serial log after byte `from`.
 fn serial_ticks(serial_log: &Path, from: usize) -> Vec<u64> {
     let text = std::fs::read_to_string(serial_log).unwrap_or_default();
@@ -1127,6 +1398,11 @@ async fn stopped_vms_move_to_the_library_and_back_through_the_cli() {
     let deployed = cli.json(&["vm", "show", "s1"]).await;
     assert_eq!(deployed["state"], "stopped");
     assert_eq!(deployed["host_name"], "h2");
+    assert_eq!(
+        claimed_vms(&cli, "h2").await,
+        1,
+        "the deploy's claim became the VM's own, counted once"
+    );
     assert_eq!(sha256_of(&host_dir.join("disk.qcow2")), disk_sha256);
     assert!(!stored_disk.exists(), "the library keeps nothing");
     cli.ok(&["vm", "start", "s1"]).await;
@@ -1408,6 +1684,29 @@ async fn finished_job(cli: &Cli, id: &str) -> Value {
     .unwrap_or_else(|error| panic!("{error}"))
 }
 
+/// Replaces the qcow2 `disk` with one holding `mib` MiB of incompressible data, so that it is as
+/// large on the wire as on disk; its size.
+fn fill_with_random_data(scratch: &Path, disk: &Path, mib: u64) -> u64 {
+    let raw = scratch.join("random.raw");
+    let mut bytes = vec![0_u8; usize::try_from(mib << 20).expect("fits")];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+        &mut bytes,
+    )
+    .expect("random bytes");
+    std::fs::write(&raw, &bytes).expect("write raw");
+    drop(bytes);
+    let converted = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(disk)
+        .status()
+        .expect("qemu-img convert");
+    assert!(converted.success());
+    std::fs::remove_file(&raw).expect("remove the raw file");
+    std::fs::metadata(disk).expect("disk").len()
+}
+
 /// Store and deploy with a kill mid-transfer: first the sending agent, which the job waits for
 /// and then fetches from again, then the receiving one, whose failed job is restarted. Each
 /// time only what was missing crosses the network again, and the result is verified.
@@ -1420,26 +1719,9 @@ async fn killed_transfer_ends_resume_where_they_stopped() {
     let cli = cluster.cli.clone();
     let share = cluster.add_share_on_h1().await;
     let vm_id = create_stopped_vm(&cli, "big", "h2", &format!("{DISK_MIB}M")).await;
-    // Incompressible guest data: the disk is as large on the wire as on disk.
     let host_vm_dir = cluster.agents[1].2.join("vms").join(&vm_id);
     let disk = host_vm_dir.join("disk.qcow2");
-    let raw = cluster.root.join("random.raw");
-    let mut bytes = vec![0_u8; usize::try_from(DISK_MIB << 20).expect("fits")];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
-        &mut bytes,
-    )
-    .expect("random bytes");
-    std::fs::write(&raw, &bytes).expect("write raw");
-    drop(bytes);
-    let converted = std::process::Command::new("qemu-img")
-        .args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&disk)
-        .status()
-        .expect("qemu-img convert");
-    assert!(converted.success());
-    let total = std::fs::metadata(&disk).expect("disk").len();
+    let total = fill_with_random_data(&cluster.root, &disk, DISK_MIB);
     let disk_sha256 = sha256_of(&disk);
 
     // Store, killing and restarting the sender (h2) a quarter of the way.
@@ -1502,6 +1784,83 @@ async fn killed_transfer_ends_resume_where_they_stopped() {
         Some("stopped")
     );
     assert!(!stored_dir.exists());
+    cli.ok(&["vm", "delete", "big"]).await;
+}
+
+/// How many VMs host `host` holds a claim for (its own VMs and deploys under way).
+async fn claimed_vms(cli: &Cli, host: &str) -> u64 {
+    cli.json(&["host", "show", host]).await["vm_count"]
+        .as_u64()
+        .expect("vm_count")
+}
+
+/// A deploy claims its host's capacity before the copy starts. Canceled mid-copy, or failed
+/// for a reason a retry would not fix (a stored copy that no longer matches its fingerprint),
+/// it gives the claim back and leaves no files on the host; the VM stays Stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceled_or_failed_deploys_give_back_their_claim_and_files() {
+    const DISK_MIB: u64 = 96;
+    let mut cluster = Cluster::start("e2e_deploy_cleanup", 2).await;
+    restart_paced_agent(&mut cluster, 0, 2).await;
+    restart_paced_agent(&mut cluster, 1, 2).await;
+    let cli = cluster.cli.clone();
+    let share = cluster.add_share_on_h1().await;
+    let vm_id = create_stopped_vm(&cli, "big", "h2", &format!("{DISK_MIB}M")).await;
+    let host_vm_dir = cluster.agents[1].2.join("vms").join(&vm_id);
+    let total = fill_with_random_data(&cluster.root, &host_vm_dir.join("disk.qcow2"), DISK_MIB);
+    cli.ok(&["vm", "store", "big"]).await;
+    assert_eq!(
+        claimed_vms(&cli, "h2").await,
+        0,
+        "a stored VM claims nothing"
+    );
+
+    let job = cli
+        .json(&["vm", "deploy", "big", "--host", "h2", "--async"])
+        .await;
+    let job_id = job["id"].as_str().expect("job id").to_owned();
+    wait_for_partial(&host_vm_dir, total / 8).await;
+    assert_eq!(
+        claimed_vms(&cli, "h2").await,
+        1,
+        "the host's capacity is claimed while the copy runs"
+    );
+    cli.ok(&["job", "cancel", &job_id]).await;
+    let canceled = wait_until("the deploy canceled", Duration::from_secs(60), async || {
+        let job = cli.json(&["job", "show", &job_id]).await;
+        (job["status"] != "running" && job["status"] != "queued").then_some(job)
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    wait_until(
+        "the partial copy removed",
+        Duration::from_secs(30),
+        async || (!host_vm_dir.exists()).then_some(()),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        cli.vm_field("big", "state").await.as_deref(),
+        Some("stored")
+    );
+    assert_eq!(claimed_vms(&cli, "h2").await, 0, "the claim was given back");
+
+    // A stored copy changed behind the library's back: the copy fails its check for good.
+    let stored_disk = share.join(".stored-vms").join(&vm_id).join("disk.qcow2");
+    let mut bytes = std::fs::read(&stored_disk).expect("stored disk");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&stored_disk, &bytes).expect("damage the stored disk");
+    drop(bytes);
+    cli.fails(&["vm", "deploy", "big", "--host", "h2"], "agent_error")
+        .await;
+    assert!(!host_vm_dir.exists(), "no files left on the host");
+    assert_eq!(
+        cli.vm_field("big", "state").await.as_deref(),
+        Some("stored")
+    );
+    assert_eq!(claimed_vms(&cli, "h2").await, 0, "the claim was given back");
     cli.ok(&["vm", "delete", "big"]).await;
 }
 

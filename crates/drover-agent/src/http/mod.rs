@@ -2,6 +2,7 @@
 //! module per resource, one shared [`AgentState`]. Only the enrollment routes answer before the
 //! agent is enrolled. TLS and the listener are set up in the crate root, not here.
 
+mod cdrom;
 mod checkpoints;
 mod console;
 mod enroll;
@@ -108,6 +109,7 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/v1/vms/{id}/leases", get(vms::leases))
         .route("/v1/vms/{id}/nics", post(vms::add_nic))
         .route("/v1/vms/{id}/nics/{name}", delete(vms::remove_nic))
+        .route("/v1/vms/{id}/cdrom", put(cdrom::change))
         .route("/v1/vms/{id}/console", get(console::attach))
         .route(
             "/v1/vms/{id}/checkpoints",

@@ -38,8 +38,9 @@ pub async fn validate(
 
 /// A library disk (the first or a data disk) becomes an overlay on the image in this host's
 /// cache, fetched (once, agent to agent, verified) when it is not there yet; a full clone of the
-/// first disk becomes a copy of it in the VM's directory. Other disks pass unchanged. The fetch
-/// is followed as transfer `<vm id>`.
+/// first disk becomes a copy of it in the VM's directory; an ISO in the CD-ROM drive is fetched
+/// the same way and read in place. Other disks pass unchanged. The fetch is followed as
+/// transfer `<vm id>`.
 pub(crate) async fn resolve_library_disk(
     state: &AgentState,
     mut spec: AgentVmSpec,
@@ -49,26 +50,40 @@ pub(crate) async fn resolve_library_disk(
         crate::full_clone::ensure(state, &spec).await?;
         spec.disk = VmDisk::Blank { size_bytes };
     }
-    let transfer_id = spec.id.to_string();
     for disk in std::iter::once(&mut spec.disk).chain(&mut spec.devices.data_disks) {
         if let VmDisk::Library { sha256, url, .. } = disk {
-            let client = state.enrollment.peer_client()?;
-            let cached = state
-                .images
-                .ensure(
-                    &client,
-                    &AgentFetch {
-                        url: url.clone(),
-                        sha256: sha256.clone(),
-                    },
-                    state.registry.disk_images(),
-                    &mut state.transfers.track(Some(&transfer_id), 0),
-                )
-                .await?;
-            *disk = VmDisk::Image { path: cached.path };
+            let path = cache_image(state, spec.id, sha256, url).await?;
+            *disk = VmDisk::Image { path };
         }
     }
+    if let Some(cdrom) = &mut spec.devices.cdrom {
+        super::cdrom::fetch_iso(state, spec.id, cdrom).await?;
+    }
     Ok(spec)
+}
+
+/// The path of a library image (a disk or an ISO) in this host's cache, fetched (once, agent to
+/// agent, verified) when it is not there yet, as transfer `<vm id>`.
+pub(crate) async fn cache_image(
+    state: &AgentState,
+    vm_id: VmId,
+    sha256: &str,
+    url: &str,
+) -> Result<String, AgentError> {
+    let client = state.enrollment.peer_client()?;
+    let cached = state
+        .images
+        .ensure(
+            &client,
+            &AgentFetch {
+                url: url.to_owned(),
+                sha256: sha256.to_owned(),
+            },
+            state.registry.disk_images(),
+            &mut state.transfers.track(Some(&vm_id.to_string()), 0),
+        )
+        .await?;
+    Ok(cached.path)
 }
 
 fn check_name(spec: &AgentVmSpec) -> Result<(), AgentError> {

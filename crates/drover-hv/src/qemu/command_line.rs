@@ -80,6 +80,9 @@ pub fn command_line(
         args.push("-device")
             .push(format!("virtio-blk-pci,drive=disk{index},id=vd{index}"));
     }
+    if spec.devices.has_cdrom_drive() {
+        cdrom_drive(&mut args, spec);
+    }
     if spec.seed.is_some() {
         // QEMU's vvfat shows the seed directory as a FAT disk: no image to build, no tool.
         args.push("-blockdev").push(join(&[
@@ -127,9 +130,37 @@ pub fn command_line(
     args.0
 }
 
-/// `,bootindex=N` for the device that boots as `device` (`disk`: the first disk; `network`:
-/// the first NIC) when the boot order names it; nothing otherwise. SeaBIOS tries devices by
-/// bootindex; `cdrom` has no device yet. Numbers start at 1: QEMU gives a direct-boot kernel's
+/// The CD-ROM drive: an `ide-cd` on the machine's own IDE controller (PIIX on `pc`, AHCI on
+/// `q35`), so no controller is added and every guest kernel with ATA finds it. Its medium is the
+/// ISO in the host's cache, opened read-only as raw; without one the drive is empty and QMP
+/// `blockdev-change-medium` can fill it later.
+fn cdrom_drive(args: &mut Arguments, spec: &AgentVmSpec) {
+    let device = drover_api::cdrom::CDROM_DEVICE;
+    let boot = boot_index(spec, "cdrom");
+    match spec.devices.cdrom_iso().and_then(|iso| iso.path.as_ref()) {
+        Some(path) => {
+            args.push("-blockdev").push(join(&[
+                OsStr::new(&format!(
+                    "driver=file,node-name={device}-file,read-only=on,filename="
+                )),
+                &escape(path),
+            ]));
+            args.push("-blockdev").push(format!(
+                "driver=raw,node-name={device}-medium,file={device}-file,read-only=on"
+            ));
+            args.push("-device")
+                .push(format!("ide-cd,drive={device}-medium,id={device}{boot}"));
+        }
+        None => {
+            args.push("-device")
+                .push(format!("ide-cd,id={device}{boot}"));
+        }
+    }
+}
+
+/// `,bootindex=N` for the device that boots as `device` (`disk`: the first disk; `cdrom`: the
+/// CD-ROM drive; `network`: the first NIC) when the boot order names it; nothing otherwise.
+/// SeaBIOS tries devices by bootindex. Numbers start at 1: QEMU gives a direct-boot kernel's
 /// option ROM bootindex 0, so `-kernel` still boots first.
 fn boot_index(spec: &AgentVmSpec, device: &str) -> String {
     spec.devices
@@ -342,6 +373,7 @@ mod tests {
             ],
             boot_order: vec!["network".into(), "cdrom".into(), "disk".into()],
             machine: Some("q35".into()),
+            cdrom: None,
         };
         let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
         for expected in [
@@ -352,9 +384,44 @@ mod tests {
              -device virtio-blk-pci,drive=disk1,id=vd1 ",
             "-device virtio-blk-pci,drive=disk2,id=vd2 ",
             "id=nic0,mac=52:54:00:d0:00:01,bootindex=1",
+            "-device ide-cd,id=cd0,bootindex=2 ",
         ] {
             assert!(line.contains(expected), "{expected} not in {line}");
         }
+    }
+
+    #[test]
+    fn an_iso_is_a_read_only_raw_medium_in_an_ide_cd_drive() {
+        let mut spec = spec(VmDisk::None);
+        let cdrom = |path: Option<&str>| drover_api::cdrom::VmCdrom {
+            iso: Some(Box::new(drover_api::cdrom::CdromIso {
+                item: "tools".into(),
+                sha256: "0".repeat(64),
+                url: String::new(),
+                path: path.map(str::to_owned),
+            })),
+        };
+        spec.devices.boot_order = vec!["cdrom".into()];
+        spec.devices.cdrom = Some(cdrom(Some("/images/a,b.qcow2")));
+        let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
+        assert!(
+            line.contains(
+                "-blockdev driver=file,node-name=cd0-file,read-only=on,filename=/images/a,,b.qcow2 \
+                 -blockdev driver=raw,node-name=cd0-medium,file=cd0-file,read-only=on \
+                 -device ide-cd,drive=cd0-medium,id=cd0,bootindex=1 "
+            ),
+            "{line}"
+        );
+        // Not fetched yet (or ejected): an empty drive.
+        spec.devices.cdrom = Some(cdrom(None));
+        let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
+        assert!(
+            line.contains("-device ide-cd,id=cd0,bootindex=1 "),
+            "{line}"
+        );
+        spec.devices = Default::default();
+        let line = text(&command_line(&spec, &VmFiles::new("/v"), Accelerator::Tcg));
+        assert!(!line.contains("ide-cd"), "{line}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use drover_qmp::{Qmp, QmpError, QmpEvent};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -246,6 +246,26 @@ impl RunningVm for QemuVm {
             return Err(Self::monitor_error("device_add", error));
         }
         Ok(())
+    }
+
+    async fn change_cdrom(&mut self, iso: Option<&Path>) -> Result<(), DriverError> {
+        let device = drover_api::cdrom::CDROM_DEVICE;
+        let (command, arguments) = match iso {
+            Some(path) => (
+                "blockdev-change-medium",
+                serde_json::json!({
+                    "id": device, "filename": path, "format": "raw",
+                    "read-only-mode": "read-only", "force": true,
+                }),
+            ),
+            // `force`: the guest may have locked the tray (a mounted ISO); the user's eject wins.
+            None => ("eject", serde_json::json!({ "id": device, "force": true })),
+        };
+        self.qmp
+            .execute(command, arguments)
+            .await
+            .map(drop)
+            .map_err(|error| Self::monitor_error(command, error))
     }
 
     async fn remove_nic(&mut self, name: &str) -> Result<(), DriverError> {

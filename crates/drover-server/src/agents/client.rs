@@ -54,6 +54,18 @@ pub enum AgentError {
     Client(#[source] reqwest::Error),
 }
 
+impl AgentError {
+    /// Whether this is a copy between agents cut short (the receiver gone, or its transfer from
+    /// the sender broken), which a retry resumes.
+    pub fn is_cut_transfer(&self) -> bool {
+        match self {
+            AgentError::Unreachable { .. } => true,
+            AgentError::Refused { detail, .. } => detail.code == "transfer_failed",
+            _ => false,
+        }
+    }
+}
+
 impl From<AgentError> for crate::http::ApiError {
     fn from(error: AgentError) -> Self {
         use crate::http::ApiError;
@@ -251,6 +263,21 @@ impl AgentClient<'_> {
             self.http
                 .post(self.url(&format!("/v1/vms/{vm_id}/nics")))
                 .json(nic),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Changes the medium in the VM's CD-ROM drive, at once when it runs (idempotent).
+    pub async fn change_cdrom(
+        &self,
+        vm_id: VmId,
+        cdrom: &drover_api::cdrom::VmCdrom,
+    ) -> Result<(), AgentError> {
+        self.send(
+            self.http
+                .put(self.url(&format!("/v1/vms/{vm_id}/cdrom")))
+                .json(cdrom),
         )
         .await
         .map(drop)

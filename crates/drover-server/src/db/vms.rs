@@ -51,6 +51,7 @@ struct VmRow {
     cmdline: Option<String>,
     port_forwards: String,
     nics: String,
+    devices: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -69,6 +70,11 @@ impl TryFrom<VmRow> for Vm {
             disk: from_json("vm disk", &row.disk)?,
             nics: nics(&row.nics)?,
             port_forwards: from_json("vm port forwards", &row.port_forwards)?,
+            devices: row
+                .devices
+                .map(|text| from_json("devices", &text))
+                .transpose()?
+                .unwrap_or_default(),
             name: row.name,
             host_name: row.host_name,
             state_reason: row.state_reason,
@@ -288,6 +294,16 @@ pub async fn names_on_host(db: &Db, host_id: HostId) -> Result<Vec<String>, DbEr
             .fetch_all(db.pool())
             .await?,
     )
+}
+
+/// The VMs with library item `item` (an ISO) in their CD-ROM drive, by name.
+pub async fn names_with_iso(db: &Db, item: &str) -> Result<Vec<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT name FROM vms WHERE json_extract(devices, '$.cdrom.iso.item') = ? ORDER BY name",
+    )
+    .bind(item)
+    .fetch_all(db.pool())
+    .await?)
 }
 
 /// Sets a VM's state when it differs; the changed VM, or `None` when nothing changed.

@@ -188,6 +188,10 @@ pub enum ApiError {
     JobCanceled,
     #[error("{0}")]
     InvalidMigrationTarget(String),
+    #[error("{item} is in the CD-ROM drive of VMs: {vms}")]
+    IsoInUse { item: String, vms: String },
+    #[error("VM '{0}' runs without a CD-ROM drive; a drive cannot be added to a running VM")]
+    NoCdromDrive(String),
     #[error("host '{host}' is in maintenance mode, but these VMs could not leave it: {failures}")]
     EvacuationIncomplete { host: String, failures: String },
     /// Anything unexpected: a database failure, a bug. Logged with its chain, never shown.
@@ -269,7 +273,9 @@ impl ApiError {
             | ApiError::NoSuitableHost { .. }
             | ApiError::CheckpointExists { .. }
             | ApiError::CheckpointLimitReached { .. }
-            | ApiError::VmHasNoDisk(_) => StatusCode::CONFLICT,
+            | ApiError::VmHasNoDisk(_)
+            | ApiError::IsoInUse { .. }
+            | ApiError::NoCdromDrive(_) => StatusCode::CONFLICT,
             ApiError::InvalidName(_)
             | ApiError::InvalidAddress { .. }
             | ApiError::InvalidVmSpec(_)
@@ -505,6 +511,14 @@ impl ApiError {
             ApiError::LibraryItemInUse { .. } => {
                 ("library_item_in_use", "remove the templates named first")
             }
+            ApiError::IsoInUse { .. } => (
+                "library_item_in_use",
+                "eject it from the VMs named first (`drover vm iso eject NAME`)",
+            ),
+            ApiError::NoCdromDrive(_) => (
+                "no_cdrom_drive",
+                "stop the VM, insert the ISO (a stopped VM gets a drive), then start it",
+            ),
             ApiError::ProfileNotFound { .. } => (
                 "profile_not_found",
                 "list profiles with `drover profile hardware list` or `drover profile guest-os list`",
@@ -633,6 +647,15 @@ mod tests {
                 "checkpoint_limit_reached",
             ),
             (ApiError::VmHasNoDisk("a".into()), 409, "vm_has_no_disk"),
+            (
+                ApiError::IsoInUse {
+                    item: "i".into(),
+                    vms: "a".into(),
+                },
+                409,
+                "library_item_in_use",
+            ),
+            (ApiError::NoCdromDrive("a".into()), 409, "no_cdrom_drive"),
             (ApiError::TokenExpired, 401, "token_expired"),
             (ApiError::InvalidCredentials, 401, "invalid_credentials"),
             (ApiError::InvalidJson("x".into()), 400, "invalid_json"),

@@ -17,6 +17,7 @@ mod openapi;
 mod placement;
 mod templates;
 mod v2v;
+mod vm_cdrom;
 mod vm_store;
 mod vms;
 
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/vms/{vm}/migrate", post(migrations::migrate))
         .route("/vms/{vm}/store", post(vm_store::store))
         .route("/vms/{vm}/deploy", post(vm_store::deploy))
+        .route("/vms/{vm}/cdrom", post(vm_cdrom::change))
         .route("/networks", get(networks::list).post(networks::create))
         .route(
             "/networks/{network}",

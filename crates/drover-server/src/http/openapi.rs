@@ -3,7 +3,7 @@
 
 use super::{
     auth, checkpoints, console, events, hostgroups, hosts, jobs, library, migrations, networks,
-    placement, templates, v2v, vm_store, vms,
+    placement, templates, v2v, vm_cdrom, vm_store, vms,
 };
 use axum::Json;
 use utoipa::OpenApi;
@@ -76,6 +76,7 @@ use utoipa::OpenApi;
         events::stream,
         vm_store::store,
         vm_store::deploy,
+        vm_cdrom::change,
     ),
     components(schemas(drover_api::ErrorBody, drover_api::ErrorDetail, drover_api::Event))
 )]

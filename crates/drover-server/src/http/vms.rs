@@ -104,8 +104,9 @@ async fn add_leases(state: &AppState, vm: &mut Vm) {
 pub async fn create(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
-    ApiJson(request): ApiJson<VmCreate>,
+    ApiJson(mut request): ApiJson<VmCreate>,
 ) -> Result<Response, ApiError> {
+    jobs::resolve_cdrom(&state, &mut request.devices).await?;
     let spec = JobSpec::VmCreate {
         vm_id: VmId::new(),
         request,

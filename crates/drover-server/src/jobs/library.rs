@@ -368,16 +368,23 @@ async fn free_item_name(state: &AppState, file: &LibraryFile) -> Result<String, 
     Ok(format!("{stem}-{short}"))
 }
 
-/// An item a template uses stays: the refusal names the templates.
+/// An item a template uses, or an ISO in a VM's CD-ROM drive, stays: the refusal names them.
 async fn refuse_if_used(state: &AppState, item: &LibraryItem) -> Result<(), ApiError> {
     let templates = db::templates::names_using_item(&state.db, item.id).await?;
-    if templates.is_empty() {
-        return Ok(());
+    if !templates.is_empty() {
+        return Err(ApiError::LibraryItemInUse {
+            item: format!("library item '{}'", item.name),
+            templates: templates.join(", "),
+        });
     }
-    Err(ApiError::LibraryItemInUse {
-        item: format!("library item '{}'", item.name),
-        templates: templates.join(", "),
-    })
+    let vms = db::vms::names_with_iso(&state.db, &item.name).await?;
+    if !vms.is_empty() {
+        return Err(ApiError::IsoInUse {
+            item: format!("library item '{}'", item.name),
+            vms: vms.join(", "),
+        });
+    }
+    Ok(())
 }
 
 pub(super) async fn prepare_remove(

@@ -15,9 +15,11 @@ mod vm;
 
 pub(crate) use checkpoint::find as find_checkpoint;
 pub(crate) use library::{find_item, find_share, schedule_refresh, share_or_only};
+pub(crate) use template::transfer_url;
 pub(crate) use template::{
     ProfileKind, find_guest_os, find_hardware, find_template, vm_create_from,
 };
+pub(crate) use vm::cdrom::resolve as resolve_cdrom;
 pub(crate) use vm::deploy_host;
 
 use crate::db;
@@ -157,6 +159,10 @@ pub enum JobSpec {
     TemplateDelete {
         template_id: TemplateId,
     },
+    VmCdrom {
+        vm_id: VmId,
+        change: drover_api::cdrom::VmCdromChange,
+    },
 }
 
 impl JobSpec {
@@ -200,6 +206,7 @@ impl JobSpec {
                 ..
             } => "profile.guest_os_delete".to_owned(),
             JobSpec::TemplateDelete { .. } => "template.delete".to_owned(),
+            JobSpec::VmCdrom { .. } => "vm.cdrom".to_owned(),
         }
     }
 }
@@ -357,6 +364,9 @@ pub async fn submit(
         }
         JobSpec::TemplateDelete { template_id } => {
             template::prepare_template_delete(state, *template_id).await?
+        }
+        JobSpec::VmCdrom { vm_id, change } => {
+            vm::cdrom::prepare_change(state, *vm_id, change).await?
         }
     };
     if let JobSpec::VmMigrate { destination, .. } = &mut spec {
@@ -613,6 +623,9 @@ async fn execute(state: AppState, job: Job, spec: JobSpec, place: Place) {
         }
         JobSpec::TemplateDelete { template_id } => {
             template::run_template_delete(&state, &mut run, template_id).await
+        }
+        JobSpec::VmCdrom { vm_id, change } => {
+            vm::cdrom::run_change(&state, &mut run, vm_id, change).await
         }
     };
     run.finish(outcome).await;

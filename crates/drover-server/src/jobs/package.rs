@@ -304,6 +304,7 @@ async fn make_vm(
                 .collect(),
             boot_order: spec.boot_order,
             machine: None,
+            cdrom: None,
         },
     };
     let plan = run

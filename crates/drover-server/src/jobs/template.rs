@@ -110,6 +110,7 @@ pub(crate) async fn vm_create_from(
                 .collect(),
             boot_order: hardware.boot_order,
             machine: hardware.machine,
+            cdrom: None,
         },
     })
 }
@@ -122,16 +123,7 @@ pub(crate) async fn library_disk(
     item: LibraryItem,
     full_clone: bool,
 ) -> Result<VmDisk, ApiError> {
-    let share = super::find_share(state, &item.share_id.to_string()).await?;
-    let server = db::library::servers(&state.db)
-        .await?
-        .into_iter()
-        .find(|server| server.host_id == share.host_id)
-        .ok_or_else(|| ApiError::NotLibraryServer(share.server.clone()))?;
-    let url = format!(
-        "https://{}/v1/shares/{}/files/{}",
-        server.transfer_address, share.name, item.file.path
-    );
+    let url = transfer_url(state, &item).await?;
     Ok(if full_clone {
         VmDisk::LibraryCopy {
             url,
@@ -146,6 +138,20 @@ pub(crate) async fn library_disk(
             sha256: item.file.sha256,
         }
     })
+}
+
+/// Where hosts fetch a library item's file: its library server's transfer endpoint.
+pub(crate) async fn transfer_url(state: &AppState, item: &LibraryItem) -> Result<String, ApiError> {
+    let share = super::find_share(state, &item.share_id.to_string()).await?;
+    let server = db::library::servers(&state.db)
+        .await?
+        .into_iter()
+        .find(|server| server.host_id == share.host_id)
+        .ok_or_else(|| ApiError::NotLibraryServer(share.server.clone()))?;
+    Ok(format!(
+        "https://{}/v1/shares/{}/files/{}",
+        server.transfer_address, share.name, item.file.path
+    ))
 }
 
 pub(super) async fn prepare_hardware(

@@ -1,6 +1,7 @@
 //! VM jobs: create (with an optional start), power actions and delete. A create that fails at
 //! any step undoes everything: the agent forgets the VM and its files, the row goes.
 
+pub(super) mod cdrom;
 mod store;
 
 pub(crate) use store::deploy_host;
@@ -252,6 +253,7 @@ pub(super) async fn prepare_create(
             cmdline: request.cmdline.clone(),
             nics: Vec::new(),
             port_forwards: Vec::new(),
+            devices: request.devices.clone(),
             created_at: now,
             updated_at: now,
         };

@@ -185,6 +185,7 @@ pub fn vm_row(host: &drover_api::Host, name: &str, state: VmState) -> Vm {
         cmdline: None,
         nics: vec![],
         port_forwards: vec![],
+        devices: Default::default(),
         created_at: Utc::now(),
         updated_at: Utc::now(),
     }

@@ -20,6 +20,7 @@ use crate::state::AppState;
 use drover_api::transfer::{AgentVmFilesFetch, AgentVmFilesFetched, VmFilesPlace};
 use drover_api::vm_store::VmDeploy;
 use drover_api::{Event, HostId, JobStatus, LibraryShareId, PlacementGoal, Vm, VmId, VmState};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How often a running transfer's progress is asked for and shown.
 const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -102,14 +103,16 @@ impl JobRun {
 /// Has the agent at `receiver` fetch the VM's files from host `sender`. When the sender breaks
 /// off (its agent restarts, say), the fetch is tried again with backoff for a while, its
 /// transfer address read afresh each time (a restarted agent may listen elsewhere); every
-/// attempt resumes where the last stopped. A receiver that fails is not retried.
+/// attempt resumes where the last stopped. A receiver that fails is not retried. The outer error
+/// says the sender cannot be found; the inner one is the receiver's last answer, which the caller
+/// judges (a cut transfer can be resumed later).
 pub(in crate::jobs) async fn fetch_from(
     state: &AppState,
     receiver: &str,
     sender: HostId,
     vm_id: VmId,
     mut request: AgentVmFilesFetch,
-) -> Result<AgentVmFilesFetched, ApiError> {
+) -> Result<Result<AgentVmFilesFetched, crate::agents::AgentError>, ApiError> {
     let mut backoff = FIRST_SENDER_RETRY;
     let mut give_up = None;
     loop {
@@ -120,7 +123,7 @@ pub(in crate::jobs) async fn fetch_from(
             .fetch_vm_files(vm_id, &request)
             .await
         {
-            Ok(fetched) => return Ok(fetched),
+            Ok(fetched) => return Ok(Ok(fetched)),
             Err(error) => error,
         };
         let sender_broke_off = matches!(
@@ -130,7 +133,7 @@ pub(in crate::jobs) async fn fetch_from(
         let deadline =
             *give_up.get_or_insert_with(|| tokio::time::Instant::now() + SENDER_RETRY_WINDOW);
         if !sender_broke_off || tokio::time::Instant::now() >= deadline {
-            return Err(error.into());
+            return Ok(Err(error));
         }
         tracing::info!(error = ?anyhow::Error::from(error), %vm_id, "the sending agent broke off; fetching again");
         tokio::time::sleep(backoff).await;
@@ -200,7 +203,7 @@ pub(in crate::jobs) async fn run_store(
         .transfer_step(
             &library.address,
             &run.job.id.to_string(),
-            fetch_from(state, &library.address, host.id, vm_id, request),
+            async { Ok(fetch_from(state, &library.address, host.id, vm_id, request).await??) },
         )
         .await?;
     run.note(&describe_fetch(&fetched)).await;
@@ -219,7 +222,8 @@ pub(in crate::jobs) async fn run_store(
     run.step(async { Ok(sender.delete(vm_id).await?) }).await
 }
 
-const DEPLOY_STEPS: [&str; 3] = [
+const DEPLOY_STEPS: [&str; 4] = [
+    "Claim the host's capacity",
     "Copy the VM's disks to the host",
     "Define the VM on the host",
     "Remove the stored copy from the library",
@@ -273,11 +277,41 @@ pub(in crate::jobs) async fn prepare_deploy(
     })
 }
 
+/// Deploys a stored VM. The host's capacity is claimed before the copy and given back if the
+/// deploy fails. A copy cut short (either agent gone, the transfer broken) leaves its partial
+/// files on the host so that a restart of the job resumes it; any other failure, and a cancel,
+/// removes them.
 pub(in crate::jobs) async fn run_deploy(
     state: &AppState,
     run: &mut JobRun,
     vm_id: VmId,
     host_id: HostId,
+) -> Result<(), ApiError> {
+    let cancel = state.engine.cancelable(run.job.id);
+    let resumable = AtomicBool::new(false);
+    let outcome = deploy(state, run, vm_id, host_id, cancel, &resumable).await;
+    state.engine.forget_cancel(run.job.id);
+    if outcome.is_err() {
+        if let Err(error) = db::stored::release_deploy(&state.db, vm_id).await {
+            tracing::error!(error = ?anyhow::Error::from(error), %vm_id, "cannot give back the deploy's claim");
+        }
+        if !resumable.load(Ordering::Relaxed)
+            && let Ok(host) = find_host(state, host_id).await
+            && let Err(undo) = state.agents.at(&host.address).delete(vm_id).await
+        {
+            tracing::warn!(error = ?anyhow::Error::from(undo), %vm_id, "cannot remove the deploy's files from the host");
+        }
+    }
+    outcome
+}
+
+async fn deploy(
+    state: &AppState,
+    run: &mut JobRun,
+    vm_id: VmId,
+    host_id: HostId,
+    mut cancel: tokio::sync::watch::Receiver<bool>,
+    resumable: &AtomicBool,
 ) -> Result<(), ApiError> {
     let vm = find_vm(state, vm_id).await?;
     let copy = db::stored::stored_copy(&state.db, vm_id)
@@ -287,6 +321,27 @@ pub(in crate::jobs) async fn run_deploy(
     let library = host_of(state, &vm).await?;
     let host = find_host(state, host_id).await?;
     let receiver = state.agents.at(&host.address);
+    let reserves = || async {
+        let needs = super::MovedVmNeeds::of(state, &vm).await?;
+        Ok::<_, ApiError>(
+            placement::rate_host(state, host.id, needs.needs())
+                .await?
+                .reserves,
+        )
+    };
+    let no_room = || {
+        ApiError::InsufficientHostResources(format!(
+            "VM '{}' no longer fits on host '{}'",
+            vm.name, host.name
+        ))
+    };
+    run.step(async {
+        if !db::stored::claim_deploy(&state.db, vm_id, host.id, reserves().await?).await? {
+            return Err(no_room());
+        }
+        Ok(())
+    })
+    .await?;
     let request = AgentVmFilesFetch {
         source: String::new(),
         from: VmFilesPlace {
@@ -297,11 +352,17 @@ pub(in crate::jobs) async fn run_deploy(
         transfer_id: Some(run.job.id.to_string()),
     };
     let fetched = run
-        .transfer_step(
-            &host.address,
-            &run.job.id.to_string(),
-            fetch_from(state, &host.address, library.id, vm_id, request),
-        )
+        .transfer_step(&host.address, &run.job.id.to_string(), async {
+            tokio::select! {
+                fetched = fetch_from(state, &host.address, library.id, vm_id, request) => {
+                    fetched?.map_err(|error| {
+                        resumable.store(error.is_cut_transfer(), Ordering::Relaxed);
+                        error.into()
+                    })
+                }
+                _ = cancel.wait_for(|canceled| *canceled) => Err(ApiError::JobCanceled),
+            }
+        })
         .await?;
     run.note(&describe_fetch(&fetched)).await;
     let defined = run
@@ -312,27 +373,16 @@ pub(in crate::jobs) async fn run_deploy(
             receiver
                 .define(&moved_agent_spec(state, &vm).await?)
                 .await?;
-            let needs = super::MovedVmNeeds::of(state, &vm).await?;
-            let reserves = placement::rate_host(state, host.id, needs.needs())
-                .await?
-                .reserves;
-            if !db::stored::claim_deployed(&state.db, vm_id, host.id, reserves).await? {
-                return Err(ApiError::InsufficientHostResources(format!(
-                    "VM '{}' no longer fits on host '{}'",
-                    vm.name, host.name
-                )));
+            if !db::stored::claim_deployed(&state.db, vm_id, host.id, reserves().await?).await? {
+                return Err(no_room());
             }
             state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
             Ok(())
         })
         .await;
-    if let Err(error) = defined {
-        // The stored copy is whole: the host's copy goes, and the VM stays Stored.
-        if let Err(undo) = receiver.delete(vm_id).await {
-            tracing::warn!(error = ?anyhow::Error::from(undo), %vm_id, "cannot undo the deploy on the host");
-        }
-        return Err(error);
-    }
+    // The stored copy is whole: on failure the host's copy goes (the caller removes it), and the
+    // VM stays Stored.
+    defined?;
     let sender = state.agents.at(&library.address);
     run.step(async { Ok(sender.remove_stored_vm_files(vm_id, &share.name).await?) })
         .await
