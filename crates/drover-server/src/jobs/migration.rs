@@ -456,7 +456,10 @@ async fn quick_migrate(
                 files,
                 transfer_id: Some(transfer_id.clone()),
             };
-            Ok(super::vm::fetch_from(state, &destination.address, source.id, vm.id, request).await??)
+            Ok(
+                super::vm::fetch_from(state, &destination.address, source.id, vm.id, request)
+                    .await??,
+            )
         })
         .await?;
     run.note(&super::vm::describe_fetch(&fetched)).await;

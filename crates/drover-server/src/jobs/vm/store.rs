@@ -200,11 +200,9 @@ pub(in crate::jobs) async fn run_store(
         transfer_id: Some(run.job.id.to_string()),
     };
     let fetched = run
-        .transfer_step(
-            &library.address,
-            &run.job.id.to_string(),
-            async { Ok(fetch_from(state, &library.address, host.id, vm_id, request).await??) },
-        )
+        .transfer_step(&library.address, &run.job.id.to_string(), async {
+            Ok(fetch_from(state, &library.address, host.id, vm_id, request).await??)
+        })
         .await?;
     run.note(&describe_fetch(&fetched)).await;
     run.step(async {
