@@ -2,7 +2,9 @@
 //! (the tiny guest, TCG), driven through the `drover` CLI. A running VM moves with its disk and
 //! keeps ticking and answering on its forwarded port; a canceled migration, a destination agent
 //! killed mid-mirror and a destination without room leave the VM running on its source and
-//! nothing on the destination; maintenance mode evacuates a host.
+//! nothing on the destination; maintenance mode evacuates a host. Paused and saved VMs move with
+//! their memory, data disks move every way a VM moves, checkpoints go with a stopped VM, and a
+//! server killed mid-migration leaves the VM on exactly one host.
 
 mod common;
 
@@ -49,6 +51,8 @@ fn agent_args(dir: &Path, port: u16) -> Vec<String> {
         &port,
         "--transfer-port",
         "0",
+        "--roles",
+        "host,library",
         "--bind-address",
         "127.0.0.1",
     ]
@@ -644,9 +648,9 @@ async fn a_linked_clone_moves_its_own_blocks_over_the_same_base() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vm_with_a_data_disk_moves_it_live_and_stopped() {
+async fn a_vm_with_a_data_disk_moves_it_live_stopped_and_through_the_library() {
     let site = Site::start(
-        "a_vm_with_a_data_disk_moves_it_live_and_stopped",
+        "a_vm_with_a_data_disk_moves_it_live_stopped_and_through_the_library",
         &[],
         vec![None, None],
     )
@@ -708,6 +712,31 @@ async fn a_vm_with_a_data_disk_moves_it_live_and_stopped() {
         "the data disk moved"
     );
     nothing_on(site.agent_dir(2), &vm_id);
+    cli.ok(&["vm", "start", "wide"]).await;
+    marker_on(cli, "wide", "/dev/vdb").await;
+
+    // Stored in the library and deployed to the other host, the data disk goes along.
+    cli.ok(&["vm", "stop", "wide"]).await;
+    let share = site.root.join("library");
+    cli.ok(&[
+        "library",
+        "share",
+        "add",
+        "main",
+        "--server",
+        "h1",
+        "--path",
+        &share.display().to_string(),
+    ])
+    .await;
+    cli.ok(&["vm", "store", "wide"]).await;
+    let stored = share.join(".stored-vms").join(&vm_id);
+    assert!(
+        stored.join("disk1.qcow2").exists(),
+        "the library holds the data disk"
+    );
+    cli.ok(&["vm", "deploy", "wide", "--host", "h2"]).await;
+    assert!(!stored.exists(), "the library keeps nothing");
     cli.ok(&["vm", "start", "wide"]).await;
     marker_on(cli, "wide", "/dev/vdb").await;
 }

@@ -3,17 +3,18 @@
 //! guest on the destination without the server. So each is settled once both agents answer:
 //! a copy still under way is canceled (the VM stays where the database has it); then the host
 //! whose agent holds the guest running or paused is the VM's host, and the other side's
-//! leftovers (incoming QEMU, defined copy, fetched files) are removed.
+//! leftovers (incoming QEMU, defined copy, fetched files) are removed. A paused VM that its
+//! move had saved and that stays on its source is continued there and paused again.
 
 use super::{POLL_INTERVAL, switch};
-use crate::agents::AgentError;
+use crate::agents::{AgentClient, AgentError};
 use crate::db;
 use crate::http::ApiError;
 use crate::jobs::JobSpec;
 use crate::jobs::host::find_host;
 use crate::jobs::vm::{find_vm, host_of};
 use crate::state::AppState;
-use drover_api::{HostId, JobStatus, VmId, VmState};
+use drover_api::{HostId, JobStatus, VmAction, VmId, VmState};
 use std::time::Duration;
 
 /// How long a settle keeps trying while an agent does not answer.
@@ -29,6 +30,8 @@ const MOST_JOBS: u32 = 10_000;
 pub(in crate::jobs) struct Interrupted {
     pub vm_id: VmId,
     pub destination: HostId,
+    /// A paused VM's move, which saved the VM on its source first.
+    pub saved_first: bool,
 }
 
 /// The migrations that were running; read before the jobs are failed. Their claims on their
@@ -51,7 +54,11 @@ pub(in crate::jobs) async fn interrupted(
             ..
         }) = serde_json::from_str(&text)
         {
-            found.push(Interrupted { vm_id, destination });
+            found.push(Interrupted {
+                vm_id,
+                destination,
+                saved_first: job.steps.iter().any(|step| step.name == super::SAVE_STEP),
+            });
         }
     }
     Ok(found)
@@ -128,12 +135,7 @@ async fn try_settle(state: &AppState, migration: Interrupted) -> Result<&'static
         Err(error) => return Err(error.into()),
     }
 
-    let held = destination_agent
-        .vms()
-        .await?
-        .into_iter()
-        .find(|runtime| runtime.vm_id == vm.id)
-        .map(|runtime| runtime.state);
+    let held = state_on(&destination_agent, vm.id).await?;
     if let Some(held @ (VmState::Running | VmState::Paused)) = held {
         // The guest runs on the destination: that is the VM's host now.
         switch(state, &vm, &source, &destination, held).await?;
@@ -144,5 +146,21 @@ async fn try_settle(state: &AppState, migration: Interrupted) -> Result<&'static
     }
     destination_agent.abort_incoming(vm.id).await?;
     destination_agent.delete(vm.id).await?;
+    if migration.saved_first && state_on(&source_agent, vm.id).await? == Some(VmState::Saved) {
+        // Paused before its move, paused again.
+        source_agent.action(vm.id, VmAction::Start).await?;
+        let runtime = source_agent.action(vm.id, VmAction::Pause).await?;
+        crate::jobs::vm::record(state, vm.id, None, runtime.state, None).await?;
+    }
     Ok("the VM stays on its source; the destination's copy was removed")
+}
+
+/// The VM's state on the agent's host, if the host holds it.
+async fn state_on(agent: &AgentClient<'_>, vm_id: VmId) -> Result<Option<VmState>, AgentError> {
+    Ok(agent
+        .vms()
+        .await?
+        .into_iter()
+        .find(|runtime| runtime.vm_id == vm_id)
+        .map(|runtime| runtime.state))
 }

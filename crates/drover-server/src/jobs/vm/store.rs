@@ -100,12 +100,13 @@ impl JobRun {
     }
 }
 
-/// Has the agent at `receiver` fetch the VM's files from host `sender`. When the sender breaks
-/// off (its agent restarts, say), the fetch is tried again with backoff for a while, its
-/// transfer address read afresh each time (a restarted agent may listen elsewhere); every
-/// attempt resumes where the last stopped. A receiver that fails is not retried. The outer error
-/// says the sender cannot be found; the inner one is the receiver's last answer, which the caller
-/// judges (a cut transfer can be resumed later).
+/// Has the agent at `receiver` fetch the VM's files from host `sender`; `request.source` is
+/// filled in here. When the sender breaks off (its agent restarts, say), the fetch is tried
+/// again with backoff for a while, the sender's transfer address read afresh each time (a
+/// restarted agent may listen elsewhere); every attempt resumes where the last stopped. A
+/// receiver that fails is not retried. The outer error says the sender cannot be found; the
+/// inner one is the receiver's last answer, which the caller judges (a cut transfer can be
+/// resumed later).
 pub(in crate::jobs) async fn fetch_from(
     state: &AppState,
     receiver: &str,
