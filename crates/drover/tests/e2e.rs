@@ -984,7 +984,7 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
             .join("vms")
             .join(vm_id)
             .join("serial.log");
-        let text = wait_for_text(&serial, "TINYVM-HOSTNAME web-", Duration::from_secs(60))
+        let text = wait_for_text(&serial, "TINYVM-HOSTNAME web-", Duration::from_secs(120))
             .await
             .unwrap_or_else(|error| panic!("{error}"));
         let hostname = text
