@@ -1079,14 +1079,24 @@ fn disk_info(agent_dir: &Path, vm_id: &str, file: &str) -> Value {
 }
 
 /// `--full-clone` through the CLI: the VM's disk is an independent qcow2 (no backing file) and
-/// the guest boots from it with its guest OS profile applied. Then a plain create with data
-/// disks, a boot order and a machine type, and `vm show` of them.
+/// the guest boots from it with its guest OS profile applied (and an ISO in its drive). Then a
+/// plain create with data disks, a boot order and a machine type, and `vm show` of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_clones_read_through_nothing_and_vm_devices_show() {
     let cluster = Cluster::start("e2e_full_clone", 2).await;
     let cli = cluster.cli.clone();
     cluster.add_share_on_h1().await;
     tiny_template(&cli, "full-**").await;
+    let iso = cluster.root.join("tools.iso");
+    make_iso(&iso, "TOOLS");
+    cli.ok(&[
+        "library",
+        "import",
+        &iso.display().to_string(),
+        "--name",
+        "tools",
+    ])
+    .await;
     cli.ok(&[
         "vm",
         "create",
@@ -1096,12 +1106,18 @@ async fn full_clones_read_through_nothing_and_vm_devices_show() {
         "--host",
         "h2",
         "--full-clone",
+        "--iso",
+        "tools",
         "--start",
     ])
     .await;
     let vm = cli.json(&["vm", "show", "f1"]).await;
     assert_eq!(vm["state"], "running", "{vm}");
     assert_eq!(vm["disk"]["kind"], "library_copy", "{vm}");
+    assert_eq!(
+        vm["cdrom"]["iso"]["item"], "tools",
+        "a template VM takes --iso too: {vm}"
+    );
     let vm_id = vm["id"].as_str().expect("id");
     let host_dir = &cluster.agents[1].2;
     let info = disk_info(host_dir, vm_id, "disk.qcow2");
