@@ -1158,26 +1158,14 @@ async fn full_clones_read_through_nothing_and_vm_devices_show() {
         "--machine",
         "q35",
     ];
-    cli.fails(
-        &[&create[..7], &["--boot", "floppy,disk"]].concat(),
-        "invalid_vm_spec",
-    )
-    .await;
-    cli.fails(
-        &[&create[..7], &["--machine", "q35,accel=kvm"]].concat(),
-        "invalid_vm_spec",
-    )
-    .await;
-    cli.fails(
-        &[&create[..7], &["--iso", "nothing"]].concat(),
-        "library_item_not_found",
-    )
-    .await;
-    cli.fails(
-        &[&create[..7], &["--iso", "tiny-root"]].concat(),
-        "invalid_vm_spec",
-    )
-    .await;
+    for (bad, code) in [
+        (["--boot", "floppy,disk"], "invalid_vm_spec"),
+        (["--machine", "q35,accel=kvm"], "invalid_vm_spec"),
+        (["--iso", "nothing"], "library_item_not_found"),
+        (["--iso", "tiny-root"], "invalid_vm_spec"),
+    ] {
+        cli.fails(&[&create[..7], &bad].concat(), code).await;
+    }
     cli.ok(&create).await;
     let vm = cli.json(&["vm", "show", "d1"]).await;
     assert_eq!(
