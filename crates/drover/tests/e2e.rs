@@ -1325,6 +1325,9 @@ async fn library_isos_in_a_cd_rom_drive_through_the_cli() {
     cli.fails(&["vm", "iso", "insert", "c2", "tools"], "no_cdrom_drive")
         .await;
     cli.ok(&["vm", "stop", "c2"]).await;
+    cli.ok(&["vm", "iso", "eject", "c2"]).await;
+    let vm = cli.json(&["vm", "show", "c2"]).await;
+    assert!(vm.get("cdrom").is_none(), "an eject adds no drive: {vm}");
     cli.ok(&["vm", "iso", "insert", "c2", "tools"]).await;
     let vm = cli.json(&["vm", "show", "c2"]).await;
     assert_eq!(vm["cdrom"]["iso"]["item"], "tools", "{vm}");
