@@ -1751,7 +1751,7 @@ async fn library_packages_from_files_and_urls() {
 }
 
 #[tokio::test]
-async fn low_free_space_evicts_unused_cached_bases_never_one_in_use() {
+async fn low_free_space_evicts_unused_cached_bases_never_one_in_use_nor_an_iso_in_a_drive() {
     let library_dir = DataDir::new("eviction_library");
     let host_dir = DataDir::new("eviction_host");
     let sources = tempfile::tempdir().expect("temp dir");
@@ -1772,7 +1772,7 @@ async fn low_free_space_evicts_unused_cached_bases_never_one_in_use() {
         .add_share("main", &library_dir.path().join("share"))
         .await;
     let mut urls = Vec::new();
-    for name in ["used", "unused", "next"] {
+    for name in ["used", "in-drive", "unused", "next"] {
         let raw = sources.path().join(format!("{name}.raw"));
         std::fs::rename(random_raw(sources.path(), 1), &raw).expect("rename");
         let file = library_agent.import("main", &raw, name).await;
@@ -1798,8 +1798,17 @@ async fn low_free_space_evicts_unused_cached_bases_never_one_in_use() {
         sha256: urls[0].0.clone(),
         url: urls[0].1.clone(),
     };
+    // The medium in the VM's CD-ROM drive is cached the same way, and in use the same way.
+    spec.devices.cdrom = Some(drover_api::cdrom::VmCdrom {
+        iso: Some(Box::new(drover_api::cdrom::CdromIso {
+            item: "in-drive".to_owned(),
+            sha256: urls[1].0.clone(),
+            url: urls[1].1.clone(),
+            path: None,
+        })),
+    });
     assert_eq!(host_agent.define(&spec).await.status(), StatusCode::OK);
-    for image in &urls[1..] {
+    for image in &urls[2..] {
         assert_eq!(fetch(image).await.expect("fetch").status(), StatusCode::OK);
     }
     let cached = |sha256: &str| {
@@ -1810,8 +1819,9 @@ async fn low_free_space_evicts_unused_cached_bases_never_one_in_use() {
             .exists()
     };
     assert!(cached(&urls[0].0), "the base a VM uses stays");
-    assert!(!cached(&urls[1].0), "the unused base went to make room");
-    assert!(cached(&urls[2].0), "the new base is in place");
+    assert!(cached(&urls[1].0), "the ISO in a VM's drive stays");
+    assert!(!cached(&urls[2].0), "the unused base went to make room");
+    assert!(cached(&urls[3].0), "the new base is in place");
     library.shutdown().await;
     host.shutdown().await;
 }

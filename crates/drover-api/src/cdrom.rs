@@ -17,6 +17,21 @@ pub struct VmCdrom {
     pub iso: Option<Box<CdromIso>>,
 }
 
+impl VmCdrom {
+    /// A drive holding the library ISO `item`, as a request names it (the server fills in the
+    /// rest).
+    pub fn with_iso(item: String) -> VmCdrom {
+        VmCdrom {
+            iso: Some(Box::new(CdromIso {
+                item,
+                sha256: String::new(),
+                url: String::new(),
+                path: None,
+            })),
+        }
+    }
+}
+
 /// A library ISO as a VM's medium. A request names the `item`; the server fills in where the
 /// host fetches it from, and the host's agent where it keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

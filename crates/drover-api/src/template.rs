@@ -127,6 +127,10 @@ pub struct VmFromTemplate {
     /// An independent copy of the template's disk instead of an overlay on it (a linked clone).
     #[serde(default)]
     pub full_clone: bool,
+    /// A library ISO in the VM's CD-ROM drive (the VM gets a drive even if its hardware profile
+    /// has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iso: Option<String>,
 }
 
 /// Checks a profile's hardware: the same bounds as a VM's.

@@ -102,6 +102,7 @@ async fn deploy(
         group: None,
         start: true,
         full_clone: false,
+        iso: None,
     };
     let started = Instant::now();
     let job = cluster

@@ -336,6 +336,7 @@ pub async fn run(
                     group: args.group.clone(),
                     start: args.start,
                     full_clone: args.full_clone,
+                    iso: args.devices.iso.clone(),
                 };
                 let started = client.create_vm_from_template(template, &request).await?;
                 return finish(client, started, args.job, output).await;

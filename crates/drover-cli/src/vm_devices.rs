@@ -25,13 +25,14 @@ pub struct DeviceArgs {
     /// QEMU machine type, such as pc (the default) or q35.
     #[arg(long, value_name = "TYPE", conflicts_with = "template")]
     pub machine: Option<String>,
-    /// A library ISO in the VM's CD-ROM drive (the host fetches it into its cache).
-    #[arg(long, value_name = "LIBRARY-ITEM", conflicts_with = "template")]
+    /// A library ISO in the VM's CD-ROM drive (the host fetches it into its cache); with
+    /// --template too.
+    #[arg(long, value_name = "LIBRARY-ITEM")]
     pub iso: Option<String>,
 }
 
 impl DeviceArgs {
-    /// The devices a create asks for.
+    /// The devices a create without a template asks for.
     pub fn devices(&self) -> VmDevices {
         VmDevices {
             data_disks: self
@@ -41,14 +42,7 @@ impl DeviceArgs {
                 .collect(),
             boot_order: self.boot_order.clone(),
             machine: self.machine.clone(),
-            cdrom: self.iso.clone().map(|item| VmCdrom {
-                iso: Some(Box::new(drover_api::cdrom::CdromIso {
-                    item,
-                    sha256: String::new(),
-                    url: String::new(),
-                    path: None,
-                })),
-            }),
+            cdrom: self.iso.clone().map(VmCdrom::with_iso),
         }
     }
 }

@@ -1055,14 +1055,24 @@ fn disk_info(agent_dir: &Path, vm_id: &str, file: &str) -> Value {
 }
 
 /// `--full-clone` through the CLI: the VM's disk is an independent qcow2 (no backing file) and
-/// the guest boots from it with its guest OS profile applied. Then a plain create with data
-/// disks, a boot order and a machine type, and `vm show` of them.
+/// the guest boots from it with its guest OS profile applied (and an ISO in its drive). Then a
+/// plain create with data disks, a boot order and a machine type, and `vm show` of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_clones_read_through_nothing_and_vm_devices_show() {
     let cluster = Cluster::start("e2e_full_clone", 2).await;
     let cli = cluster.cli.clone();
     cluster.add_share_on_h1().await;
     tiny_template(&cli, "full-**").await;
+    let iso = cluster.root.join("tools.iso");
+    make_iso(&iso, "TOOLS");
+    cli.ok(&[
+        "library",
+        "import",
+        &iso.display().to_string(),
+        "--name",
+        "tools",
+    ])
+    .await;
     cli.ok(&[
         "vm",
         "create",
@@ -1072,12 +1082,18 @@ async fn full_clones_read_through_nothing_and_vm_devices_show() {
         "--host",
         "h2",
         "--full-clone",
+        "--iso",
+        "tools",
         "--start",
     ])
     .await;
     let vm = cli.json(&["vm", "show", "f1"]).await;
     assert_eq!(vm["state"], "running", "{vm}");
     assert_eq!(vm["disk"]["kind"], "library_copy", "{vm}");
+    assert_eq!(
+        vm["cdrom"]["iso"]["item"], "tools",
+        "a template VM takes --iso too: {vm}"
+    );
     let vm_id = vm["id"].as_str().expect("id");
     let host_dir = &cluster.agents[1].2;
     let info = disk_info(host_dir, vm_id, "disk.qcow2");
@@ -1118,26 +1134,14 @@ async fn full_clones_read_through_nothing_and_vm_devices_show() {
         "--machine",
         "q35",
     ];
-    cli.fails(
-        &[&create[..7], &["--boot", "floppy,disk"]].concat(),
-        "invalid_vm_spec",
-    )
-    .await;
-    cli.fails(
-        &[&create[..7], &["--machine", "q35,accel=kvm"]].concat(),
-        "invalid_vm_spec",
-    )
-    .await;
-    cli.fails(
-        &[&create[..7], &["--iso", "nothing"]].concat(),
-        "library_item_not_found",
-    )
-    .await;
-    cli.fails(
-        &[&create[..7], &["--iso", "tiny-root"]].concat(),
-        "invalid_vm_spec",
-    )
-    .await;
+    for (bad, code) in [
+        (["--boot", "floppy,disk"], "invalid_vm_spec"),
+        (["--machine", "q35,accel=kvm"], "invalid_vm_spec"),
+        (["--iso", "nothing"], "library_item_not_found"),
+        (["--iso", "tiny-root"], "invalid_vm_spec"),
+    ] {
+        cli.fails(&[&create[..7], &bad].concat(), code).await;
+    }
     cli.ok(&create).await;
     let vm = cli.json(&["vm", "show", "d1"]).await;
     assert_eq!(
@@ -1197,9 +1201,45 @@ fn make_iso(iso: &Path, marker: &str) {
     );
 }
 
+/// An El Torito "no emulation" boot image: 16-bit code that writes `DROVER-CDBOOT` to the
+/// first serial port and halts (`mov dx,0x3f8; call $+3; pop si; push cs; pop ds; add si,17;
+/// .l: lodsb; test al,al; jz .h; out dx,al; jmp .l; .h: hlt; jmp .h; db "DROVER-CDBOOT",13,10,0`).
+const CD_BOOT_CODE: &[u8] =
+    b"\xba\xf8\x03\xe8\x00\x00\x5e\x0e\x1f\x83\xc6\x11\xac\x84\xc0\x74\x03\xee\xeb\xf8\xf4\xeb\xfd\
+DROVER-CDBOOT\r\n\x00";
+
+/// Makes a bootable ISO at `iso` whose boot image runs [`CD_BOOT_CODE`] (xorriso).
+fn make_boot_iso(iso: &Path) {
+    let source = iso.with_extension("d");
+    std::fs::create_dir_all(&source).expect("ISO source dir");
+    let mut image = CD_BOOT_CODE.to_vec();
+    image.resize(2048, 0);
+    std::fs::write(source.join("boot.img"), image).expect("boot image");
+    let output = std::process::Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-V",
+            "DROVERBOOT",
+            "-b",
+            "boot.img",
+        ])
+        .args(["-no-emul-boot", "-boot-load-size", "4", "-o"])
+        .arg(iso)
+        .arg(&source)
+        .output()
+        .expect("xorriso");
+    assert!(
+        output.status.success(),
+        "xorriso: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A library ISO in a running guest's CD-ROM drive: fetched into the host's cache, mounted and
 /// read by the guest, ejected and inserted again while it runs, and kept in the library while a
-/// VM holds it.
+/// VM holds it. Then a VM that boots from a bootable ISO (`--boot cdrom,disk`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_isos_in_a_cd_rom_drive_through_the_cli() {
     const MARKER: &str = "DROVER-ISO-MARKER-7f3a";
@@ -1297,13 +1337,50 @@ async fn library_isos_in_a_cd_rom_drive_through_the_cli() {
     cli.fails(&["vm", "iso", "insert", "c2", "tools"], "no_cdrom_drive")
         .await;
     cli.ok(&["vm", "stop", "c2"]).await;
+    cli.ok(&["vm", "iso", "eject", "c2"]).await;
+    let vm = cli.json(&["vm", "show", "c2"]).await;
+    assert!(vm.get("cdrom").is_none(), "an eject adds no drive: {vm}");
     cli.ok(&["vm", "iso", "insert", "c2", "tools"]).await;
     let vm = cli.json(&["vm", "show", "c2"]).await;
     assert_eq!(vm["cdrom"]["iso"]["item"], "tools", "{vm}");
     cli.ok(&["vm", "iso", "eject", "c2"]).await;
     cli.ok(&["vm", "iso", "eject", "c1"]).await;
     cli.ok(&["library", "remove", "tools"]).await;
-    for name in ["c1", "c2"] {
+
+    // `cdrom` first in the boot order: the firmware boots the ISO, not the (blank) disk.
+    let boot_iso = cluster.root.join("boot.iso");
+    make_boot_iso(&boot_iso);
+    cli.ok(&[
+        "library",
+        "import",
+        &boot_iso.display().to_string(),
+        "--name",
+        "bootcd",
+    ])
+    .await;
+    cli.ok(&[
+        "vm",
+        "create",
+        "b1",
+        "--host",
+        "h2",
+        "--memory",
+        "64M",
+        "--disk",
+        "8M",
+        "--iso",
+        "bootcd",
+        "--boot",
+        "cdrom,disk",
+        "--start",
+    ])
+    .await;
+    let b1 = cli.vm_field("b1", "id").await.expect("id");
+    let serial = cluster.agents[1].2.join("vms").join(&b1).join("serial.log");
+    wait_for_text(&serial, "DROVER-CDBOOT", minute)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    for name in ["c1", "c2", "b1"] {
         cli.ok(&["vm", "delete", name]).await;
     }
 }

@@ -12,15 +12,18 @@ use drover_api::VmId;
 use drover_api::cdrom::VmCdrom;
 use std::sync::Arc;
 
-/// Fills in where this host's cache holds the drive's ISO, fetching it when it is not there.
+/// Fills in where this host's cache holds the drive's ISO, fetching it when it is not there
+/// (making room evicts neither what defined VMs use nor `also_in_use`).
 pub(crate) async fn fetch_iso(
     state: &AgentState,
     vm_id: VmId,
     cdrom: &mut VmCdrom,
+    also_in_use: &[std::path::PathBuf],
 ) -> Result<(), AgentError> {
     if let Some(iso) = &mut cdrom.iso {
         crate::cache::check_fingerprint(&iso.sha256)?;
-        let path = super::vms::cache_image(state, vm_id, &iso.sha256, &iso.url).await?;
+        let path =
+            super::vms::cache_image(state, vm_id, &iso.sha256, &iso.url, also_in_use).await?;
         iso.path = Some(path);
     }
     Ok(())
@@ -35,7 +38,7 @@ pub async fn change(
     let Path(vm_id) = path?;
     let Json(mut cdrom) = body?;
     let handle = state.registry.get(vm_id)?;
-    fetch_iso(&state, vm_id, &mut cdrom).await?;
+    fetch_iso(&state, vm_id, &mut cdrom, &[]).await?;
     handle.change_cdrom(cdrom).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -50,25 +50,30 @@ pub(crate) async fn resolve_library_disk(
         crate::full_clone::ensure(state, &spec).await?;
         spec.disk = VmDisk::Blank { size_bytes };
     }
+    // This VM is not registered yet: what it uses is kept from eviction by hand meanwhile.
+    let mut resolved = Vec::new();
     for disk in std::iter::once(&mut spec.disk).chain(&mut spec.devices.data_disks) {
         if let VmDisk::Library { sha256, url, .. } = disk {
-            let path = cache_image(state, spec.id, sha256, url).await?;
+            let path = cache_image(state, spec.id, sha256, url, &resolved).await?;
+            resolved.push(path.clone().into());
             *disk = VmDisk::Image { path };
         }
     }
     if let Some(cdrom) = &mut spec.devices.cdrom {
-        super::cdrom::fetch_iso(state, spec.id, cdrom).await?;
+        super::cdrom::fetch_iso(state, spec.id, cdrom, &resolved).await?;
     }
     Ok(spec)
 }
 
 /// The path of a library image (a disk or an ISO) in this host's cache, fetched (once, agent to
-/// agent, verified) when it is not there yet, as transfer `<vm id>`.
+/// agent, verified) when it is not there yet, as transfer `<vm id>`. Making room evicts neither
+/// what defined VMs use nor `also_in_use`.
 pub(crate) async fn cache_image(
     state: &AgentState,
     vm_id: VmId,
     sha256: &str,
     url: &str,
+    also_in_use: &[std::path::PathBuf],
 ) -> Result<String, AgentError> {
     let client = state.enrollment.peer_client()?;
     let cached = state
@@ -79,7 +84,7 @@ pub(crate) async fn cache_image(
                 url: url.to_owned(),
                 sha256: sha256.to_owned(),
             },
-            state.registry.disk_images(),
+            [state.registry.disk_images(), also_in_use.to_vec()].concat(),
             &mut state.transfers.track(Some(&vm_id.to_string()), 0),
         )
         .await?;

@@ -141,7 +141,8 @@ pub async fn create_vm(
     Path(template): Path<String>,
     ApiJson(request): ApiJson<VmFromTemplate>,
 ) -> Result<Response, ApiError> {
-    let request = jobs::vm_create_from(&state, &template, request).await?;
+    let mut request = jobs::vm_create_from(&state, &template, request).await?;
+    jobs::resolve_cdrom(&state, &mut request.devices).await?;
     let spec = JobSpec::VmCreate {
         vm_id: VmId::new(),
         request,

@@ -110,7 +110,7 @@ pub(crate) async fn vm_create_from(
                 .collect(),
             boot_order: hardware.boot_order,
             machine: hardware.machine,
-            cdrom: None,
+            cdrom: request.iso.map(drover_api::cdrom::VmCdrom::with_iso),
         },
     })
 }

@@ -76,6 +76,10 @@ pub(in crate::jobs) async fn run_change(
         Some(item) => Some(Box::new(library_iso(state, item).await?)),
         None => None,
     };
+    if iso.is_none() && !vm.devices.has_cdrom_drive() {
+        // An eject from no drive: nothing to change, and no drive to add.
+        return run.step(async { Ok(()) }).await;
+    }
     // The ISO may be fetched to the host here: its transfer shows as progress.
     run.transfer_step(&host.address, &vm_id.to_string(), async {
         let cdrom = VmCdrom { iso };

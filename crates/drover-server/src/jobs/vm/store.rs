@@ -290,7 +290,12 @@ pub(in crate::jobs) async fn run_deploy(
     let resumable = AtomicBool::new(false);
     let outcome = deploy(state, run, vm_id, host_id, cancel, &resumable).await;
     state.engine.forget_cancel(run.job.id);
-    if outcome.is_err() {
+    // Only a VM still Stored was not deployed: a failure after the move (the library's copy
+    // not removed), or a job run again on a VM deployed since, leaves the host's VM alone.
+    let still_stored = find_vm(state, vm_id)
+        .await
+        .is_ok_and(|vm| vm.state == VmState::Stored);
+    if outcome.is_err() && still_stored {
         if let Err(error) = db::stored::release_deploy(&state.db, vm_id).await {
             tracing::error!(error = ?anyhow::Error::from(error), %vm_id, "cannot give back the deploy's claim");
         }
