@@ -892,7 +892,7 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
     let cluster = Cluster::start("e2e_template", 2).await;
     let cli = cluster.cli.clone();
     cluster.add_share_on_h1().await;
-    tiny_template(&cli, "web-**").await;
+    cli.tiny_template("web-**", &[]).await;
     cli.fails(
         &["profile", "hardware", "create", "tiny", "--memory", "16M"],
         "invalid_profile",
@@ -1016,33 +1016,6 @@ async fn vms_from_a_template_are_linked_clones_of_a_disk_fetched_once() {
     }
 }
 
-/// Makes template `t1` of the tiny guest's parts (`Cli::tiny_template_parts`) and guest OS
-/// profile `web`, which names guests after `hostname` (a pattern with `*`).
-async fn tiny_template(cli: &Cli, hostname: &str) {
-    cli.tiny_template_parts(&[]).await;
-    cli.ok(&[
-        "profile",
-        "guest-os",
-        "create",
-        "web",
-        "--hostname",
-        hostname,
-    ])
-    .await;
-    cli.ok(&[
-        "template",
-        "create",
-        "t1",
-        "--disk",
-        "tiny-root",
-        "--hardware",
-        "tiny",
-        "--guest-os",
-        "web",
-    ])
-    .await;
-}
-
 /// `qemu-img info` of a VM's disk file on its host.
 fn disk_info(agent_dir: &Path, vm_id: &str, file: &str) -> Value {
     let output = std::process::Command::new("qemu-img")
@@ -1062,7 +1035,7 @@ async fn full_clones_read_through_nothing_and_vm_devices_show() {
     let cluster = Cluster::start("e2e_full_clone", 2).await;
     let cli = cluster.cli.clone();
     cluster.add_share_on_h1().await;
-    tiny_template(&cli, "full-**").await;
+    cli.tiny_template("full-**", &[]).await;
     let iso = cluster.root.join("tools.iso");
     make_iso(&iso, "TOOLS");
     cli.ok(&[

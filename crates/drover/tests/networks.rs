@@ -828,28 +828,7 @@ async fn a_template_vm_on_an_overlay_moves_live_and_quick_with_its_addresses() {
         "library", "share", "add", "main", "--server", "h1", "--path", &share,
     ])
     .await;
-    cli.tiny_template_parts(&["--nic", "ovl"]).await;
-    cli.ok(&[
-        "profile",
-        "guest-os",
-        "create",
-        "web",
-        "--hostname",
-        "mover-**",
-    ])
-    .await;
-    cli.ok(&[
-        "template",
-        "create",
-        "t1",
-        "--disk",
-        "tiny-root",
-        "--hardware",
-        "tiny",
-        "--guest-os",
-        "web",
-    ])
-    .await;
+    cli.tiny_template("mover-**", &["--nic", "ovl"]).await;
     cli.ok(&[
         "vm",
         "create",

@@ -262,10 +262,11 @@ impl Cli {
 }
 
 impl Cli {
-    /// Imports the tiny guest's root disk into the library as item `tiny-root` and makes the
-    /// hardware profile `tiny` that boots the tiny guest (1 vCPU, 160 MiB, a serial shell), with
-    /// `extra` options (`--nic NETWORK`, ...): the parts of a template.
-    pub async fn tiny_template_parts(&self, extra: &[&str]) {
+    /// Makes template `t1` of the tiny guest: its root disk imported as library item `tiny-root`,
+    /// hardware profile `tiny` (1 vCPU, 160 MiB, a serial shell) with `hardware` options
+    /// (`--nic NETWORK`, ...), and guest OS profile `web` naming guests after `hostname` (a
+    /// pattern with `*`).
+    pub async fn tiny_template(&self, hostname: &str, hardware: &[&str]) {
         let guest = drover_testkit::guest();
         self.ok(&[
             "library",
@@ -295,8 +296,29 @@ impl Cli {
             "--cmdline",
             "console=ttyS0 quiet tiny.shell=1",
         ];
-        args.extend(extra);
+        args.extend(hardware);
         self.ok(&args).await;
+        self.ok(&[
+            "profile",
+            "guest-os",
+            "create",
+            "web",
+            "--hostname",
+            hostname,
+        ])
+        .await;
+        self.ok(&[
+            "template",
+            "create",
+            "t1",
+            "--disk",
+            "tiny-root",
+            "--hardware",
+            "tiny",
+            "--guest-os",
+            "web",
+        ])
+        .await;
     }
 }
 
