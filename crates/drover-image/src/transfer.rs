@@ -11,7 +11,6 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, IF_RANGE, RANGE};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncReadExt;
 
 /// How far a transfer has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +47,7 @@ pub async fn fetch(
     };
     let partial = partial_path(target, sha256);
     // Hash what an earlier attempt left, so the file is read once in all.
-    let mut hasher = Sha256::new();
-    let mut have = hash_existing(&partial, &mut hasher).await?;
+    let (mut have, mut hasher) = hash_existing(&partial).await?;
     let mut request = client.get(url);
     if have > 0 {
         request = request
@@ -254,30 +252,23 @@ impl Drop for Writeback {
     }
 }
 
-async fn hash_existing(partial: &Path, hasher: &mut Sha256) -> Result<u64, ImageError> {
-    let mut file = match tokio::fs::File::open(partial).await {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => {
-            return Err(ImageError::Io {
-                path: partial.to_owned(),
-                source,
-            });
-        }
-    };
-    let mut buffer = vec![0_u8; 1 << 20];
-    let mut length = 0;
-    loop {
-        let read = file
-            .read(&mut buffer)
-            .await
-            .map_err(ImageError::io(partial))?;
-        if read == 0 {
-            return Ok(length);
-        }
-        hasher.update(&buffer[..read]);
-        length += u64::try_from(read).unwrap_or(u64::MAX);
-    }
+/// The length and running SHA-256 of what an earlier attempt left at `partial` (nothing yet:
+/// 0 and a fresh hash), read on a blocking thread.
+async fn hash_existing(partial: &Path) -> Result<(u64, Sha256), ImageError> {
+    let path = partial.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((0, hasher)),
+            Err(source) => return Err(ImageError::Io { path, source }),
+        };
+        let length =
+            crate::digest::hash_from(&mut file, &mut hasher).map_err(ImageError::io(&path))?;
+        Ok((length, hasher))
+    })
+    .await
+    .map_err(|error| ImageError::io(partial)(std::io::Error::other(error)))?
 }
 
 async fn remove_partial(partial: &Path) -> Result<(), ImageError> {
