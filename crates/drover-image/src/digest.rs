@@ -13,15 +13,24 @@ const CHUNK: usize = 1 << 20;
 pub fn sha256_file(path: &Path) -> Result<String, ImageError> {
     let mut file = std::fs::File::open(path).map_err(ImageError::io(path))?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0_u8; CHUNK];
-    loop {
-        let read = file.read(&mut buffer).map_err(ImageError::io(path))?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
+    hash_from(&mut file, &mut hasher).map_err(ImageError::io(path))?;
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// Feeds `hasher` with everything `reader` gives, in large reads; the number of bytes.
+pub fn hash_from(reader: &mut impl Read, hasher: &mut Sha256) -> std::io::Result<u64> {
+    let mut buffer = vec![0_u8; CHUNK];
+    let mut length = 0;
+    loop {
+        let read = match reader.read(&mut buffer) {
+            Ok(0) => return Ok(length),
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        hasher.update(&buffer[..read]);
+        length += read as u64;
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod ovf;
 pub mod package;
 pub mod qemu_img;
 pub mod range;
+pub mod serve;
 pub mod share;
 pub mod transfer;
 mod vmx;

@@ -124,34 +124,11 @@ fn first_lines(report: &str, output: &Output) -> String {
 }
 
 /// Converts `source` (of `format`) to a new qcow2 file at `target`, flattening any backing chain.
-/// `qemu-img` flushes the result to disk before it exits.
 pub fn convert_to_qcow2(source: &Path, format: &str, target: &Path) -> Result<(), ImageError> {
-    convert_with_cache(source, format, target, "writeback")
-}
-
-/// [`convert_to_qcow2`] without the final flush: the caller makes the result durable, so that
-/// the disk's writeback can overlap other work on the result (the import hashes it meanwhile).
-pub fn convert_to_qcow2_unflushed(
-    source: &Path,
-    format: &str,
-    target: &Path,
-) -> Result<(), ImageError> {
-    convert_with_cache(source, format, target, "unsafe")
-}
-
-/// `cache`: the target's cache mode; "unsafe" skips the flush `qemu-img` does at its end.
-fn convert_with_cache(
-    source: &Path,
-    format: &str,
-    target: &Path,
-    cache: &str,
-) -> Result<(), ImageError> {
     let output = run(
         source,
         &[
             "convert".as_ref(),
-            "-t".as_ref(),
-            cache.as_ref(),
             "-f".as_ref(),
             format.as_ref(),
             "-O".as_ref(),

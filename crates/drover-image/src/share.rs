@@ -154,10 +154,7 @@ pub fn file_name(name: &str, kind: LibraryItemKind) -> String {
 
 /// Imports the image or ISO at `source` into the share at `root` as `name`: disks are checked,
 /// converted to qcow2 once and checked again; ISOs are copied. Either way the result is
-/// fingerprinted and on disk (fsync) before it takes its final name; on any failure nothing is
-/// left in the share. The fsync runs beside the fingerprint: the disk writes back what the
-/// conversion left in the page cache while the CPU hashes it from there, so the hash costs
-/// little more than the flush `qemu-img convert` would have done at its end.
+/// fingerprinted before it takes its final name; on any failure nothing is left in the share.
 pub fn import(root: &Path, source: &Path, name: &str) -> Result<LibraryFile, ImageError> {
     let source_info = qemu_img::info(source)?;
     let kind = classify(source, &source_info)?;
@@ -170,24 +167,13 @@ pub fn import(root: &Path, source: &Path, name: &str) -> Result<LibraryFile, Ima
     match kind {
         LibraryItemKind::Disk => {
             qemu_img::check(source, &source_info.format)?;
-            qemu_img::convert_to_qcow2_unflushed(source, &source_info.format, partial.path())?;
+            qemu_img::convert_to_qcow2(source, &source_info.format, partial.path())?;
         }
         LibraryItemKind::Iso => {
             std::fs::copy(source, partial.path()).map_err(ImageError::io(partial.path()))?;
         }
     }
-    let path = partial.path();
-    let (file, synced) = std::thread::scope(|scope| {
-        let syncing = scope.spawn(|| {
-            std::fs::File::open(path)
-                .and_then(|file| file.sync_all())
-                .map_err(ImageError::io(path))
-        });
-        let file = describe_as(path, relative, kind);
-        (file, joined(syncing))
-    });
-    synced?;
-    let file = file?;
+    let file = describe_as(partial.path(), relative, kind)?;
     partial.commit(&target)?;
     Ok(file)
 }
@@ -219,7 +205,10 @@ fn describe_as(
             }
             Ok(info)
         });
-        (joined(hashing), info)
+        let sha256 = hashing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (sha256, info)
     });
     let info = info?;
     let sha256 = sha256?;
@@ -236,13 +225,6 @@ fn describe_as(
         backing_chain: info.backing_chain,
         sha256,
     })
-}
-
-/// The result of a scoped thread; its panic goes on in the caller.
-fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    thread
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The share's files (relative paths, sorted), hidden and temporary files left out.

@@ -11,7 +11,6 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, IF_RANGE, RANGE};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncReadExt;
 
 /// How far a transfer has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +47,7 @@ pub async fn fetch(
     };
     let partial = partial_path(target, sha256);
     // Hash what an earlier attempt left, so the file is read once in all.
-    let mut hasher = Sha256::new();
-    let mut have = hash_existing(&partial, &mut hasher).await?;
+    let (mut have, mut hasher) = hash_existing(&partial).await?;
     let mut request = client.get(url);
     if have > 0 {
         request = request
@@ -90,8 +88,9 @@ pub async fn fetch(
         .open(&partial)
         .map_err(ImageError::io(&partial))?;
     // The network side only receives; hashing and writing run on a blocking thread, in
-    // parallel with it, and the small chunks TLS hands over are written in large blocks.
-    let (chunks, pending) = tokio::sync::mpsc::channel(PIPELINE_CHUNKS);
+    // parallel with it. The small chunks TLS hands over go there in batches: one wake-up of
+    // that thread and one write per batch, not per record.
+    let (batches, pending) = tokio::sync::mpsc::channel(PIPELINE_BATCHES);
     let writer_path = partial.clone();
     let writer =
         tokio::task::spawn_blocking(move || write_and_hash(file, hasher, pending, &writer_path));
@@ -103,27 +102,40 @@ pub async fn fetch(
     });
     let mut body = response.bytes_stream();
     let mut broken = None;
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(error) => {
-                broken = Some(failed(format!("the connection broke: {error}")));
-                break;
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    loop {
+        let ended = match body.next().await {
+            Some(Ok(chunk)) => {
+                batch_bytes += chunk.len();
+                batch.push(chunk);
+                false
             }
+            Some(Err(error)) => {
+                broken = Some(failed(format!("the connection broke: {error}")));
+                true
+            }
+            None => true,
         };
-        let length = u64::try_from(chunk.len()).unwrap_or(u64::MAX);
-        if chunks.send(chunk).await.is_err() {
-            break; // the writer failed: its error says why
+        if (ended || batch_bytes >= BATCH_BYTES) && !batch.is_empty() {
+            if batches.send(std::mem::take(&mut batch)).await.is_err() {
+                break; // the writer failed: its error says why
+            }
+            let length = u64::try_from(batch_bytes).unwrap_or(u64::MAX);
+            batch_bytes = 0;
+            have += length;
+            received += length;
+            progress(Progress {
+                done: have,
+                total,
+                received,
+            });
         }
-        have += length;
-        received += length;
-        progress(Progress {
-            done: have,
-            total,
-            received,
-        });
+        if ended {
+            break;
+        }
     }
-    drop(chunks);
+    drop(batches);
     // What arrived is kept (and made durable) even when the connection broke: a retry resumes.
     let hasher = writer
         .await
@@ -145,57 +157,118 @@ pub async fn fetch(
         .map_err(ImageError::io(target))
 }
 
-/// Chunks in flight between the network and the writer: enough to keep both busy.
-const PIPELINE_CHUNKS: usize = 64;
-/// Writes of this size keep the disk side at its speed whatever the size of TLS records.
-const WRITE_BLOCK: usize = 4 << 20;
+/// The bytes of a batch handed to the writer.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches in flight between the network and the writer: enough to keep both busy.
+const PIPELINE_BATCHES: usize = 8;
+/// After this many bytes written, the disk is asked to write them back while more arrive, so
+/// that the `fsync` at the end finds little left to do.
+const WRITEBACK_STEP: usize = 32 << 20;
 
-/// Hashes and writes every chunk that arrives, then makes the file durable.
-fn write_and_hash(
-    file: std::fs::File,
+/// Hashes and writes every batch that arrives, then makes the file durable.
+fn write_and_hash<C: AsRef<[u8]>>(
+    mut file: std::fs::File,
     mut hasher: Sha256,
-    mut pending: tokio::sync::mpsc::Receiver<impl AsRef<[u8]>>,
+    mut pending: tokio::sync::mpsc::Receiver<Vec<C>>,
     path: &Path,
 ) -> Result<Sha256, ImageError> {
-    use std::io::Write;
-    let mut writer = std::io::BufWriter::with_capacity(WRITE_BLOCK, file);
-    while let Some(chunk) = pending.blocking_recv() {
-        hasher.update(chunk.as_ref());
-        writer
-            .write_all(chunk.as_ref())
-            .map_err(ImageError::io(path))?;
+    let writeback = Writeback::start(file.try_clone().map_err(ImageError::io(path))?);
+    let mut unflushed = 0;
+    while let Some(batch) = pending.blocking_recv() {
+        write_batch(&mut file, &batch).map_err(ImageError::io(path))?;
+        for chunk in &batch {
+            hasher.update(chunk.as_ref());
+            unflushed += chunk.as_ref().len();
+        }
+        if unflushed >= WRITEBACK_STEP {
+            writeback.nudge();
+            unflushed = 0;
+        }
     }
-    let file = writer
-        .into_inner()
-        .map_err(|error| ImageError::io(path)(error.into_error()))?;
+    drop(writeback);
     file.sync_all().map_err(ImageError::io(path))?;
     Ok(hasher)
 }
 
-async fn hash_existing(partial: &Path, hasher: &mut Sha256) -> Result<u64, ImageError> {
-    let mut file = match tokio::fs::File::open(partial).await {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => {
-            return Err(ImageError::Io {
-                path: partial.to_owned(),
-                source,
-            });
+/// Writes all of `batch` with as few `writev` calls as it takes.
+fn write_batch<C: AsRef<[u8]>>(file: &mut std::fs::File, batch: &[C]) -> std::io::Result<()> {
+    use std::io::{IoSlice, Write};
+    let mut slices: Vec<IoSlice<'_>> = batch
+        .iter()
+        .map(|chunk| IoSlice::new(chunk.as_ref()))
+        .collect();
+    let mut rest = &mut slices[..];
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut rest, written),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
-    };
-    let mut buffer = vec![0_u8; 1 << 20];
-    let mut length = 0;
-    loop {
-        let read = file
-            .read(&mut buffer)
-            .await
-            .map_err(ImageError::io(partial))?;
-        if read == 0 {
-            return Ok(length);
-        }
-        hasher.update(&buffer[..read]);
-        length += u64::try_from(read).unwrap_or(u64::MAX);
     }
+    Ok(())
+}
+
+/// A thread that writes a file's dirty pages back (`fdatasync`) whenever it is nudged, beside
+/// the thread that writes the file. Stops when dropped.
+struct Writeback {
+    nudges: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writeback {
+    fn start(file: std::fs::File) -> Writeback {
+        let (nudges, waiting) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("transfer-writeback".to_owned())
+            .spawn(move || {
+                while waiting.recv().is_ok() {
+                    // A failure here shows again in the writer's own final sync, which counts.
+                    let _ = file.sync_data();
+                }
+            })
+            .ok();
+        Writeback {
+            nudges: Some(nudges),
+            thread,
+        }
+    }
+
+    /// Asks for a writeback unless one is already asked for.
+    fn nudge(&self) {
+        if let Some(nudges) = &self.nudges {
+            let _ = nudges.try_send(());
+        }
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        self.nudges = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The length and running SHA-256 of what an earlier attempt left at `partial` (nothing yet:
+/// 0 and a fresh hash), read on a blocking thread.
+async fn hash_existing(partial: &Path) -> Result<(u64, Sha256), ImageError> {
+    let path = partial.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((0, hasher)),
+            Err(source) => return Err(ImageError::Io { path, source }),
+        };
+        let length =
+            crate::digest::hash_from(&mut file, &mut hasher).map_err(ImageError::io(&path))?;
+        Ok((length, hasher))
+    })
+    .await
+    .map_err(|error| ImageError::io(partial)(std::io::Error::other(error)))?
 }
 
 async fn remove_partial(partial: &Path) -> Result<(), ImageError> {

@@ -16,9 +16,8 @@ use drover_api::VmId;
 use drover_api::library::{AgentCachedImage, AgentFetch};
 use drover_api::transfer::VmFilesPlace;
 use drover_image::range::{self, RangeAnswer, RangeRequest};
+use drover_image::serve::{Served, verified_blocks};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 /// `POST /v1/images/fetch` (control port): caches another agent's file on this host, agent to
 /// agent, and answers once it is verified.
@@ -38,9 +37,6 @@ pub async fn fetch(
     ))
 }
 
-/// Large reads keep a transfer at disk speed.
-const READ_CHUNK: usize = 1 << 20;
-
 /// `GET /v1/shares/{name}/files/{*path}` (transfer port): a library file.
 pub async fn get_file(
     State(state): State<Arc<AgentState>>,
@@ -56,7 +52,7 @@ pub async fn get_file(
             .map_err(|_| drover_image::ImageError::Missing {
                 path: file_path.clone(),
             })?;
-    serve(&state, file, &file_path, &headers).await
+    serve(&state, file, file_path, &headers).await
 }
 
 /// `GET /v1/vms/{id}/files/{name}[?share=S]` (transfer port): a file of a VM without a process,
@@ -77,15 +73,17 @@ pub async fn get_vm_file(
     let file = tokio::fs::File::open(&file_path)
         .await
         .map_err(|_| AgentError::VmFileNotFound { vm_id, name })?;
-    serve(&state, file, &file_path, &headers).await
+    serve(&state, file, file_path, &headers).await
 }
 
 /// Answers a `GET` of an open file: the whole file or one range, with the file's SHA-256 as its
-/// strong ETag, or a refusal (`If-Match` of another version, a range outside the file).
+/// strong ETag, or a refusal (`If-Match` of another version, a range outside the file). The
+/// bytes sent are checked against that SHA-256 as they are read (`drover_image::serve`); a file
+/// that no longer matches breaks the answer off and loses its remembered fingerprint.
 async fn serve(
-    state: &AgentState,
-    mut file: tokio::fs::File,
-    file_path: &std::path::Path,
+    state: &Arc<AgentState>,
+    file: tokio::fs::File,
+    file_path: std::path::PathBuf,
     headers: &HeaderMap,
 ) -> Result<Response, AgentError> {
     let length = file
@@ -93,7 +91,8 @@ async fn serve(
         .await
         .map_err(|error| AgentError::Internal(error.into()))?
         .len();
-    let etag = range::etag(&state.library.fingerprint(file_path).await?);
+    let sha256 = state.library.fingerprint(&file_path).await?;
+    let etag = range::etag(&sha256);
     let text = |name| {
         headers
             .get(name)
@@ -120,10 +119,20 @@ async fn serve(
                 .into_response());
         }
     };
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(|error| AgentError::Internal(error.into()))?;
-    let chunks = ReaderStream::with_capacity(file.take(count), READ_CHUNK);
+    let forgotten = (state.clone(), file_path.clone());
+    let served = Served {
+        path: file_path,
+        sha256,
+        start,
+        count,
+    };
+    let blocks = verified_blocks(file.into_std().await, served, move || {
+        let (state, path) = forgotten;
+        state.library.forget(&path);
+    });
+    let chunks = Box::pin(futures_util::StreamExt::map(blocks, |block| {
+        block.map(axum::body::Bytes::from)
+    }));
     let body = match state.transfer_rate_limit {
         Some(rate) => Body::from_stream(paced(chunks, rate)),
         None => Body::from_stream(chunks),
