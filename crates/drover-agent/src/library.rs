@@ -104,14 +104,6 @@ impl Library {
         }
     }
 
-    /// Forgets the fingerprint of a file found not to match it, so that it is hashed again.
-    pub fn forget(&self, path: &Path) {
-        self.fingerprints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(path);
-    }
-
     /// The file's SHA-256, hashed only when the file changed since it was last hashed.
     pub async fn fingerprint(&self, path: &Path) -> Result<String, AgentError> {
         let current = stamp(path);

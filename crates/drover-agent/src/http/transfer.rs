@@ -16,7 +16,7 @@ use drover_api::VmId;
 use drover_api::library::{AgentCachedImage, AgentFetch};
 use drover_api::transfer::VmFilesPlace;
 use drover_image::range::{self, RangeAnswer, RangeRequest};
-use drover_image::serve::{Served, verified_blocks};
+use drover_image::serve::{Served, read_ahead};
 use std::sync::Arc;
 
 /// `POST /v1/images/fetch` (control port): caches another agent's file on this host, agent to
@@ -78,8 +78,8 @@ pub async fn get_vm_file(
 
 /// Answers a `GET` of an open file: the whole file or one range, with the file's SHA-256 as its
 /// strong ETag, or a refusal (`If-Match` of another version, a range outside the file). The
-/// bytes sent are checked against that SHA-256 as they are read (`drover_image::serve`); a file
-/// that no longer matches breaks the answer off and loses its remembered fingerprint.
+/// receiver checks the bytes against that SHA-256; the sender only reads them
+/// (`drover_image::serve`).
 async fn serve(
     state: &Arc<AgentState>,
     file: tokio::fs::File,
@@ -119,17 +119,12 @@ async fn serve(
                 .into_response());
         }
     };
-    let forgotten = (state.clone(), file_path.clone());
     let served = Served {
         path: file_path,
-        sha256,
         start,
         count,
     };
-    let blocks = verified_blocks(file.into_std().await, served, move || {
-        let (state, path) = forgotten;
-        state.library.forget(&path);
-    });
+    let blocks = read_ahead(file.into_std().await, served);
     let chunks = Box::pin(futures_util::StreamExt::map(blocks, |block| {
         block.map(axum::body::Bytes::from)
     }));
