@@ -61,13 +61,8 @@ fn agent_args(dir: &Path, port: u16) -> Vec<String> {
 }
 
 impl Site {
-    /// A server (with `server_env`) and agents in the given data directories (`None`: one under
-    /// the site's root).
-    async fn start(
-        test: &str,
-        server_env: &[(&str, &Path)],
-        agent_dirs: Vec<Option<PathBuf>>,
-    ) -> Site {
+    /// A server (with `server_env`) and `agent_count` agents, their data under the site's root.
+    async fn start(test: &str, server_env: &[(&str, &Path)], agent_count: usize) -> Site {
         let artifacts = artifacts_dir(test);
         let temp = tempfile::tempdir().expect("temp dir");
         let root = temp.path().to_owned();
@@ -87,11 +82,9 @@ impl Site {
         .to_vec();
         let server =
             Daemon::spawn_with_env(&artifacts, "server", &as_strs(&server_args), server_env);
-        let agents: Vec<Agent> = agent_dirs
-            .into_iter()
-            .enumerate()
-            .map(|(index, dir)| {
-                let dir = dir.unwrap_or_else(|| root.join(format!("agent{}", index + 1)));
+        let agents: Vec<Agent> = (0..agent_count)
+            .map(|index| {
+                let dir = root.join(format!("agent{}", index + 1));
                 let port = free_port();
                 let daemon = Daemon::spawn(
                     &artifacts,
@@ -140,6 +133,29 @@ impl Site {
         })
         .await
         .unwrap_or_else(|error| panic!("{error}"));
+    }
+
+    /// Adds an agent (as host `hN`, the next number) whose data directory is a tmpfs of `size`
+    /// in a mount namespace of its own, its incoming migrations on `migration_ports` (`A-B`).
+    /// Its [`Agent::dir`] is the tmpfs as the test sees it, through the agent's namespace.
+    async fn add_agent_on_tmpfs(&mut self, size: &str, migration_ports: &str) {
+        let number = self.agents.len() + 1;
+        let dir = self.root.join(format!("agent{number}"));
+        let port = free_port();
+        let daemon = Daemon::spawn_on_tmpfs(
+            &self.artifacts,
+            &format!("agent{number}"),
+            &as_strs(&agent_args(&dir, port)),
+            &[("DROVER_AGENT_MIGRATION_PORTS", Path::new(migration_ports))],
+            &dir,
+            size,
+        );
+        let dir = daemon.namespace_view(&dir);
+        self.cli
+            .add_host(&daemon, &format!("127.0.0.1:{port}"), &format!("h{number}"))
+            .await;
+        self._reaper.agent_dirs.push(dir.clone());
+        self.agents.push(Agent { daemon, port, dir });
     }
 
     fn agent_dir(&self, host: usize) -> &Path {
@@ -315,7 +331,7 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     let site = Site::start(
         "a_running_vm_moves_live_with_its_disk_and_port_forward",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;
@@ -407,7 +423,7 @@ async fn a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved() {
     let site = Site::start(
         "a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;
@@ -461,30 +477,14 @@ async fn a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
-    // h3's data directory is a 160 MiB tmpfs: under the 1 GiB reserve plus the 64 MiB disk.
-    let small = tempfile::tempdir().expect("temp dir");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=160m", "tmpfs"])
-        .arg(small.path())
-        .status()
-        .expect("mount");
-    assert!(mounted.success(), "mounting a tmpfs needs root");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(small.path().to_owned());
     let mut site = Site::start(
         "failed_and_canceled_migrations_leave_the_vm_on_its_source",
         &[],
-        vec![None, None, Some(small.path().join("agent"))],
+        2,
     )
     .await;
+    // h3's data directory is a 160 MiB tmpfs: under the 1 GiB reserve plus the 64 MiB disk.
+    site.add_agent_on_tmpfs("160m", "47300-47301").await;
     let vm_id = site.ticking_vm("stayer", "h1").await;
     fill_disk(&site.cli, "stayer").await;
     let cli = site.cli.clone();
@@ -547,13 +547,100 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
     let _ = &site.root;
 }
 
+/// The migration ports of the agent whose disk fills up.
+const CRAMPED_PORTS: std::ops::RangeInclusive<u16> = 47310..=47311;
+
+/// Fills the file system of `dir` to its last byte, with the file `dir/filler`.
+fn fill_up(dir: &Path) {
+    use std::io::Write;
+    let mut filler = std::fs::File::create(dir.join("filler")).expect("create the filler");
+    let chunk = vec![0xa5_u8; 1 << 20];
+    for _ in 0..1024 {
+        if let Err(error) = filler.write_all(&chunk) {
+            assert_eq!(error.kind(), std::io::ErrorKind::StorageFull, "{error}");
+            return;
+        }
+    }
+    panic!("1 GiB written and {} still has room", dir.display());
+}
+
+/// Whether something listens on (or holds) `port` on 127.0.0.1.
+fn port_taken(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
+/// The processes in `daemon`'s mount namespace other than the daemon itself: what it started.
+fn namespace_mates(daemon: &Daemon) -> Vec<u32> {
+    let namespace = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let own = namespace(daemon.pid()).expect("the daemon's mount namespace");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != daemon.pid() && alive(*pid as i32))
+        .filter(|pid| namespace(*pid).as_ref() == Some(&own))
+        .collect()
+}
+
+/// The destination's disk fills up while the VM's disk is mirrored there: QEMU's writes to the
+/// copy fail, the migration fails saying so, and the VM runs on at its source with nothing of
+/// it left on the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_out_of_disk_mid_mirror_leaves_the_vm_on_its_source() {
+    let mut site = Site::start(
+        "a_destination_out_of_disk_mid_mirror_leaves_the_vm_on_its_source",
+        &[],
+        1,
+    )
+    .await;
+    // h2's data directory is a 256 MiB tmpfs: room for the 64 MiB disk and above the 128 MiB a
+    // host keeps free to stay healthy, once no disk reserve is kept back; until the test fills
+    // the rest.
+    site.cli
+        .ok(&["hostgroup", "set", "All Hosts", "--reserve-disk", "0"])
+        .await;
+    let ports = CRAMPED_PORTS;
+    site.add_agent_on_tmpfs("256m", &format!("{}-{}", ports.start(), ports.end()))
+        .await;
+    let vm_id = site.ticking_vm("cramped", "h1").await;
+    fill_disk(&site.cli, "cramped").await;
+    let cli = &site.cli;
+
+    let id = start_slow_migration(cli, "cramped", "h2").await;
+    wait_mirroring(cli, &id).await;
+    assert!(
+        ports.clone().all(port_taken),
+        "the destination's QEMU listens on {ports:?}"
+    );
+    fill_up(site.agent_dir(2));
+    let failed = wait_job_status(cli, &id, "failed").await;
+    assert_eq!(failed["error"]["code"], "migration_failed", "{failed:#}");
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("No space left on device"),
+        "the error says the destination ran out of space: {failed:#}"
+    );
+    placed_on(cli, "cramped", "h1", "running").await;
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
+    gone_from(site.agent_dir(2), &vm_id).await;
+    let destination = &site.agents[1].daemon;
+    assert_eq!(
+        namespace_mates(destination),
+        Vec::<u32>::new(),
+        "no QEMU left on the destination"
+    );
+    assert!(
+        !ports.clone().any(port_taken),
+        "the destination's migration ports {ports:?} are free again"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_on_evacuates_running_vms_and_leaves_stopped_ones() {
     let site = Site::start(
         "maintenance_on_evacuates_running_vms_and_leaves_stopped_ones",
         // One migration per host at a time: the second VM waits for its turn.
         &[("DROVER_SERVER_MIGRATIONS_PER_HOST", Path::new("1"))],
-        vec![None, None, None],
+        3,
     )
     .await;
     let cli = &site.cli;
@@ -614,7 +701,7 @@ async fn a_linked_clone_moves_its_own_blocks_over_the_same_base() {
     let site = Site::start(
         "a_linked_clone_moves_its_own_blocks_over_the_same_base",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;
@@ -652,7 +739,7 @@ async fn a_vm_with_a_data_disk_moves_it_live_stopped_and_through_the_library() {
     let site = Site::start(
         "a_vm_with_a_data_disk_moves_it_live_stopped_and_through_the_library",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;
@@ -768,7 +855,7 @@ async fn a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host() {
     let mut site = Site::start(
         "a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let vm_id = site.ticking_vm("survivor", "h1").await;
@@ -803,7 +890,7 @@ async fn checkpoints_refuse_a_live_move_and_go_with_a_stopped_one() {
     let site = Site::start(
         "checkpoints_refuse_a_live_move_and_go_with_a_stopped_one",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;
