@@ -158,6 +158,22 @@ impl Site {
         self.agents.push(Agent { daemon, port, dir });
     }
 
+    /// Kills agent `host` (no chance to finish anything) and starts it again on its data with
+    /// `env`; waits until its host answers.
+    async fn restart_agent(&mut self, host: usize, log_name: &str, env: &[(&str, &Path)]) {
+        let agent = &mut self.agents[host - 1];
+        agent.daemon.stop(Signal::SIGKILL);
+        agent.daemon = Daemon::spawn_with_env(
+            &self.artifacts,
+            log_name,
+            &as_strs(&agent_args(&agent.dir, agent.port)),
+            env,
+        );
+        self.cli
+            .wait_host_state(&format!("h{host}"), "responding", LONG)
+            .await;
+    }
+
     fn agent_dir(&self, host: usize) -> &Path {
         &self.agents[host - 1].dir
     }
@@ -523,13 +539,7 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
     );
     keeps_ticking(site.agent_dir(1), &vm_id).await;
     // Back up, the agent removes what the unfinished migration left.
-    let (port, dir) = (site.agents[1].port, site.agents[1].dir.clone());
-    site.agents[1].daemon = Daemon::spawn(
-        &site.artifacts,
-        "agent2-2",
-        &as_strs(&agent_args(&dir, port)),
-    );
-    cli.wait_host_state("h2", "responding", LONG).await;
+    site.restart_agent(2, "agent2-2", &[]).await;
     nothing_on(site.agent_dir(2), &vm_id);
     assert!(!alive(waiting_pid), "the destination's QEMU was ended");
 
@@ -632,6 +642,117 @@ async fn a_destination_out_of_disk_mid_mirror_leaves_the_vm_on_its_source() {
         !ports.clone().any(port_taken),
         "the destination's migration ports {ports:?} are free again"
     );
+}
+
+/// The rate the source agent sends files at in the tests that stop a quick migration mid-copy.
+const PACED_RATE: &str = "2M";
+
+/// Restarts agent `host` sending files at [`PACED_RATE`], so that a copy lasts long enough to
+/// be hit.
+async fn pace_agent(site: &mut Site, host: usize, log_name: &str) {
+    site.restart_agent(
+        host,
+        log_name,
+        &[("DROVER_AGENT_TRANSFER_RATE_LIMIT", Path::new(PACED_RATE))],
+    )
+    .await;
+}
+
+/// Starts a migration without waiting; its job id.
+async fn start_migration(cli: &Cli, vm: &str, to: &str) -> String {
+    let job = cli
+        .json(&["vm", "migrate", vm, "--to", to, "--async"])
+        .await;
+    job["id"].as_str().expect("a job id").to_owned()
+}
+
+/// Waits until the job's file copy has moved some bytes.
+async fn wait_copying(cli: &Cli, id: &str) {
+    wait_until("the file copy under way", LONG, async || {
+        let job = job(cli, id).await;
+        let copy = job["steps"]
+            .as_array()?
+            .iter()
+            .find(|step| step["name"] == "Copy the VM's files to the destination")?;
+        let detail = copy["detail"].as_str()?;
+        (copy["status"] == "running" && !detail.starts_with("0 ")).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+}
+
+/// A paused VM's quick migration canceled mid-copy: the VM is paused on its source again with
+/// its memory (resumed, its tick count goes on), and nothing of it is left on the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source() {
+    let mut site = Site::start(
+        "a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source",
+        &[],
+        2,
+    )
+    .await;
+    pace_agent(&mut site, 1, "agent1-paced").await;
+    let vm_id = site.ticking_vm("napper", "h1").await;
+    fill_disk(&site.cli, "napper").await;
+    let cli = &site.cli;
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
+    cli.ok(&["vm", "pause", "napper"]).await;
+    let paused_at = last_tick(site.agent_dir(1), &vm_id).expect("ticks before the pause");
+
+    let id = start_migration(cli, "napper", "h2").await;
+    wait_copying(cli, &id).await;
+    cli.ok(&["job", "cancel", &id]).await;
+    let canceled = wait_job_status(cli, &id, "canceled").await;
+    assert_eq!(canceled["error"]["code"], "job_canceled", "{canceled:#}");
+    placed_on(cli, "napper", "h1", "paused").await;
+    gone_from(site.agent_dir(2), &vm_id).await;
+    assert!(
+        qemu_pids(site.agent_dir(1)).iter().any(|pid| alive(*pid)),
+        "the paused guest has its QEMU on the source again"
+    );
+    let held = last_tick(site.agent_dir(1), &vm_id);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        last_tick(site.agent_dir(1), &vm_id),
+        held,
+        "the guest stays paused"
+    );
+    cli.ok(&["vm", "resume", "napper"]).await;
+    ticks_on_after(site.agent_dir(1), &vm_id, paused_at).await;
+}
+
+/// The source agent killed and started again mid-copy: the destination fetches the rest from
+/// the restarted agent and the stopped VM's quick migration completes, its disk whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_migration_outlives_a_source_agent_restart_mid_copy() {
+    let mut site = Site::start(
+        "a_quick_migration_outlives_a_source_agent_restart_mid_copy",
+        &[],
+        2,
+    )
+    .await;
+    pace_agent(&mut site, 1, "agent1-paced").await;
+    let vm_id = site.ticking_vm("traveler", "h1").await;
+    fill_disk(&site.cli, "traveler").await;
+    write_marker(&site.cli, "traveler", "/dev/vda").await;
+    let cli = site.cli.clone();
+    cli.ok(&["vm", "stop", "traveler"]).await;
+
+    let id = start_migration(&cli, "traveler", "h2").await;
+    wait_copying(&cli, &id).await;
+    pace_agent(&mut site, 1, "agent1-restarted").await;
+    let moved = wait_job_status(&cli, &id, "completed").await;
+    let copy = moved["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|step| step["name"] == "Copy the VM's files to the destination")
+        .expect("the copy step");
+    assert_eq!(copy["status"], "completed", "{moved:#}");
+    placed_on(&cli, "traveler", "h2", "stopped").await;
+    nothing_on(site.agent_dir(1), &vm_id);
+    cli.ok(&["vm", "start", "traveler"]).await;
+    marker_on_disk(&cli, "traveler").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
