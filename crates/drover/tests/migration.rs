@@ -297,21 +297,17 @@ async fn fill_disk(cli: &Cli, vm: &str) {
     shell.detach().await;
 }
 
-/// Starts a throttled migration without waiting; its job id.
-async fn start_slow_migration(cli: &Cli, vm: &str, to: &str) -> String {
+/// Starts a migration with `options` without waiting; its job id.
+async fn start_migration(cli: &Cli, vm: &str, to: &str, options: &[&str]) -> String {
     let job = cli
-        .json(&[
-            "vm",
-            "migrate",
-            vm,
-            "--to",
-            to,
-            "--mirror-speed",
-            "1048576",
-            "--async",
-        ])
+        .json(&[&["vm", "migrate", vm, "--to", to, "--async"], options].concat())
         .await;
     job["id"].as_str().expect("a job id").to_owned()
+}
+
+/// Starts a migration whose disk mirror is throttled to 1 MiB/s, without waiting; its job id.
+async fn start_slow_migration(cli: &Cli, vm: &str, to: &str) -> String {
+    start_migration(cli, vm, to, &["--mirror-speed", "1048576"]).await
 }
 
 async fn job(cli: &Cli, id: &str) -> Value {
@@ -658,14 +654,6 @@ async fn pace_agent(site: &mut Site, host: usize, log_name: &str) {
     .await;
 }
 
-/// Starts a migration without waiting; its job id.
-async fn start_migration(cli: &Cli, vm: &str, to: &str) -> String {
-    let job = cli
-        .json(&["vm", "migrate", vm, "--to", to, "--async"])
-        .await;
-    job["id"].as_str().expect("a job id").to_owned()
-}
-
 /// Waits until the job's file copy has moved some bytes.
 async fn wait_copying(cli: &Cli, id: &str) {
     wait_until("the file copy under way", LONG, async || {
@@ -699,7 +687,7 @@ async fn a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source() {
     cli.ok(&["vm", "pause", "napper"]).await;
     let paused_at = last_tick(site.agent_dir(1), &vm_id).expect("ticks before the pause");
 
-    let id = start_migration(cli, "napper", "h2").await;
+    let id = start_migration(cli, "napper", "h2", &[]).await;
     wait_copying(cli, &id).await;
     cli.ok(&["job", "cancel", &id]).await;
     let canceled = wait_job_status(cli, &id, "canceled").await;
@@ -738,7 +726,7 @@ async fn a_quick_migration_outlives_a_source_agent_restart_mid_copy() {
     let cli = site.cli.clone();
     cli.ok(&["vm", "stop", "traveler"]).await;
 
-    let id = start_migration(&cli, "traveler", "h2").await;
+    let id = start_migration(&cli, "traveler", "h2", &[]).await;
     wait_copying(&cli, &id).await;
     pace_agent(&mut site, 1, "agent1-restarted").await;
     let moved = wait_job_status(&cli, &id, "completed").await;
