@@ -625,6 +625,8 @@ async fn a_destination_out_of_disk_mid_mirror_leaves_the_vm_on_its_source() {
         message.contains("No space left on device"),
         "the error says the destination ran out of space: {failed:#}"
     );
+    let action = failed["error"]["action"].as_str().unwrap_or_default();
+    assert!(action.contains("free disk space"), "{failed:#}");
     placed_on(cli, "cramped", "h1", "running").await;
     keeps_ticking(site.agent_dir(1), &vm_id).await;
     gone_from(site.agent_dir(2), &vm_id).await;
