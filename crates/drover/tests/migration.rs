@@ -1,8 +1,11 @@
 //! Live migration end to end: a server and agents as separate processes on 127.0.0.1, real QEMU
 //! (the tiny guest, TCG), driven through the `drover` CLI. A running VM moves with its disk and
 //! keeps ticking and answering on its forwarded port; a canceled migration, a destination agent
-//! killed mid-mirror and a destination without room leave the VM running on its source and
-//! nothing on the destination; maintenance mode evacuates a host. Paused and saved VMs move with
+//! killed mid-mirror, a destination whose disk fills up mid-mirror (a tmpfs in the agent's own
+//! mount namespace) and a destination without room leave the VM running on its source and
+//! nothing on the destination; a paused VM's move canceled or cut by a destination agent kill
+//! mid-copy leaves it paused on its source; a quick migration outlives a source agent restart;
+//! maintenance mode evacuates a host. Paused and saved VMs move with
 //! their memory, data disks move every way a VM moves, checkpoints go with a stopped VM, and a
 //! server killed mid-migration leaves the VM on exactly one host.
 
@@ -708,6 +711,37 @@ async fn a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source() {
         "the guest stays paused"
     );
     cli.ok(&["vm", "resume", "napper"]).await;
+    ticks_on_after(site.agent_dir(1), &vm_id, paused_at).await;
+}
+
+/// A paused VM's quick migration whose destination agent is killed mid-copy: the move fails,
+/// the VM is paused on its source again with its memory, and the destination agent, back up,
+/// holds nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vms_move_cut_by_a_destination_kill_leaves_it_paused_on_its_source() {
+    let mut site = Site::start(
+        "a_paused_vms_move_cut_by_a_destination_kill_leaves_it_paused_on_its_source",
+        &[],
+        2,
+    )
+    .await;
+    pace_agent(&mut site, 1, "agent1-paced").await;
+    let vm_id = site.ticking_vm("dozer", "h1").await;
+    fill_disk(&site.cli, "dozer").await;
+    let cli = site.cli.clone();
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
+    cli.ok(&["vm", "pause", "dozer"]).await;
+    let paused_at = last_tick(site.agent_dir(1), &vm_id).expect("ticks before the pause");
+
+    let id = start_migration(&cli, "dozer", "h2", &[]).await;
+    wait_copying(&cli, &id).await;
+    site.agents[1].daemon.stop(Signal::SIGKILL);
+    let failed = wait_job_status(&cli, &id, "failed").await;
+    assert_eq!(failed["error"]["code"], "host_unreachable", "{failed:#}");
+    placed_on(&cli, "dozer", "h1", "paused").await;
+    site.restart_agent(2, "agent2-2", &[]).await;
+    gone_from(site.agent_dir(2), &vm_id).await;
+    cli.ok(&["vm", "resume", "dozer"]).await;
     ticks_on_after(site.agent_dir(1), &vm_id, paused_at).await;
 }
 

@@ -8,6 +8,7 @@
 //! host, as source or destination; more wait in line for a slot, never fail for it. The job can
 //! be canceled while it runs: the VM then runs on at its source, and the destination forgets it.
 
+mod leftovers;
 mod recovery;
 
 pub(super) use recovery::{interrupted, settle_all};
@@ -414,7 +415,8 @@ async fn quick_migrate_paused(
     let moved = quick_migrate(state, run, vm, source, destination, VmState::Paused, cancel).await;
     if moved.is_err() {
         if let Err(error) = state.agents.at(&destination.address).delete(vm.id).await {
-            tracing::warn!(error = ?anyhow::Error::from(error), vm_id = %vm.id, "cannot remove the VM's copy from the destination");
+            tracing::warn!(error = ?anyhow::Error::from(error), vm_id = %vm.id, "cannot remove the VM's copy from the destination yet");
+            leftovers::remove_copy_when_back(state, destination.address.clone(), vm.id);
         }
         let resumed = async {
             source_agent.action(vm.id, VmAction::Start).await?;
