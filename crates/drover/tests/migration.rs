@@ -674,75 +674,87 @@ async fn wait_copying(cli: &Cli, id: &str) {
     .unwrap_or_else(|error| panic!("{error}"));
 }
 
-/// A paused VM's quick migration canceled mid-copy: the VM is paused on its source again with
-/// its memory (resumed, its tick count goes on), and nothing of it is left on the destination.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source() {
-    let mut site = Site::start(
-        "a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source",
-        &[],
-        2,
-    )
-    .await;
-    pace_agent(&mut site, 1, "agent1-paced").await;
-    let vm_id = site.ticking_vm("napper", "h1").await;
-    fill_disk(&site.cli, "napper").await;
-    let cli = &site.cli;
-    keeps_ticking(site.agent_dir(1), &vm_id).await;
-    cli.ok(&["vm", "pause", "napper"]).await;
-    let paused_at = last_tick(site.agent_dir(1), &vm_id).expect("ticks before the pause");
-
-    let id = start_migration(cli, "napper", "h2", &[]).await;
-    wait_copying(cli, &id).await;
-    cli.ok(&["job", "cancel", &id]).await;
-    let canceled = wait_job_status(cli, &id, "canceled").await;
-    assert_eq!(canceled["error"]["code"], "job_canceled", "{canceled:#}");
-    placed_on(cli, "napper", "h1", "paused").await;
-    gone_from(site.agent_dir(2), &vm_id).await;
-    assert!(
-        qemu_pids(site.agent_dir(1)).iter().any(|pid| alive(*pid)),
-        "the paused guest has its QEMU on the source again"
-    );
-    let held = last_tick(site.agent_dir(1), &vm_id);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        last_tick(site.agent_dir(1), &vm_id),
-        held,
-        "the guest stays paused"
-    );
-    cli.ok(&["vm", "resume", "napper"]).await;
-    ticks_on_after(site.agent_dir(1), &vm_id, paused_at).await;
+/// A paused VM on h1 whose quick migration to h2 copies its files (h1 sends them slowly).
+struct PausedMove {
+    site: Site,
+    vm: &'static str,
+    vm_id: String,
+    /// The last tick the guest printed before its pause.
+    paused_at: u64,
+    job_id: String,
 }
 
-/// A paused VM's quick migration whose destination agent is killed mid-copy: the move fails,
-/// the VM is paused on its source again with its memory, and the destination agent, back up,
-/// holds nothing of it.
+impl PausedMove {
+    async fn start(test: &str, vm: &'static str) -> PausedMove {
+        let mut site = Site::start(test, &[], 2).await;
+        pace_agent(&mut site, 1, "agent1-paced").await;
+        let vm_id = site.ticking_vm(vm, "h1").await;
+        fill_disk(&site.cli, vm).await;
+        keeps_ticking(site.agent_dir(1), &vm_id).await;
+        site.cli.ok(&["vm", "pause", vm]).await;
+        let paused_at = last_tick(site.agent_dir(1), &vm_id).expect("ticks before the pause");
+        let job_id = start_migration(&site.cli, vm, "h2", &[]).await;
+        wait_copying(&site.cli, &job_id).await;
+        PausedMove {
+            site,
+            vm,
+            vm_id,
+            paused_at,
+            job_id,
+        }
+    }
+
+    /// The VM is paused on h1 with its memory (resumed, its tick count goes on) and nothing of
+    /// it is left on h2.
+    async fn paused_on_its_source(&self) {
+        let (site, vm_id) = (&self.site, &self.vm_id);
+        placed_on(&site.cli, self.vm, "h1", "paused").await;
+        gone_from(site.agent_dir(2), vm_id).await;
+        assert!(
+            qemu_pids(site.agent_dir(1)).iter().any(|pid| alive(*pid)),
+            "the paused guest has its QEMU on the source again"
+        );
+        let held = last_tick(site.agent_dir(1), vm_id);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            last_tick(site.agent_dir(1), vm_id),
+            held,
+            "the guest stays paused"
+        );
+        site.cli.ok(&["vm", "resume", self.vm]).await;
+        ticks_on_after(site.agent_dir(1), vm_id, self.paused_at).await;
+    }
+}
+
+/// A paused VM's quick migration canceled mid-copy leaves it paused on its source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_vms_move_cut_by_a_destination_kill_leaves_it_paused_on_its_source() {
-    let mut site = Site::start(
-        "a_paused_vms_move_cut_by_a_destination_kill_leaves_it_paused_on_its_source",
-        &[],
-        2,
+async fn a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source() {
+    let moving = PausedMove::start(
+        "a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source",
+        "napper",
     )
     .await;
-    pace_agent(&mut site, 1, "agent1-paced").await;
-    let vm_id = site.ticking_vm("dozer", "h1").await;
-    fill_disk(&site.cli, "dozer").await;
-    let cli = site.cli.clone();
-    keeps_ticking(site.agent_dir(1), &vm_id).await;
-    cli.ok(&["vm", "pause", "dozer"]).await;
-    let paused_at = last_tick(site.agent_dir(1), &vm_id).expect("ticks before the pause");
+    let cli = &moving.site.cli;
+    cli.ok(&["job", "cancel", &moving.job_id]).await;
+    let canceled = wait_job_status(cli, &moving.job_id, "canceled").await;
+    assert_eq!(canceled["error"]["code"], "job_canceled", "{canceled:#}");
+    moving.paused_on_its_source().await;
+}
 
-    let id = start_migration(&cli, "dozer", "h2", &[]).await;
-    wait_copying(&cli, &id).await;
-    site.agents[1].daemon.stop(Signal::SIGKILL);
-    let failed = wait_job_status(&cli, &id, "failed").await;
+/// A paused VM's quick migration whose destination agent is killed mid-copy fails and leaves
+/// it paused on its source; the destination agent, back up, holds nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vms_move_cut_by_a_destination_kill_leaves_it_paused_on_its_source() {
+    let mut moving = PausedMove::start(
+        "a_paused_vms_move_cut_by_a_destination_kill_leaves_it_paused_on_its_source",
+        "dozer",
+    )
+    .await;
+    moving.site.agents[1].daemon.stop(Signal::SIGKILL);
+    let failed = wait_job_status(&moving.site.cli, &moving.job_id, "failed").await;
     assert_eq!(failed["error"]["code"], "host_unreachable", "{failed:#}");
-    placed_on(&cli, "dozer", "h1", "paused").await;
-    site.restart_agent(2, "agent2-2", &[]).await;
-    gone_from(site.agent_dir(2), &vm_id).await;
-    cli.ok(&["vm", "resume", "dozer"]).await;
-    ticks_on_after(site.agent_dir(1), &vm_id, paused_at).await;
+    moving.site.restart_agent(2, "agent2-2", &[]).await;
+    moving.paused_on_its_source().await;
 }
 
 /// The source agent killed and started again mid-copy: the destination fetches the rest from
