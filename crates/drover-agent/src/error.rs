@@ -314,7 +314,7 @@ impl AgentError {
             AgentError::MigrationFailed(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "migration_failed",
-                "The VM still runs on its source host; check that the hosts reach each other on agent.migration_ports, then migrate again.",
+                "The VM still runs on its source host; fix what the message names (such as the destination's free disk space, or hosts that cannot reach each other on agent.migration_ports), then migrate again.",
             ),
             AgentError::DiskSpaceLow { .. } => (
                 StatusCode::INSUFFICIENT_STORAGE,

@@ -1,8 +1,11 @@
 //! Live migration end to end: a server and agents as separate processes on 127.0.0.1, real QEMU
 //! (the tiny guest, TCG), driven through the `drover` CLI. A running VM moves with its disk and
 //! keeps ticking and answering on its forwarded port; a canceled migration, a destination agent
-//! killed mid-mirror and a destination without room leave the VM running on its source and
-//! nothing on the destination; maintenance mode evacuates a host. Paused and saved VMs move with
+//! killed mid-mirror, a destination whose disk fills up mid-mirror (a tmpfs in the agent's own
+//! mount namespace) and a destination without room leave the VM running on its source and
+//! nothing on the destination; a paused VM's move canceled or cut by a destination agent kill
+//! mid-copy leaves it paused on its source; a quick migration outlives a source agent restart;
+//! maintenance mode evacuates a host. Paused and saved VMs move with
 //! their memory, data disks move every way a VM moves, checkpoints go with a stopped VM, and a
 //! server killed mid-migration leaves the VM on exactly one host.
 
@@ -61,13 +64,8 @@ fn agent_args(dir: &Path, port: u16) -> Vec<String> {
 }
 
 impl Site {
-    /// A server (with `server_env`) and agents in the given data directories (`None`: one under
-    /// the site's root).
-    async fn start(
-        test: &str,
-        server_env: &[(&str, &Path)],
-        agent_dirs: Vec<Option<PathBuf>>,
-    ) -> Site {
+    /// A server (with `server_env`) and `agent_count` agents, their data under the site's root.
+    async fn start(test: &str, server_env: &[(&str, &Path)], agent_count: usize) -> Site {
         let artifacts = artifacts_dir(test);
         let temp = tempfile::tempdir().expect("temp dir");
         let root = temp.path().to_owned();
@@ -87,11 +85,9 @@ impl Site {
         .to_vec();
         let server =
             Daemon::spawn_with_env(&artifacts, "server", &as_strs(&server_args), server_env);
-        let agents: Vec<Agent> = agent_dirs
-            .into_iter()
-            .enumerate()
-            .map(|(index, dir)| {
-                let dir = dir.unwrap_or_else(|| root.join(format!("agent{}", index + 1)));
+        let agents: Vec<Agent> = (0..agent_count)
+            .map(|index| {
+                let dir = root.join(format!("agent{}", index + 1));
                 let port = free_port();
                 let daemon = Daemon::spawn(
                     &artifacts,
@@ -140,6 +136,45 @@ impl Site {
         })
         .await
         .unwrap_or_else(|error| panic!("{error}"));
+    }
+
+    /// Adds an agent (as host `hN`, the next number) whose data directory is a tmpfs of `size`
+    /// in a mount namespace of its own, its incoming migrations on `migration_ports` (`A-B`).
+    /// Its [`Agent::dir`] is the tmpfs as the test sees it, through the agent's namespace.
+    async fn add_agent_on_tmpfs(&mut self, size: &str, migration_ports: &str) {
+        let number = self.agents.len() + 1;
+        let dir = self.root.join(format!("agent{number}"));
+        let port = free_port();
+        let daemon = Daemon::spawn_on_tmpfs(
+            &self.artifacts,
+            &format!("agent{number}"),
+            &as_strs(&agent_args(&dir, port)),
+            &[("DROVER_AGENT_MIGRATION_PORTS", Path::new(migration_ports))],
+            &dir,
+            size,
+        );
+        let dir = daemon.namespace_view(&dir);
+        self.cli
+            .add_host(&daemon, &format!("127.0.0.1:{port}"), &format!("h{number}"))
+            .await;
+        self._reaper.agent_dirs.push(dir.clone());
+        self.agents.push(Agent { daemon, port, dir });
+    }
+
+    /// Kills agent `host` (no chance to finish anything) and starts it again on its data with
+    /// `env`; waits until its host answers.
+    async fn restart_agent(&mut self, host: usize, log_name: &str, env: &[(&str, &Path)]) {
+        let agent = &mut self.agents[host - 1];
+        agent.daemon.stop(Signal::SIGKILL);
+        agent.daemon = Daemon::spawn_with_env(
+            &self.artifacts,
+            log_name,
+            &as_strs(&agent_args(&agent.dir, agent.port)),
+            env,
+        );
+        self.cli
+            .wait_host_state(&format!("h{host}"), "responding", LONG)
+            .await;
     }
 
     fn agent_dir(&self, host: usize) -> &Path {
@@ -265,21 +300,17 @@ async fn fill_disk(cli: &Cli, vm: &str) {
     shell.detach().await;
 }
 
-/// Starts a throttled migration without waiting; its job id.
-async fn start_slow_migration(cli: &Cli, vm: &str, to: &str) -> String {
+/// Starts a migration with `options` without waiting; its job id.
+async fn start_migration(cli: &Cli, vm: &str, to: &str, options: &[&str]) -> String {
     let job = cli
-        .json(&[
-            "vm",
-            "migrate",
-            vm,
-            "--to",
-            to,
-            "--mirror-speed",
-            "1048576",
-            "--async",
-        ])
+        .json(&[&["vm", "migrate", vm, "--to", to, "--async"], options].concat())
         .await;
     job["id"].as_str().expect("a job id").to_owned()
+}
+
+/// Starts a migration whose disk mirror is throttled to 1 MiB/s, without waiting; its job id.
+async fn start_slow_migration(cli: &Cli, vm: &str, to: &str) -> String {
+    start_migration(cli, vm, to, &["--mirror-speed", "1048576"]).await
 }
 
 async fn job(cli: &Cli, id: &str) -> Value {
@@ -315,7 +346,7 @@ async fn a_running_vm_moves_live_with_its_disk_and_port_forward() {
     let site = Site::start(
         "a_running_vm_moves_live_with_its_disk_and_port_forward",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;
@@ -407,7 +438,7 @@ async fn a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved() {
     let site = Site::start(
         "a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;
@@ -461,30 +492,14 @@ async fn a_paused_vm_moves_with_its_memory_and_a_saved_one_stays_saved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
-    // h3's data directory is a 160 MiB tmpfs: under the 1 GiB reserve plus the 64 MiB disk.
-    let small = tempfile::tempdir().expect("temp dir");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=160m", "tmpfs"])
-        .arg(small.path())
-        .status()
-        .expect("mount");
-    assert!(mounted.success(), "mounting a tmpfs needs root");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(small.path().to_owned());
     let mut site = Site::start(
         "failed_and_canceled_migrations_leave_the_vm_on_its_source",
         &[],
-        vec![None, None, Some(small.path().join("agent"))],
+        2,
     )
     .await;
+    // h3's data directory is a 160 MiB tmpfs: under the 1 GiB reserve plus the 64 MiB disk.
+    site.add_agent_on_tmpfs("160m", "47300-47301").await;
     let vm_id = site.ticking_vm("stayer", "h1").await;
     fill_disk(&site.cli, "stayer").await;
     let cli = site.cli.clone();
@@ -523,13 +538,7 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
     );
     keeps_ticking(site.agent_dir(1), &vm_id).await;
     // Back up, the agent removes what the unfinished migration left.
-    let (port, dir) = (site.agents[1].port, site.agents[1].dir.clone());
-    site.agents[1].daemon = Daemon::spawn(
-        &site.artifacts,
-        "agent2-2",
-        &as_strs(&agent_args(&dir, port)),
-    );
-    cli.wait_host_state("h2", "responding", LONG).await;
+    site.restart_agent(2, "agent2-2", &[]).await;
     nothing_on(site.agent_dir(2), &vm_id);
     assert!(!alive(waiting_pid), "the destination's QEMU was ended");
 
@@ -547,13 +556,248 @@ async fn failed_and_canceled_migrations_leave_the_vm_on_its_source() {
     let _ = &site.root;
 }
 
+/// The migration ports of the agent whose disk fills up.
+const CRAMPED_PORTS: std::ops::RangeInclusive<u16> = 47310..=47311;
+
+/// Fills the file system of `dir` to its last byte, with the file `dir/filler`.
+fn fill_up(dir: &Path) {
+    use std::io::Write;
+    let mut filler = std::fs::File::create(dir.join("filler")).expect("create the filler");
+    let chunk = vec![0xa5_u8; 1 << 20];
+    for _ in 0..1024 {
+        if let Err(error) = filler.write_all(&chunk) {
+            assert_eq!(error.kind(), std::io::ErrorKind::StorageFull, "{error}");
+            return;
+        }
+    }
+    panic!("1 GiB written and {} still has room", dir.display());
+}
+
+/// Whether something listens on (or holds) `port` on 127.0.0.1.
+fn port_taken(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
+/// The processes in `daemon`'s mount namespace other than the daemon itself: what it started.
+fn namespace_mates(daemon: &Daemon) -> Vec<u32> {
+    let namespace = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let own = namespace(daemon.pid()).expect("the daemon's mount namespace");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != daemon.pid() && alive(*pid as i32))
+        .filter(|pid| namespace(*pid).as_ref() == Some(&own))
+        .collect()
+}
+
+/// The destination's disk fills up while the VM's disk is mirrored there: QEMU's writes to the
+/// copy fail, the migration fails saying so, and the VM runs on at its source with nothing of
+/// it left on the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_out_of_disk_mid_mirror_leaves_the_vm_on_its_source() {
+    let mut site = Site::start(
+        "a_destination_out_of_disk_mid_mirror_leaves_the_vm_on_its_source",
+        &[],
+        1,
+    )
+    .await;
+    // h2's data directory is a 256 MiB tmpfs: room for the 64 MiB disk and above the 128 MiB a
+    // host keeps free to stay healthy, once no disk reserve is kept back; until the test fills
+    // the rest.
+    site.cli
+        .ok(&["hostgroup", "set", "All Hosts", "--reserve-disk", "0"])
+        .await;
+    let ports = CRAMPED_PORTS;
+    site.add_agent_on_tmpfs("256m", &format!("{}-{}", ports.start(), ports.end()))
+        .await;
+    let vm_id = site.ticking_vm("cramped", "h1").await;
+    fill_disk(&site.cli, "cramped").await;
+    let cli = &site.cli;
+
+    let id = start_slow_migration(cli, "cramped", "h2").await;
+    wait_mirroring(cli, &id).await;
+    assert!(
+        ports.clone().all(port_taken),
+        "the destination's QEMU listens on {ports:?}"
+    );
+    fill_up(site.agent_dir(2));
+    let failed = wait_job_status(cli, &id, "failed").await;
+    assert_eq!(failed["error"]["code"], "migration_failed", "{failed:#}");
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("No space left on device"),
+        "the error says the destination ran out of space: {failed:#}"
+    );
+    let action = failed["error"]["action"].as_str().unwrap_or_default();
+    assert!(action.contains("free disk space"), "{failed:#}");
+    placed_on(cli, "cramped", "h1", "running").await;
+    keeps_ticking(site.agent_dir(1), &vm_id).await;
+    gone_from(site.agent_dir(2), &vm_id).await;
+    let destination = &site.agents[1].daemon;
+    assert_eq!(
+        namespace_mates(destination),
+        Vec::<u32>::new(),
+        "no QEMU left on the destination"
+    );
+    assert!(
+        !ports.clone().any(port_taken),
+        "the destination's migration ports {ports:?} are free again"
+    );
+}
+
+/// The rate the source agent sends files at in the tests that stop a quick migration mid-copy.
+const PACED_RATE: &str = "2M";
+
+/// Restarts agent `host` sending files at [`PACED_RATE`], so that a copy lasts long enough to
+/// be hit.
+async fn pace_agent(site: &mut Site, host: usize, log_name: &str) {
+    site.restart_agent(
+        host,
+        log_name,
+        &[("DROVER_AGENT_TRANSFER_RATE_LIMIT", Path::new(PACED_RATE))],
+    )
+    .await;
+}
+
+/// Waits until the job's file copy has moved some bytes.
+async fn wait_copying(cli: &Cli, id: &str) {
+    wait_until("the file copy under way", LONG, async || {
+        let job = job(cli, id).await;
+        let copy = job["steps"]
+            .as_array()?
+            .iter()
+            .find(|step| step["name"] == "Copy the VM's files to the destination")?;
+        let detail = copy["detail"].as_str()?;
+        (copy["status"] == "running" && !detail.starts_with("0 ")).then_some(())
+    })
+    .await
+    .unwrap_or_else(|error| panic!("{error}"));
+}
+
+/// A paused VM on h1 whose quick migration to h2 copies its files (h1 sends them slowly).
+struct PausedMove {
+    site: Site,
+    vm: &'static str,
+    vm_id: String,
+    /// The last tick the guest printed before its pause.
+    paused_at: u64,
+    job_id: String,
+}
+
+impl PausedMove {
+    async fn start(test: &str, vm: &'static str) -> PausedMove {
+        let mut site = Site::start(test, &[], 2).await;
+        pace_agent(&mut site, 1, "agent1-paced").await;
+        let vm_id = site.ticking_vm(vm, "h1").await;
+        fill_disk(&site.cli, vm).await;
+        keeps_ticking(site.agent_dir(1), &vm_id).await;
+        site.cli.ok(&["vm", "pause", vm]).await;
+        let paused_at = last_tick(site.agent_dir(1), &vm_id).expect("ticks before the pause");
+        let job_id = start_migration(&site.cli, vm, "h2", &[]).await;
+        wait_copying(&site.cli, &job_id).await;
+        PausedMove {
+            site,
+            vm,
+            vm_id,
+            paused_at,
+            job_id,
+        }
+    }
+
+    /// The VM is paused on h1 with its memory (resumed, its tick count goes on) and nothing of
+    /// it is left on h2.
+    async fn paused_on_its_source(&self) {
+        let (site, vm_id) = (&self.site, &self.vm_id);
+        placed_on(&site.cli, self.vm, "h1", "paused").await;
+        gone_from(site.agent_dir(2), vm_id).await;
+        assert!(
+            qemu_pids(site.agent_dir(1)).iter().any(|pid| alive(*pid)),
+            "the paused guest has its QEMU on the source again"
+        );
+        let held = last_tick(site.agent_dir(1), vm_id);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            last_tick(site.agent_dir(1), vm_id),
+            held,
+            "the guest stays paused"
+        );
+        site.cli.ok(&["vm", "resume", self.vm]).await;
+        ticks_on_after(site.agent_dir(1), vm_id, self.paused_at).await;
+    }
+}
+
+/// A paused VM's quick migration canceled mid-copy leaves it paused on its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source() {
+    let moving = PausedMove::start(
+        "a_paused_vms_move_canceled_mid_copy_leaves_it_paused_on_its_source",
+        "napper",
+    )
+    .await;
+    let cli = &moving.site.cli;
+    cli.ok(&["job", "cancel", &moving.job_id]).await;
+    let canceled = wait_job_status(cli, &moving.job_id, "canceled").await;
+    assert_eq!(canceled["error"]["code"], "job_canceled", "{canceled:#}");
+    moving.paused_on_its_source().await;
+}
+
+/// A paused VM's quick migration whose destination agent is killed mid-copy fails and leaves
+/// it paused on its source; the destination agent, back up, holds nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_vms_move_cut_by_a_destination_kill_leaves_it_paused_on_its_source() {
+    let mut moving = PausedMove::start(
+        "a_paused_vms_move_cut_by_a_destination_kill_leaves_it_paused_on_its_source",
+        "dozer",
+    )
+    .await;
+    moving.site.agents[1].daemon.stop(Signal::SIGKILL);
+    let failed = wait_job_status(&moving.site.cli, &moving.job_id, "failed").await;
+    assert_eq!(failed["error"]["code"], "host_unreachable", "{failed:#}");
+    moving.site.restart_agent(2, "agent2-2", &[]).await;
+    moving.paused_on_its_source().await;
+}
+
+/// The source agent killed and started again mid-copy: the destination fetches the rest from
+/// the restarted agent and the stopped VM's quick migration completes, its disk whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_migration_outlives_a_source_agent_restart_mid_copy() {
+    let mut site = Site::start(
+        "a_quick_migration_outlives_a_source_agent_restart_mid_copy",
+        &[],
+        2,
+    )
+    .await;
+    pace_agent(&mut site, 1, "agent1-paced").await;
+    let vm_id = site.ticking_vm("traveler", "h1").await;
+    fill_disk(&site.cli, "traveler").await;
+    write_marker(&site.cli, "traveler", "/dev/vda").await;
+    let cli = site.cli.clone();
+    cli.ok(&["vm", "stop", "traveler"]).await;
+
+    let id = start_migration(&cli, "traveler", "h2", &[]).await;
+    wait_copying(&cli, &id).await;
+    pace_agent(&mut site, 1, "agent1-restarted").await;
+    let moved = wait_job_status(&cli, &id, "completed").await;
+    let copy = moved["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|step| step["name"] == "Copy the VM's files to the destination")
+        .expect("the copy step");
+    assert_eq!(copy["status"], "completed", "{moved:#}");
+    placed_on(&cli, "traveler", "h2", "stopped").await;
+    nothing_on(site.agent_dir(1), &vm_id);
+    cli.ok(&["vm", "start", "traveler"]).await;
+    marker_on_disk(&cli, "traveler").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_on_evacuates_running_vms_and_leaves_stopped_ones() {
     let site = Site::start(
         "maintenance_on_evacuates_running_vms_and_leaves_stopped_ones",
         // One migration per host at a time: the second VM waits for its turn.
         &[("DROVER_SERVER_MIGRATIONS_PER_HOST", Path::new("1"))],
-        vec![None, None, None],
+        3,
     )
     .await;
     let cli = &site.cli;
@@ -614,7 +858,7 @@ async fn a_linked_clone_moves_its_own_blocks_over_the_same_base() {
     let site = Site::start(
         "a_linked_clone_moves_its_own_blocks_over_the_same_base",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;
@@ -652,7 +896,7 @@ async fn a_vm_with_a_data_disk_moves_it_live_stopped_and_through_the_library() {
     let site = Site::start(
         "a_vm_with_a_data_disk_moves_it_live_stopped_and_through_the_library",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;
@@ -768,7 +1012,7 @@ async fn a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host() {
     let mut site = Site::start(
         "a_server_restart_mid_migration_leaves_the_vm_on_exactly_one_host",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let vm_id = site.ticking_vm("survivor", "h1").await;
@@ -803,7 +1047,7 @@ async fn checkpoints_refuse_a_live_move_and_go_with_a_stopped_one() {
     let site = Site::start(
         "checkpoints_refuse_a_live_move_and_go_with_a_stopped_one",
         &[],
-        vec![None, None],
+        2,
     )
     .await;
     let cli = &site.cli;

@@ -8,6 +8,7 @@
 //! host, as source or destination; more wait in line for a slot, never fail for it. The job can
 //! be canceled while it runs: the VM then runs on at its source, and the destination forgets it.
 
+mod leftovers;
 mod recovery;
 
 pub(super) use recovery::{interrupted, settle_all};
@@ -261,9 +262,9 @@ async fn migrate(
         if live {
             live_migrate(state, run, &vm, &source, &destination, request, cancel).await
         } else if vm.state == VmState::Paused {
-            quick_migrate_paused(state, run, &vm, &source, &destination).await
+            quick_migrate_paused(state, run, &vm, &source, &destination, cancel).await
         } else {
-            quick_migrate(state, run, &vm, &source, &destination, vm.state).await
+            quick_migrate(state, run, &vm, &source, &destination, vm.state, cancel).await
         }
     }
     .await;
@@ -403,6 +404,7 @@ async fn quick_migrate_paused(
     vm: &Vm,
     source: &Host,
     destination: &Host,
+    cancel: watch::Receiver<bool>,
 ) -> Result<(), ApiError> {
     let source_agent = state.agents.at(&source.address);
     run.step(async {
@@ -410,10 +412,11 @@ async fn quick_migrate_paused(
         super::vm::record(state, vm.id, None, runtime.state, None).await
     })
     .await?;
-    let moved = quick_migrate(state, run, vm, source, destination, VmState::Paused).await;
+    let moved = quick_migrate(state, run, vm, source, destination, VmState::Paused, cancel).await;
     if moved.is_err() {
         if let Err(error) = state.agents.at(&destination.address).delete(vm.id).await {
-            tracing::warn!(error = ?anyhow::Error::from(error), vm_id = %vm.id, "cannot remove the VM's copy from the destination");
+            tracing::warn!(error = ?anyhow::Error::from(error), vm_id = %vm.id, "cannot remove the VM's copy from the destination yet");
+            leftovers::remove_copy_when_back(state, destination.address.clone(), vm.id);
         }
         let resumed = async {
             source_agent.action(vm.id, VmAction::Start).await?;
@@ -432,7 +435,8 @@ async fn quick_migrate_paused(
 /// Quick migration of a VM without a process (stopped or saved): the destination fetches its
 /// files from the source's transfer endpoint (resumable: a restarted job asks only for the
 /// missing bytes; verified by SHA-256), defines the VM on them, and the VM switches hosts,
-/// ending `arrived` there (a paused VM is continued from its saved state and paused).
+/// ending `arrived` there (a paused VM is continued from its saved state and paused). A cancel
+/// during the copy stops it and removes what the destination fetched.
 async fn quick_migrate(
     state: &AppState,
     run: &mut JobRun,
@@ -440,6 +444,7 @@ async fn quick_migrate(
     source: &Host,
     destination: &Host,
     arrived: VmState,
+    mut cancel: watch::Receiver<bool>,
 ) -> Result<(), ApiError> {
     let source_agent = state.agents.at(&source.address);
     let destination_agent = state.agents.at(&destination.address);
@@ -456,12 +461,20 @@ async fn quick_migrate(
                 files,
                 transfer_id: Some(transfer_id.clone()),
             };
-            Ok(
-                super::vm::fetch_from(state, &destination.address, source.id, vm.id, request)
-                    .await??,
-            )
+            let fetch =
+                super::vm::fetch_from(state, &destination.address, source.id, vm.id, request);
+            tokio::select! {
+                fetched = fetch => Ok(fetched??),
+                _ = cancel.wait_for(|canceled| *canceled) => Err(ApiError::JobCanceled),
+            }
         })
-        .await?;
+        .await;
+    if matches!(fetched, Err(ApiError::JobCanceled))
+        && let Err(undo) = destination_agent.delete(vm.id).await
+    {
+        tracing::warn!(error = ?anyhow::Error::from(undo), vm_id = %vm.id, "cannot remove the canceled copy from the destination");
+    }
+    let fetched = fetched?;
     run.note(&super::vm::describe_fetch(&fetched)).await;
     let defined = run
         .step(async {

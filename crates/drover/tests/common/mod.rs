@@ -65,12 +65,56 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &Path)],
     ) -> Daemon {
+        let mut command = command(netns);
+        command.args(args);
+        Daemon::spawn_command(command, artifacts, log_name, env)
+    }
+
+    /// Spawns the daemon with its data directory `dir` on a tmpfs of `size` (`128m`) mounted
+    /// in a mount namespace of its own: the machine's mount table stays as it is, and the
+    /// tmpfs goes away with the last process in the namespace. `unshare` and `sh` exec in
+    /// place, so the child is the daemon itself; others see `dir` under
+    /// [`Daemon::namespace_view`].
+    pub fn spawn_on_tmpfs(
+        artifacts: &Path,
+        log_name: &str,
+        args: &[&str],
+        env: &[(&str, &Path)],
+        dir: &Path,
+        size: &str,
+    ) -> Daemon {
+        std::fs::create_dir_all(dir).expect("create the mount point");
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs -o size="$1" tmpfs "$0" && shift && exec "$@""#)
+            .arg(dir)
+            .args([size, DROVER])
+            .args(args);
+        Daemon::spawn_command(command, artifacts, log_name, env)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running daemon").id()
+    }
+
+    /// `path` as the daemon sees it, through its mount namespace (while it runs).
+    pub fn namespace_view(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.pid()))
+            .join(path.strip_prefix("/").unwrap_or(path))
+    }
+
+    fn spawn_command(
+        mut command: Command,
+        artifacts: &Path,
+        log_name: &str,
+        env: &[(&str, &Path)],
+    ) -> Daemon {
         let stdout_log = artifacts.join(format!("{log_name}.out"));
         let stdout = std::fs::File::create(&stdout_log).expect("create stdout log");
         let stderr =
             std::fs::File::create(artifacts.join(format!("{log_name}.log"))).expect("create log");
-        let child = command(netns)
-            .args(args)
+        let child = command
             .env("RUST_LOG", "info")
             .env_remove("DROVER_DATA_DIR")
             .envs(env.iter().copied())
