@@ -53,18 +53,7 @@ impl Cluster {
     /// Adds share `main` on host h1, in `ROOT/library`; its directory.
     async fn add_share_on_h1(&self) -> PathBuf {
         let share = self.root.join("library");
-        self.cli
-            .ok(&[
-                "library",
-                "share",
-                "add",
-                "main",
-                "--server",
-                "h1",
-                "--path",
-                &share.display().to_string(),
-            ])
-            .await;
+        self.cli.add_main_share(&share).await;
         share
     }
 
@@ -596,17 +585,7 @@ async fn library_shares_imports_refresh_and_removal_through_the_cli() {
     )
     .await;
     let share_path = share_dir.display().to_string();
-    cli.ok(&[
-        "library",
-        "share",
-        "add",
-        "main",
-        "--server",
-        "h1",
-        "--path",
-        &share_path,
-    ])
-    .await;
+    cli.add_main_share(&share_dir).await;
     cli.fails(
         &[
             "library",
@@ -1757,21 +1736,51 @@ fn fill_with_random_data(scratch: &Path, disk: &Path, mib: u64) -> u64 {
     std::fs::metadata(disk).expect("disk").len()
 }
 
+/// Two hosts whose agents send at most 2 MiB/s, share `main` on h1, and the stopped VM `big` on
+/// h2 with a disk of incompressible data: a copy slow enough to interrupt.
+struct PacedCopy {
+    cluster: Cluster,
+    share: PathBuf,
+    vm_id: String,
+    /// `big`'s directory on h2.
+    host_vm_dir: PathBuf,
+    /// The size of `big`'s disk file.
+    total: u64,
+}
+
+impl PacedCopy {
+    async fn start(test: &str, disk_mib: u64) -> Self {
+        let mut cluster = Cluster::start(test, 2).await;
+        restart_paced_agent(&mut cluster, 0, 2).await;
+        restart_paced_agent(&mut cluster, 1, 2).await;
+        let share = cluster.add_share_on_h1().await;
+        let vm_id = create_stopped_vm(&cluster.cli, "big", "h2", &format!("{disk_mib}M")).await;
+        let host_vm_dir = cluster.agents[1].2.join("vms").join(&vm_id);
+        let total = fill_with_random_data(&cluster.root, &host_vm_dir.join("disk.qcow2"), disk_mib);
+        Self {
+            cluster,
+            share,
+            vm_id,
+            host_vm_dir,
+            total,
+        }
+    }
+}
+
 /// Store and deploy with a kill mid-transfer: first the sending agent, which the job waits for
 /// and then fetches from again, then the receiving one, whose failed job is restarted. Each
 /// time only what was missing crosses the network again, and the result is verified.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_transfer_ends_resume_where_they_stopped() {
-    const DISK_MIB: u64 = 160;
-    let mut cluster = Cluster::start("e2e_transfer_resume", 2).await;
-    restart_paced_agent(&mut cluster, 0, 2).await;
-    restart_paced_agent(&mut cluster, 1, 2).await;
+    let PacedCopy {
+        mut cluster,
+        share,
+        vm_id,
+        host_vm_dir,
+        total,
+    } = PacedCopy::start("e2e_transfer_resume", 160).await;
     let cli = cluster.cli.clone();
-    let share = cluster.add_share_on_h1().await;
-    let vm_id = create_stopped_vm(&cli, "big", "h2", &format!("{DISK_MIB}M")).await;
-    let host_vm_dir = cluster.agents[1].2.join("vms").join(&vm_id);
     let disk = host_vm_dir.join("disk.qcow2");
-    let total = fill_with_random_data(&cluster.root, &disk, DISK_MIB);
     let disk_sha256 = sha256_of(&disk);
 
     // Store, killing and restarting the sender (h2) a quarter of the way.
@@ -1849,15 +1858,14 @@ async fn claimed_vms(cli: &Cli, host: &str) -> u64 {
 /// it gives the claim back and leaves no files on the host; the VM stays Stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canceled_or_failed_deploys_give_back_their_claim_and_files() {
-    const DISK_MIB: u64 = 96;
-    let mut cluster = Cluster::start("e2e_deploy_cleanup", 2).await;
-    restart_paced_agent(&mut cluster, 0, 2).await;
-    restart_paced_agent(&mut cluster, 1, 2).await;
+    let PacedCopy {
+        cluster,
+        share,
+        vm_id,
+        host_vm_dir,
+        total,
+    } = PacedCopy::start("e2e_deploy_cleanup", 96).await;
     let cli = cluster.cli.clone();
-    let share = cluster.add_share_on_h1().await;
-    let vm_id = create_stopped_vm(&cli, "big", "h2", &format!("{DISK_MIB}M")).await;
-    let host_vm_dir = cluster.agents[1].2.join("vms").join(&vm_id);
-    let total = fill_with_random_data(&cluster.root, &host_vm_dir.join("disk.qcow2"), DISK_MIB);
     cli.ok(&["vm", "store", "big"]).await;
     assert_eq!(
         claimed_vms(&cli, "h2").await,

@@ -962,17 +962,7 @@ async fn a_vm_with_a_data_disk_moves_it_live_stopped_and_through_the_library() {
     // Stored in the library and deployed to the other host, the data disk goes along.
     cli.ok(&["vm", "stop", "wide"]).await;
     let share = site.root.join("library");
-    cli.ok(&[
-        "library",
-        "share",
-        "add",
-        "main",
-        "--server",
-        "h1",
-        "--path",
-        &share.display().to_string(),
-    ])
-    .await;
+    cli.add_main_share(&share).await;
     cli.ok(&["vm", "store", "wide"]).await;
     let stored = share.join(".stored-vms").join(&vm_id);
     assert!(

@@ -823,11 +823,7 @@ async fn a_template_vm_on_an_overlay_moves_live_and_quick_with_its_addresses() {
         "--overlay",
     ])
     .await;
-    let share = root.join("library").display().to_string();
-    cli.ok(&[
-        "library", "share", "add", "main", "--server", "h1", "--path", &share,
-    ])
-    .await;
+    cli.add_main_share(&root.join("library")).await;
     cli.tiny_template("mover-**", &["--nic", "ovl"]).await;
     cli.ok(&[
         "vm",

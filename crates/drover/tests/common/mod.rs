@@ -306,6 +306,21 @@ impl Cli {
 }
 
 impl Cli {
+    /// Adds library share `main` on host h1 in directory `path`.
+    pub async fn add_main_share(&self, path: &Path) {
+        self.ok(&[
+            "library",
+            "share",
+            "add",
+            "main",
+            "--server",
+            "h1",
+            "--path",
+            &path.display().to_string(),
+        ])
+        .await;
+    }
+
     /// Makes template `t1` of the tiny guest: its root disk imported as library item `tiny-root`,
     /// hardware profile `tiny` (1 vCPU, 160 MiB, a serial shell) with `hardware` options
     /// (`--nic NETWORK`, ...), and guest OS profile `web` naming guests after `hostname` (a
