@@ -16,7 +16,7 @@ pub(super) use recovery::{interrupted, settle_all};
 use super::host::find_host;
 use super::vm::{find_vm, host_of, vm_networks};
 use super::{JobRun, Plan};
-use crate::agents::address_host;
+use crate::agents::{AgentClient, AgentError, address_host};
 use crate::db;
 use crate::http::ApiError;
 use crate::placement;
@@ -418,11 +418,7 @@ async fn quick_migrate_paused(
             tracing::warn!(error = ?anyhow::Error::from(error), vm_id = %vm.id, "cannot remove the VM's copy from the destination yet");
             leftovers::remove_copy_when_back(state, destination.address.clone(), vm.id);
         }
-        let resumed = async {
-            source_agent.action(vm.id, VmAction::Start).await?;
-            source_agent.action(vm.id, VmAction::Pause).await
-        };
-        match resumed.await {
+        match continue_paused(&source_agent, vm.id).await {
             Ok(runtime) => super::vm::record(state, vm.id, None, runtime.state, None).await?,
             Err(error) => {
                 tracing::warn!(error = ?anyhow::Error::from(error), vm_id = %vm.id, "cannot continue the VM on its source; it stays saved there");
@@ -430,6 +426,16 @@ async fn quick_migrate_paused(
         }
     }
     moved
+}
+
+/// Continues a saved VM from its saved state and pauses it again at once: how a paused VM's
+/// move ends on whichever host keeps it.
+pub(super) async fn continue_paused(
+    agent: &AgentClient<'_>,
+    vm_id: VmId,
+) -> Result<drover_api::agent::VmRuntime, AgentError> {
+    agent.action(vm_id, VmAction::Start).await?;
+    agent.action(vm_id, VmAction::Pause).await
 }
 
 /// Quick migration of a VM without a process (stopped or saved): the destination fetches its
@@ -485,10 +491,9 @@ async fn quick_migrate(
                 .define(&super::vm::moved_agent_spec(state, vm).await?)
                 .await?;
             if arrived == VmState::Paused {
-                // Continued from the saved state, which the start uses up; the source keeps
-                // its own copy until the switch.
-                destination_agent.action(vm.id, VmAction::Start).await?;
-                destination_agent.action(vm.id, VmAction::Pause).await?;
+                // The start uses the destination's saved state up; the source keeps its own copy
+                // until the switch.
+                continue_paused(&destination_agent, vm.id).await?;
             }
             Ok(())
         })

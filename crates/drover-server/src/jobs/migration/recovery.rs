@@ -14,7 +14,7 @@ use crate::jobs::JobSpec;
 use crate::jobs::host::find_host;
 use crate::jobs::vm::{find_vm, host_of};
 use crate::state::AppState;
-use drover_api::{HostId, JobStatus, VmAction, VmId, VmState};
+use drover_api::{HostId, JobStatus, VmId, VmState};
 use std::time::Duration;
 
 /// How long a settle keeps trying while an agent does not answer.
@@ -148,8 +148,7 @@ async fn try_settle(state: &AppState, migration: Interrupted) -> Result<&'static
     destination_agent.delete(vm.id).await?;
     if migration.saved_first && state_on(&source_agent, vm.id).await? == Some(VmState::Saved) {
         // Paused before its move, paused again.
-        source_agent.action(vm.id, VmAction::Start).await?;
-        let runtime = source_agent.action(vm.id, VmAction::Pause).await?;
+        let runtime = super::continue_paused(&source_agent, vm.id).await?;
         crate::jobs::vm::record(state, vm.id, None, runtime.state, None).await?;
     }
     Ok("the VM stays on its source; the destination's copy was removed")

@@ -325,27 +325,24 @@ async fn deploy(
     let library = host_of(state, &vm).await?;
     let host = find_host(state, host_id).await?;
     let receiver = state.agents.at(&host.address);
-    let reserves = || async {
-        let needs = super::MovedVmNeeds::of(state, &vm).await?;
-        Ok::<_, ApiError>(
-            placement::rate_host(state, host.id, needs.needs())
-                .await?
-                .reserves,
-        )
-    };
     let no_room = || {
         ApiError::InsufficientHostResources(format!(
             "VM '{}' no longer fits on host '{}'",
             vm.name, host.name
         ))
     };
-    run.step(async {
-        if !db::stored::claim_deploy(&state.db, vm_id, host.id, reserves().await?).await? {
-            return Err(no_room());
-        }
-        Ok(())
-    })
-    .await?;
+    let reserves = run
+        .step(async {
+            let needs = super::MovedVmNeeds::of(state, &vm).await?;
+            let reserves = placement::rate_host(state, host.id, needs.needs())
+                .await?
+                .reserves;
+            if !db::stored::claim_deploy(&state.db, vm_id, host.id, reserves).await? {
+                return Err(no_room());
+            }
+            Ok(reserves)
+        })
+        .await?;
     let request = AgentVmFilesFetch {
         source: String::new(),
         from: VmFilesPlace {
@@ -377,7 +374,7 @@ async fn deploy(
             receiver
                 .define(&moved_agent_spec(state, &vm).await?)
                 .await?;
-            if !db::stored::claim_deployed(&state.db, vm_id, host.id, reserves().await?).await? {
+            if !db::stored::claim_deployed(&state.db, vm_id, host.id, reserves).await? {
                 return Err(no_room());
             }
             state.publish(Event::VmChanged(find_vm(state, vm_id).await?));
