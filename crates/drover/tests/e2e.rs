@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, http_get_until, qemu_pids,
+    Cli, Daemon, GuestShell, QemuReaper, agent_args, alive, as_strs, free_port, http_get_until,
+    qemu_pids,
 };
 use drover_testkit::{artifacts_dir, dir_names, guest, wait_for_text, wait_until};
 use nix::sys::signal::Signal;
@@ -29,25 +30,6 @@ struct Cluster {
 impl Cluster {
     fn server_args(&self) -> Vec<String> {
         server_args(&self.root, self.api_port)
-    }
-
-    fn agent_args(dir: &Path, port: u16) -> Vec<String> {
-        let port = port.to_string();
-        [
-            "agent",
-            "--data-dir",
-            &dir.to_string_lossy(),
-            "--control-port",
-            &port,
-            "--transfer-port",
-            "0",
-            "--roles",
-            "host,library",
-            "--bind-address",
-            "127.0.0.1",
-        ]
-        .map(str::to_owned)
-        .to_vec()
     }
 
     /// Adds share `main` on host h1, in `ROOT/library`; its directory.
@@ -76,7 +58,7 @@ impl Cluster {
             let daemon = Daemon::spawn(
                 &artifacts,
                 &format!("agent{index}"),
-                &as_strs(&Cluster::agent_args(&dir, port)),
+                &as_strs(&agent_args(&dir, port)),
             );
             agents.push((daemon, port, dir));
         }
@@ -111,7 +93,7 @@ impl Cluster {
 
     fn restart_agent(&mut self, index: usize, incarnation: u32) {
         let (_, port, dir) = &self.agents[index];
-        let args = Cluster::agent_args(dir, *port);
+        let args = agent_args(dir, *port);
         let daemon = Daemon::spawn(
             &self.artifacts,
             &format!("agent{}-{incarnation}", index + 1),
@@ -1454,7 +1436,7 @@ const PACED_RATE: &str = "32M";
 async fn restart_paced_agent(cluster: &mut Cluster, index: usize, incarnation: u32) {
     let (daemon, port, dir) = &mut cluster.agents[index];
     daemon.stop(Signal::SIGKILL);
-    let args = Cluster::agent_args(dir, *port);
+    let args = agent_args(dir, *port);
     *daemon = Daemon::spawn_with_env(
         &cluster.artifacts,
         &format!("agent{}-{incarnation}", index + 1),

@@ -12,7 +12,8 @@
 mod common;
 
 use common::{
-    Cli, Daemon, GuestShell, QemuReaper, alive, as_strs, free_port, http_get_until, qemu_pids,
+    Cli, Daemon, GuestShell, QemuReaper, agent_args, alive, as_strs, free_port, http_get_until,
+    qemu_pids,
 };
 use drover_testkit::{artifacts_dir, guest, wait_until};
 use nix::sys::signal::Signal;
@@ -42,25 +43,6 @@ struct Site {
     agents: Vec<Agent>,
     cli: Cli,
     _temp: tempfile::TempDir,
-}
-
-fn agent_args(dir: &Path, port: u16) -> Vec<String> {
-    let (dir, port) = (dir.display().to_string(), port.to_string());
-    [
-        "agent",
-        "--data-dir",
-        &dir,
-        "--control-port",
-        &port,
-        "--transfer-port",
-        "0",
-        "--roles",
-        "host,library",
-        "--bind-address",
-        "127.0.0.1",
-    ]
-    .map(str::to_owned)
-    .to_vec()
 }
 
 impl Site {

@@ -201,6 +201,27 @@ pub struct Outcome {
     pub stderr: String,
 }
 
+/// The command line of an agent on 127.0.0.1 with the roles `host,library`, its data in `dir`, its
+/// control port `port` and any free transfer port.
+pub fn agent_args(dir: &Path, port: u16) -> Vec<String> {
+    let (dir, port) = (dir.display().to_string(), port.to_string());
+    [
+        "agent",
+        "--data-dir",
+        &dir,
+        "--control-port",
+        &port,
+        "--transfer-port",
+        "0",
+        "--roles",
+        "host,library",
+        "--bind-address",
+        "127.0.0.1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 impl Cli {
     pub async fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
         let output = tokio::process::Command::from(command(self.netns.as_deref()))
